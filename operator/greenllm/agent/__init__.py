@@ -1,0 +1,1 @@
+"""The node agent: applies per-GPU power settings chosen by the operator (DaemonSet)."""

@@ -1,0 +1,1 @@
+"""The GreenModel API: pydantic models (the source of truth) and the CRD generated from them."""

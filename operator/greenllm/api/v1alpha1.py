@@ -1,0 +1,310 @@
+"""GreenModel (greenllm.io/v1alpha1): the one source of truth for the CRD, the operator and the simulator.
+
+Field names are snake_case in Python and camelCase on the wire. Units are in the field names
+(W, kWh, grams, ms, MHz); durations are Kubernetes-style strings (see `durations`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from greenllm.api.durations import Duration, parse_duration
+
+GROUP = "greenllm.io"
+VERSION = "v1alpha1"
+KIND = "GreenModel"
+PLURAL = "greenmodels"
+SINGULAR = "greenmodel"
+SHORT_NAMES = ["gm"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Kubernetes object names: DNS-1123 labels (a variant name ends up in a label value).
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Precision(StrEnum):
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8 = "fp8"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class OnExhausted(StrEnum):
+    """What to do when no configuration meets every budget."""
+
+    DEGRADE = "Degrade"  # move to a cheaper variant (still above the quality floor) and fewer replicas
+    CAP_REPLICAS = "CapReplicas"  # keep the variant, cap replicas at what the budget allows
+    HOLD = "Hold"  # change nothing; report the breach
+
+
+class PowerMode(StrEnum):
+    AUTO = "Auto"  # greenllm chooses a per-GPU power limit
+    FIXED = "Fixed"  # use `power.limitW` on every GPU
+    OFF = "Off"  # never touch GPU power settings
+
+
+class PowerSource(StrEnum):
+    DCGM = "dcgm"
+    KEPLER = "kepler"
+
+
+class ModelRef(_Model):
+    name: str = Field(min_length=1, description="Model name as served (vLLM --served-model-name).")
+    params_billions: float | None = Field(
+        default=None, gt=0, description="Parameter count in billions; picks the calibrated energy profile."
+    )
+
+
+class GpuSpec(_Model):
+    type: str = Field(
+        default="H100-SXM",
+        min_length=1,
+        description="GPU product, e.g. H100-SXM, A100-SXM4-80GB, B200; selects power specs and profiles.",
+    )
+    count: int = Field(default=1, ge=1, le=16, description="GPUs per replica (tensor parallel size).")
+    resource_name: str = Field(
+        default="nvidia.com/gpu", min_length=1, description="Extended resource requested per replica."
+    )
+
+
+class EnvVar(_Model):
+    name: str = Field(min_length=1)
+    value: str = ""
+
+
+class Resources(_Model):
+    """CPU / memory requests and limits for the serving container (the GPU request is added by greenllm)."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class VariantProfile(_Model):
+    """Measured behaviour of one replica of this variant; overrides the calibrated defaults."""
+
+    output_tokens_per_second: float = Field(
+        gt=0, description="Output tokens/s one replica sustains while meeting the TPOT SLO."
+    )
+    prompt_tokens_per_second: float | None = Field(
+        default=None, gt=0, description="Prompt (prefill) tokens/s one replica sustains."
+    )
+    idle_power_w: float = Field(ge=0, description="Power per GPU with the model loaded and no requests.")
+    loaded_power_w: float = Field(gt=0, description="Power per GPU at the load above.")
+
+
+class Variant(_Model):
+    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
+    precision: Precision
+    image: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    quality: float = Field(
+        default=1.0, gt=0, le=2, description="Quality relative to the reference variant (1.0)."
+    )
+    profile: VariantProfile | None = None
+
+
+class Slo(_Model):
+    tpot_p90_ms: float = Field(default=50.0, gt=0, description="p90 time per output token, ms.")
+    ttft_p90_ms: float = Field(default=2000.0, gt=0, description="p90 time to first token, ms.")
+    min_quality: float = Field(default=0.0, ge=0, le=2, description="Variants below this are never run.")
+
+
+class Replicas(_Model):
+    min: int = Field(default=1, ge=0)
+    max: int = Field(default=4, ge=1)
+
+
+class Budget(_Model):
+    power_w: float | None = Field(default=None, gt=0, description="Average power cap, all replicas, W.")
+    energy_kwh: float | None = Field(default=None, gt=0, description="Energy per period, kWh.")
+    carbon_grams: float | None = Field(default=None, gt=0, description="Carbon per period, gCO2.")
+    period: Duration = Field(default="24h", description="Accounting period; totals reset at its end.")
+    on_exhausted: OnExhausted = OnExhausted.DEGRADE
+
+    @property
+    def period_seconds(self) -> float:
+        return parse_duration(self.period)
+
+
+class Power(_Model):
+    mode: PowerMode = PowerMode.AUTO
+    limit_w: float | None = Field(default=None, gt=0, description="Per-GPU power limit for mode Fixed, W.")
+
+
+class Scaling(_Model):
+    interval: Duration = Field(default="15s", description="How often the operator re-plans.")
+    scale_up_stabilization: Duration = Field(default="0s")
+    scale_down_stabilization: Duration = Field(default="5m")
+    headroom: float = Field(default=0.2, ge=0, le=4, description="Spare capacity kept above demand (0.2 = 20%).")
+    switch_threshold: float = Field(
+        default=0.1, ge=0, le=1, description="Minimum relative power saving that justifies a variant switch."
+    )
+    switch_hold: Duration = Field(default="5m", description="How long a switch must stay worth it first.")
+
+
+class CarbonIntensity(_Model):
+    grams_per_kwh: float | None = Field(default=None, ge=0, description="Static grid intensity, gCO2/kWh.")
+    query: str | None = Field(default=None, min_length=1, description="PromQL giving gCO2/kWh.")
+
+
+class Metrics(_Model):
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    power_source: PowerSource = PowerSource.DCGM
+    carbon_intensity: CarbonIntensity = Field(default_factory=CarbonIntensity)
+    queries: dict[str, str] = Field(
+        default_factory=dict, description="Overrides of named PromQL queries (see README)."
+    )
+
+
+_VALIDATIONS_SPEC = [
+    {"rule": "self.replicas.min <= self.replicas.max", "message": "replicas.min must be <= replicas.max"},
+    {
+        "rule": "self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
+        "message": "variant names must be unique",
+    },
+    {
+        "rule": "self.variants.exists(v, v.quality >= self.slo.minQuality)",
+        "message": "at least one variant must meet slo.minQuality",
+    },
+    {
+        "rule": "self.power.mode != 'Fixed' || has(self.power.limitW)",
+        "message": "power.limitW is required when power.mode is Fixed",
+    },
+]
+
+
+class GreenModelSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _VALIDATIONS_SPEC})
+
+    model: ModelRef
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    variants: list[Variant] = Field(min_length=1, max_length=16)
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the serving container listens on.")
+    slo: Slo = Field(default_factory=Slo)
+    replicas: Replicas = Field(default_factory=Replicas)
+    budget: Budget = Field(default_factory=Budget)
+    power: Power = Field(default_factory=Power)
+    scaling: Scaling = Field(default_factory=Scaling)
+    metrics: Metrics = Field(default_factory=Metrics)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> GreenModelSpec:
+        # The same rules as the CRD's CEL, for files the API server never sees (simulate, plan).
+        if self.replicas.min > self.replicas.max:
+            raise ValueError(f"replicas.min ({self.replicas.min}) must be <= replicas.max ({self.replicas.max})")
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique: {', '.join(dupes)} repeated")
+        if not any(v.quality >= self.slo.min_quality for v in self.variants):
+            raise ValueError(f"no variant meets slo.minQuality {self.slo.min_quality}")
+        if self.power.mode is PowerMode.FIXED and self.power.limit_w is None:
+            raise ValueError("power.limitW is required when power.mode is Fixed")
+        return self
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    SPEC_VALID = "SpecValid"
+    BUDGET_MET = "BudgetMet"
+    METRICS_AVAILABLE = "MetricsAvailable"
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Alternative(_Model):
+    variant: str
+    replicas: int
+    power_limit_w: float | None = None
+    power_w: float | None = Field(default=None, description="Expected power of this option, W.")
+    why_not: str = ""
+
+
+class DecisionRecord(_Model):
+    time: str
+    variant: str
+    replicas: int
+    power_limit_w: float | None = None
+    locked_clock_mhz: int | None = None
+    expected_power_w: float | None = None
+    reason: str
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+
+class Observed(_Model):
+    time: str | None = None
+    power_w: float | None = None
+    output_tokens_per_second: float | None = None
+    prompt_tokens_per_second: float | None = None
+    joules_per_token: float | None = None
+    carbon_intensity_g_per_kwh: float | None = None
+    tpot_p90_ms: float | None = None
+    ttft_p90_ms: float | None = None
+
+
+class PeriodAccount(_Model):
+    start: str | None = None
+    energy_kwh: float = Field(default=0.0, ge=0)
+    carbon_grams: float = Field(default=0.0, ge=0)
+    last_sample_time: str | None = None
+
+
+class GreenModelStatus(_Model):
+    # Status is written by the operator only; tolerate fields a newer operator may add.
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    variant: str | None = None
+    replicas: int | None = None
+    power_limit_w: float | None = Field(default=None, description="Per-GPU power limit; null = GPU default.")
+    locked_clock_mhz: int | None = None
+    observed: Observed = Field(default_factory=Observed)
+    period: PeriodAccount = Field(default_factory=PeriodAccount)
+    conditions: list[Condition] = Field(default_factory=list)
+    last_decision: DecisionRecord | None = None
+    controller_state: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Opaque state of the decision loop (stability timers), kept across restarts.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class GreenModel(_Model):
+    """A whole object, as read from a file (simulate, plan) or the API server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["greenllm.io/v1alpha1"]
+    kind: Literal["GreenModel"]
+    metadata: Annotated[dict[str, Any], Field(default_factory=dict)]
+    spec: GreenModelSpec
+    status: GreenModelStatus | None = None

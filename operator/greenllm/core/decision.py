@@ -1,0 +1,49 @@
+"""Inputs and outputs of the decision step, shared by the operator loop and the simulator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from greenllm.core.performance import PowerSetting
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What Prometheus shows about one GreenModel at `time` (epoch s). None = unknown, never zero."""
+
+    time: float
+    prompt_tokens_per_s: float | None = None
+    output_tokens_per_s: float | None = None
+    requests_waiting: float | None = None
+    requests_running: float | None = None
+    power_w: float | None = None  # all of the GreenModel's GPUs together
+    energy_j_total: float | None = None  # monotonic energy counter of those GPUs, J (None = integrate power)
+    carbon_intensity_g_per_kwh: float | None = None
+    tpot_p90_ms: float | None = None
+    ttft_p90_ms: float | None = None
+
+    @property
+    def has_demand(self) -> bool:
+        return self.prompt_tokens_per_s is not None and self.output_tokens_per_s is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One configuration the planner considered."""
+
+    variant: str
+    replicas: int
+    setting: PowerSetting
+    power_w: float  # expected average power of the whole GreenModel, W
+    why_not: str = ""  # empty for the chosen one
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    variant: str
+    replicas: int
+    setting: PowerSetting
+    expected_power_w: float | None
+    reason: str
+    budget_met: bool = True
+    alternatives: tuple[Option, ...] = field(default_factory=tuple)

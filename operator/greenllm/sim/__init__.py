@@ -1,0 +1,1 @@
+"""Trace-replay simulator that drives the same decision step as the operator."""
