@@ -113,7 +113,7 @@ def custom_resource_definition() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A model served by greenllm with the least energy that meets its SLO.",
+                            "description": "A model served with the least energy that meets its SLO.",
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

@@ -27,9 +27,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class Precision(StrEnum):
@@ -148,7 +146,9 @@ class Scaling(_Model):
     interval: Duration = Field(default="15s", description="How often the operator re-plans.")
     scale_up_stabilization: Duration = Field(default="0s")
     scale_down_stabilization: Duration = Field(default="5m")
-    headroom: float = Field(default=0.2, ge=0, le=4, description="Spare capacity kept above demand (0.2 = 20%).")
+    headroom: float = Field(
+        default=0.2, ge=0, le=4, description="Spare capacity kept above demand (0.2 = 20%)."
+    )
     switch_threshold: float = Field(
         default=0.1, ge=0, le=1, description="Minimum relative power saving that justifies a variant switch."
     )
@@ -204,7 +204,9 @@ class GreenModelSpec(_Model):
     def _cross_field(self) -> GreenModelSpec:
         # The same rules as the CRD's CEL, for files the API server never sees (simulate, plan).
         if self.replicas.min > self.replicas.max:
-            raise ValueError(f"replicas.min ({self.replicas.min}) must be <= replicas.max ({self.replicas.max})")
+            raise ValueError(
+                f"replicas.min ({self.replicas.min}) must be <= replicas.max ({self.replicas.max})"
+            )
         names = [v.name for v in self.variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

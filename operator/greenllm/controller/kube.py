@@ -1,0 +1,105 @@
+"""The few Kubernetes calls the operator makes itself (kopf does the watching, status and events).
+
+Objects travel as plain dicts: the core renders dicts and the operator only ever patches the fields it
+owns, so the client's typed models would add nothing but conversion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from greenllm.api import v1alpha1 as api
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._apps = client.AppsV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster service account first, then $KUBECONFIG / ~/.kube/config (running outside)."""
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await _call(self._reader(kind), name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        creator = {
+            "Deployment": self._apps.create_namespaced_deployment,
+            "Service": self._core.create_namespaced_service,
+        }
+        return await _call(creator[obj["kind"]], obj["metadata"]["namespace"], obj)
+
+    async def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        patcher = {
+            "Deployment": self._apps.patch_namespaced_deployment,
+            "Service": self._core.patch_namespaced_service,
+        }
+        return await _call(patcher[kind], name, namespace, patch, _content_type=MERGE_PATCH)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        deleter = {
+            "Deployment": self._apps.delete_namespaced_deployment,
+            "Service": self._core.delete_namespaced_service,
+        }
+        try:
+            await _call(deleter[kind], name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    async def get_green_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await _call(
+                self._custom.get_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL, name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def patch_green_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await _call(
+            self._custom.patch_namespaced_custom_object_status,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    def _reader(self, kind: str) -> Callable[..., Any]:
+        readers = {
+            "Deployment": self._apps.read_namespaced_deployment,
+            "Service": self._core.read_namespaced_service,
+        }
+        return readers[kind]
+
+
+async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # The client is synchronous; run it off the event loop that kopf's watchers share.
+    response = await asyncio.to_thread(method, *args, _preload_content=False, **kwargs)
+    data = response.data
+    result: dict[str, Any] = json.loads(data) if data else {}
+    return result

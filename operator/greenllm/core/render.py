@@ -1,0 +1,229 @@
+"""Decision -> the Kubernetes objects and status that express it. Pure: dicts in, dicts out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from greenllm.api import v1alpha1 as api
+from greenllm.core.decision import Decision
+
+MODEL_LABEL = "greenllm.io/model"
+VARIANT_LABEL = "greenllm.io/variant"
+TEMPLATE_HASH_ANNOTATION = "greenllm.io/template-hash"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "greenllm"}
+CONTAINER_NAME = "server"
+PORT_NAME = "http"
+
+
+def workload_name(owner_name: str) -> str:
+    """Deployment and Service share the GreenModel's name: one of each per GreenModel."""
+    return owner_name
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _selector(owner_name: str) -> dict[str, str]:
+    # The selector is immutable in a Deployment, so it holds only the model label: changing the variant
+    # rolls the pods instead of forcing a delete and re-create.
+    return {MODEL_LABEL: owner_name}
+
+
+def _pod_template(owner_name: str, spec: api.GreenModelSpec, variant: api.Variant) -> dict[str, Any]:
+    gpu_count = str(spec.gpu.count)
+    requests = {**variant.resources.requests, spec.gpu.resource_name: gpu_count}
+    limits = {**variant.resources.limits, spec.gpu.resource_name: gpu_count}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": variant.image,
+        "args": list(variant.args),
+        "env": [{"name": e.name, "value": e.value} for e in variant.env],
+        "ports": [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}],
+        "resources": {"requests": requests, "limits": limits},
+        # vLLM's OpenAI server answers /health once the model is loaded.
+        "readinessProbe": {"httpGet": {"path": "/health", "port": PORT_NAME}, "periodSeconds": 10},
+    }
+    return {
+        "metadata": {
+            "labels": {**_selector(owner_name), VARIANT_LABEL: variant.name, **MANAGED_BY},
+            "annotations": {"greenllm.io/precision": variant.precision.value},
+        },
+        "spec": {"containers": [container]},
+    }
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def deployment(owner: Mapping[str, Any], spec: api.GreenModelSpec, decision: Decision) -> dict[str, Any]:
+    name = workload_name(owner["metadata"]["name"])
+    template = _pod_template(owner["metadata"]["name"], spec, spec.variant(decision.variant))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
+            "labels": {MODEL_LABEL: owner["metadata"]["name"], VARIANT_LABEL: decision.variant, **MANAGED_BY},
+            "annotations": {TEMPLATE_HASH_ANNOTATION: template_hash(template)},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "replicas": decision.replicas,
+            "selector": {"matchLabels": _selector(owner["metadata"]["name"])},
+            "template": template,
+        },
+    }
+
+
+def deployment_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that turns `current` into `desired`, or None when nothing we own differs."""
+    cur_meta = current.get("metadata", {})
+    cur_hash = (cur_meta.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+    want_hash = desired["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+    patch: dict[str, Any] = {}
+    if cur_hash != want_hash:
+        patch = {
+            "metadata": {
+                "labels": desired["metadata"]["labels"],
+                "annotations": desired["metadata"]["annotations"],
+            },
+            "spec": {"template": desired["spec"]["template"]},
+        }
+    if current.get("spec", {}).get("replicas") != desired["spec"]["replicas"]:
+        patch.setdefault("spec", {})["replicas"] = desired["spec"]["replicas"]
+    return patch or None
+
+
+def service(owner: Mapping[str, Any], spec: api.GreenModelSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": workload_name(owner["metadata"]["name"]),
+            "namespace": owner["metadata"]["namespace"],
+            "labels": {MODEL_LABEL: owner["metadata"]["name"], **MANAGED_BY},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(owner["metadata"]["name"]),
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def service_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    cur = current.get("spec", {})
+    want = desired["spec"]
+    if cur.get("selector") == want["selector"] and _ports(cur.get("ports")) == _ports(want["ports"]):
+        return None
+    return {"spec": {"selector": want["selector"], "ports": want["ports"]}}
+
+
+def _ports(ports: Sequence[Mapping[str, Any]] | None) -> list[tuple[Any, ...]]:
+    return [(p.get("name"), p.get("port"), p.get("targetPort")) for p in ports or []]
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: api.ConditionType,
+    status: bool | None,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Conditions with `type_` set; lastTransitionTime moves only when the status itself changes."""
+    value = "Unknown" if status is None else ("True" if status else "False")
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_.value:
+            out.append(dict(cond))
+            continue
+        found = True
+        changed = cond.get("status") != value
+        out.append(
+            {
+                "type": type_.value,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": type_.value,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now,
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+def decision_record(decision: Decision, now: str) -> dict[str, Any]:
+    record = api.DecisionRecord(
+        time=now,
+        variant=decision.variant,
+        replicas=decision.replicas,
+        power_limit_w=decision.setting.limit_w,
+        locked_clock_mhz=decision.setting.locked_clock_mhz,
+        expected_power_w=None if decision.expected_power_w is None else round(decision.expected_power_w, 1),
+        reason=decision.reason,
+        alternatives=[
+            api.Alternative(
+                variant=o.variant,
+                replicas=o.replicas,
+                power_limit_w=o.setting.limit_w,
+                power_w=round(o.power_w, 1),
+                why_not=o.why_not,
+            )
+            for o in decision.alternatives
+        ],
+    )
+    return record.model_dump(by_alias=True, mode="json")
+
+
+def decision_status(decision: Decision) -> dict[str, Any]:
+    """The status fields the node agent and `kubectl get gm` read."""
+    return {
+        "variant": decision.variant,
+        "replicas": decision.replicas,
+        "powerLimitW": decision.setting.limit_w,
+        "lockedClockMhz": decision.setting.locked_clock_mhz,
+    }
+
+
+def same_decision(decision: Decision, last: Mapping[str, Any] | None) -> bool:
+    """Whether `last` (status.lastDecision) already records this decision, so no Event is due."""
+    if not last:
+        return False
+    return (
+        last.get("variant") == decision.variant
+        and last.get("replicas") == decision.replicas
+        and last.get("powerLimitW") == decision.setting.limit_w
+        and last.get("lockedClockMhz") == decision.setting.locked_clock_mhz
+    )

@@ -1,0 +1,92 @@
+"""The GreenModel pydantic models: defaults, wire names and the cross-field rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from greenllm.api import v1alpha1 as api
+from greenllm.api.durations import parse_duration
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"name": "m"},
+        "variants": [
+            {"name": "bf16", "precision": "bf16", "image": "img:1", "quality": 1.0},
+            {"name": "int4", "precision": "int4", "image": "img:1", "quality": 0.95},
+        ],
+    }
+    base.update(overrides)
+    return base
+
+
+def test_defaults_fill_every_section() -> None:
+    s = api.GreenModelSpec.model_validate(spec())
+    assert s.gpu.type == "H100-SXM" and s.gpu.count == 1 and s.gpu.resource_name == "nvidia.com/gpu"
+    assert (s.replicas.min, s.replicas.max) == (1, 4)
+    assert s.budget.on_exhausted is api.OnExhausted.DEGRADE
+    assert s.budget.period_seconds == 86400
+    assert s.power.mode is api.PowerMode.AUTO
+    assert parse_duration(s.scaling.interval) == 15
+    assert s.metrics.power_source is api.PowerSource.DCGM
+
+
+def test_wire_names_are_camel_case() -> None:
+    s = api.GreenModelSpec.model_validate(spec(slo={"tpotP90Ms": 40, "minQuality": 0.9}))
+    dumped = s.model_dump(by_alias=True)
+    assert dumped["slo"] == {"tpotP90Ms": 40, "ttftP90Ms": 2000.0, "minQuality": 0.9}
+    assert "onExhausted" in dumped["budget"] and "powerW" in dumped["budget"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"replicas": {"min": 5, "max": 2}}, "replicas.min (5) must be <= replicas.max (2)"),
+        ({"slo": {"minQuality": 1.5}}, "no variant meets slo.minQuality 1.5"),
+        ({"power": {"mode": "Fixed"}}, "power.limitW is required"),
+        ({"budget": {"period": "one day"}}, "String should match pattern"),
+        ({"budget": {"energyKwh": -1}}, "greater than 0"),
+        ({"variants": []}, "at least 1 item"),
+        ({"unknownField": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_specs_are_refused_with_a_reason(overrides: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        api.GreenModelSpec.model_validate(spec(**overrides))
+    assert needle in str(err.value)
+
+
+def test_duplicate_variant_names_are_named() -> None:
+    doubled = spec()["variants"] + [{"name": "bf16", "precision": "fp8", "image": "x"}]
+    with pytest.raises(ValidationError, match="bf16 repeated"):
+        api.GreenModelSpec.model_validate(spec(variants=doubled))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15s", 15), ("5m", 300), ("1h30m", 5400), ("7d", 604800), ("250ms", 0.25)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "15", "s", "1y", "-5m", "5 m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_status_tolerates_unknown_fields_and_round_trips() -> None:
+    raw = {
+        "variant": "bf16",
+        "replicas": 2,
+        "powerLimitW": 450.0,
+        "lastDecision": {"time": "2026-01-01T00:00:00Z", "variant": "bf16", "replicas": 2, "reason": "r"},
+        "futureField": True,
+    }
+    status = api.GreenModelStatus.model_validate(raw)
+    assert status.power_limit_w == 450.0
+    assert status.last_decision is not None and status.last_decision.replicas == 2
+    assert "futureField" not in status.model_dump(by_alias=True)

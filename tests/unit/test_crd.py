@@ -1,0 +1,166 @@
+"""The generated CRD: no drift, structural, valid for Kubernetes; examples pass its schema and CEL."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from greenllm.api import crd
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "greenmodels.greenllm.io.yaml"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def crd_doc() -> dict[str, Any]:
+    return crd.custom_resource_definition()
+
+
+def root_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = crd_doc()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_committed_crd_matches_the_models() -> None:
+    assert CRD_FILE.read_text() == crd.render_yaml(), "crds/ drifted: run `python hack/gen_crds.py`"
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "newest"])
+def test_crd_is_a_valid_custom_resource_definition(version: str) -> None:
+    if version == "newest":
+        version = kubernetes_validate.latest_version()
+    kubernetes_validate.validate(yaml.safe_load(CRD_FILE.read_text()), version, strict=True)
+
+
+def _nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if not isinstance(node, dict):
+        return
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from _nodes(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _nodes(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _nodes(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_schema_is_structural() -> None:
+    forbidden = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "title", "const"}
+    for path, node in _nodes(root_schema()):
+        assert "type" in node, f"{path or '<root>'} has no type"
+        assert not forbidden & node.keys(), f"{path}: {forbidden & node.keys()}"
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if "exclusiveMinimum" in node:
+            assert node["exclusiveMinimum"] is True and "minimum" in node, path
+
+
+def test_status_subresource_and_printer_columns() -> None:
+    version = crd_doc()["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Variant"] == ".status.variant"
+    assert columns["Replicas"] == ".status.replicas"
+    assert columns["Power"] == ".status.observed.powerW"
+    assert "BudgetMet" in columns["Budget"]
+    assert columns["Age"] == ".metadata.creationTimestamp"
+    assert crd_doc()["spec"]["names"]["shortNames"] == ["gm"]
+
+
+# ------------------------------------------------------------- validating objects like the API server
+
+
+def _as_json_schema(node: Any) -> Any:
+    """OpenAPI v3.0 `nullable` -> JSON Schema draft 4 (which keeps boolean exclusiveMinimum)."""
+    if isinstance(node, list):
+        return [_as_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _as_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if out.pop("nullable", False):
+        out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _apply_defaults(schema: dict[str, Any], obj: Any) -> Any:
+    """Structural defaulting as the API server does it, so CEL sees what it would see."""
+    if isinstance(obj, dict) and "properties" in schema:
+        for name, sub in schema["properties"].items():
+            if name not in obj and "default" in sub:
+                obj[name] = copy.deepcopy(sub["default"])
+            if name in obj:
+                obj[name] = _apply_defaults(sub, obj[name])
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [_apply_defaults(schema["items"], o) for o in obj]
+    return obj
+
+
+def _cel_errors(schema: dict[str, Any], obj: Any, path: str = "") -> list[str]:
+    errors = []
+    env = celpy.Environment()
+    for rule in schema.get("x-kubernetes-validations", []):
+        result = env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(obj)})
+        if not bool(result):
+            errors.append(f"{path}: {rule['message']}")
+    if isinstance(obj, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in obj:
+                errors += _cel_errors(sub, obj[name], f"{path}.{name}")
+    return errors
+
+
+def api_server_errors(obj: dict[str, Any]) -> list[str]:
+    schema = root_schema()
+    obj = _apply_defaults(schema, copy.deepcopy(obj))
+    validator = jsonschema.Draft4Validator(_as_json_schema(schema))
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
+    return errors or _cel_errors(schema, obj)
+
+
+def test_there_are_examples() -> None:
+    assert EXAMPLES, "examples/ is empty"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_against_the_crd(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        assert api_server_errors(doc) == []
+
+
+def good() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(EXAMPLES[0].read_text())
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d["spec"].update(replicas={"min": 3, "max": 2}), "replicas.min must be <= replicas.max"),
+        (
+            lambda d: d["spec"]["variants"].append(dict(d["spec"]["variants"][0])),
+            "variant names must be unique",
+        ),
+        (lambda d: d["spec"].update(variants=[]), "should be non-empty"),
+        (lambda d: d["spec"]["budget"].update(powerW=0), "less than or equal to the minimum"),
+        (lambda d: d["spec"]["budget"].update(period="daily"), "does not match"),
+        (lambda d: d["spec"]["variants"][0].update(precision="fp4"), "is not one of"),
+        (lambda d: d["spec"].update(power={"mode": "Fixed"}), "power.limitW is required"),
+        (lambda d: d["spec"]["slo"].update(minQuality=1.9), "at least one variant must meet"),
+        (lambda d: d["spec"]["variants"][0].update(name="Not_A_Label"), "does not match"),
+    ],
+)
+def test_schema_refuses_bad_objects(mutate: Any, needle: str) -> None:
+    doc = good()
+    assert api_server_errors(doc) == []
+    mutate(doc)
+    errors = api_server_errors(doc)
+    assert any(needle in e for e in errors), errors
