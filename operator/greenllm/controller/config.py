@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ class OperatorConfig:
     peering_name: str | None = None  # None = standalone (one operator replica)
     priority: int = 0
     prometheus_timeout_s: float = 5.0
+    rate_window: str = "1m"  # PromQL range for rate() and histogram quantiles
+    queries: dict[str, str] = field(default_factory=dict)  # overrides of metrics.DEFAULT_QUERIES by name
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -35,6 +38,8 @@ class OperatorConfig:
             peering_name=env.get("GREENLLM_PEERING") or None,
             priority=int(env.get("GREENLLM_PRIORITY", defaults.priority)),
             prometheus_timeout_s=float(env.get("GREENLLM_PROMETHEUS_TIMEOUT", defaults.prometheus_timeout_s)),
+            rate_window=env.get("GREENLLM_RATE_WINDOW", defaults.rate_window),
+            queries=json.loads(env.get("GREENLLM_QUERIES", "{}")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -47,6 +52,8 @@ class OperatorConfig:
             "GREENLLM_LOG_LEVEL": self.log_level,
             "GREENLLM_PRIORITY": str(self.priority),
             "GREENLLM_PROMETHEUS_TIMEOUT": str(self.prometheus_timeout_s),
+            "GREENLLM_RATE_WINDOW": self.rate_window,
+            "GREENLLM_QUERIES": json.dumps(self.queries),
         }
         if self.default_carbon_intensity_g_per_kwh is not None:
             env["GREENLLM_DEFAULT_CARBON_INTENSITY"] = str(self.default_carbon_intensity_g_per_kwh)

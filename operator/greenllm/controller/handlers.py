@@ -6,28 +6,37 @@ time beyond registering handlers: clients and settings are built in the start-up
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
+import time
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from greenllm.api import v1alpha1 as api
+from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
+from greenllm.controller import metrics
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.kube import Kube
+from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
 from greenllm.core.continuity import carried_decision
-from greenllm.core.decision import Decision
-from greenllm.core.step import initial_decision
+from greenllm.core.decision import Decision, Observation
+from greenllm.core.step import LoopState, initial_decision, initial_state, step
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 ANNOTATION_PREFIX = "greenllm.io"
 
 
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso(time.time())
 
 
 @kopf.on.startup()
@@ -36,6 +45,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     memo.kube = Kube.from_environment()
     memo.energy = default_energy_model()
+    memo.prometheus = {}  # URL -> metrics.Query, built on first use
+    if "telemetry" not in memo:
+        memo.telemetry = Telemetry()
+        memo.telemetry.serve(config.metrics_port)
     logging.getLogger().setLevel(config.log_level.upper())
     # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural and would prune it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
@@ -164,6 +177,7 @@ async def _ensure(
 @kopf.on.delete(*RESOURCE)
 async def cleanup(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Delete what we own. Owner references let a real cluster's GC do it too; this makes it immediate."""
+    memo.telemetry.forget(meta["namespace"], meta["name"])
     kube: Kube = memo.kube
     name = render.workload_name(meta["name"])
     for kind in ("Deployment", "Service"):
@@ -204,3 +218,175 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
         gm["metadata"].get("generation"),
     )
     await kube.patch_green_model_status(meta["namespace"], owner["name"], {"conditions": updated})
+
+
+# ------------------------------------------------------------------------------------------ autoscaling
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
+async def autoscale(
+    stopped: kopf.DaemonStopped, meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Every spec.scaling.interval: observe -> the core's decision step -> apply what changed -> status.
+
+    A daemon rather than a timer because each GreenModel has its own interval.
+    """
+    namespace, name = meta["namespace"], meta["name"]
+    while not stopped:
+        interval = 15.0
+        started = time.monotonic()
+        try:
+            interval = await tick(memo, namespace, name, logger)
+        except Exception as e:  # one bad tick must not end the loop; the next one retries
+            logger.exception("autoscaling tick failed")
+            memo.telemetry.loop_errors.labels(namespace, name, type(e).__name__).inc()
+        memo.telemetry.loop_duration.observe(time.monotonic() - started)
+        await stopped.wait(interval)
+
+
+def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
+    if url not in memo.prometheus:
+        memo.prometheus[url] = metrics.prometheus_query(url, memo.config.prometheus_timeout_s)
+    query: metrics.Query = memo.prometheus[url]
+    return query
+
+
+async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) -> float:
+    """One pass of the loop for one GreenModel; returns the seconds until the next one."""
+    kube: Kube = memo.kube
+    config: OperatorConfig = memo.config
+    gm = await kube.get_green_model(namespace, name)
+    if gm is None or gm["metadata"].get("deletionTimestamp"):
+        return 15.0
+    try:
+        spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
+    except ValidationError:
+        return 15.0  # reconcile has set SpecValid=False; nothing to scale
+    interval = parse_duration(spec.scaling.interval)
+    status = gm.get("status") or {}
+    applied = carried_decision(spec, status.get("lastDecision"))
+    if applied is None:
+        return interval  # reconcile has not deployed anything yet
+    now = time.time()
+    saved = status.get("controllerState")
+    state = LoopState.from_status(saved) if saved else initial_state(spec, now, applied)
+
+    since = None if state.last_sample_time is None else now - state.last_sample_time
+    queries = metrics.build_queries(
+        spec,
+        namespace,
+        render.workload_name(name),
+        window=config.rate_window,
+        since_s=since,
+        overrides=config.queries,
+        default_carbon_g_per_kwh=config.default_carbon_intensity_g_per_kwh,
+    )
+    query = _prometheus(memo, spec.metrics.prometheus_url or config.prometheus_url)
+    try:
+        observation = await asyncio.to_thread(
+            metrics.observe, query, queries, now, max(3 * interval, 30.0), state.last_energy_j
+        )
+        metrics_ok = observation.has_demand
+        metrics_reason = "Observed" if metrics_ok else "NoData"
+        metrics_message = "" if metrics_ok else "no vLLM token rates for this GreenModel's pods"
+    except metrics.MetricsError as e:
+        observation = Observation(time=now)
+        metrics_ok, metrics_reason, metrics_message = False, "PrometheusUnavailable", str(e)
+        logger.warning("metrics unavailable, holding the last decision: %s", e)
+
+    state, decision = step(spec, state, observation, now, memo.energy)
+
+    changed = not render.same_decision(decision, status.get("lastDecision"))
+    owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
+    if changed:
+        await apply_workloads(kube, owner, spec, decision, logger)
+        kopf.info(gm, reason="Decision", message=_event_message(decision))
+        memo.telemetry.decisions.labels(namespace, name).inc()
+
+    stamp = _iso(now)
+    generation = gm["metadata"].get("generation")
+    conditions = status.get("conditions") or []
+    conditions = render.set_condition(
+        conditions,
+        api.ConditionType.METRICS_AVAILABLE,
+        metrics_ok,
+        metrics_reason,
+        metrics_message,
+        stamp,
+        generation,
+    )
+    was_met = next(
+        (c.get("status") for c in conditions if c.get("type") == api.ConditionType.BUDGET_MET.value), None
+    )
+    conditions = render.set_condition(
+        conditions,
+        api.ConditionType.BUDGET_MET,
+        decision.budget_met,
+        "WithinBudget" if decision.budget_met else "BudgetExceeded",
+        "" if decision.budget_met else decision.reason,
+        stamp,
+        generation,
+    )
+    if was_met != ("True" if decision.budget_met else "False") and (was_met or not decision.budget_met):
+        if decision.budget_met:
+            kopf.info(gm, reason="BudgetMet", message="back within budget")
+        else:
+            kopf.warn(gm, reason="BudgetExceeded", message=decision.reason)
+
+    new_status: dict[str, Any] = {
+        **render.decision_status(decision),
+        "observed": _observed(observation, stamp),
+        "period": {
+            "start": _iso(state.period_start),
+            "energyKwh": round(state.energy_kwh, 6),
+            "carbonGrams": round(state.carbon_grams, 3),
+            "lastSampleTime": None if state.last_sample_time is None else _iso(state.last_sample_time),
+        },
+        "controllerState": state.to_status(),
+        "conditions": conditions,
+    }
+    if changed:
+        new_status["lastDecision"] = render.decision_record(decision, stamp)
+    await kube.patch_green_model_status(namespace, name, new_status)
+    _export(memo.telemetry, namespace, name, spec, decision, observation, state)
+    return interval
+
+
+def _observed(observation: Observation, stamp: str) -> dict[str, Any]:
+    power, output = observation.power_w, observation.output_tokens_per_s
+    # Joules per generated token, as ML.ENERGY reports it (prefill energy is included in the power).
+    per_token = power / output if power is not None and output else None
+    return {
+        "time": stamp,
+        "powerW": power,
+        "outputTokensPerSecond": output,
+        "promptTokensPerSecond": observation.prompt_tokens_per_s,
+        "joulesPerToken": None if per_token is None else round(per_token, 4),
+        "carbonIntensityGPerKwh": observation.carbon_intensity_g_per_kwh,
+        "tpotP90Ms": observation.tpot_p90_ms,
+        "ttftP90Ms": observation.ttft_p90_ms,
+    }
+
+
+def _export(
+    telemetry: Telemetry,
+    namespace: str,
+    name: str,
+    spec: api.GreenModelSpec,
+    decision: Decision,
+    observation: Observation,
+    state: LoopState,
+) -> None:
+    telemetry.replicas.labels(namespace, name).set(decision.replicas)
+    telemetry.set_variant(namespace, name, decision.variant)
+    telemetry.power_limit.labels(namespace, name).set(decision.setting.limit_w or 0)
+    if decision.expected_power_w is not None:
+        telemetry.expected_power.labels(namespace, name).set(decision.expected_power_w)
+    if observation.power_w is not None:
+        telemetry.observed_power.labels(namespace, name).set(observation.power_w)
+    telemetry.energy.labels(namespace, name).set(state.energy_kwh)
+    telemetry.carbon.labels(namespace, name).set(state.carbon_grams)
+    if spec.budget.energy_kwh is not None:
+        telemetry.energy_remaining.labels(namespace, name).set(
+            max(spec.budget.energy_kwh - state.energy_kwh, 0.0)
+        )

@@ -1,0 +1,185 @@
+"""PromQL for DCGM / Kepler / vLLM / carbon, and Prometheus answers -> an Observation.
+
+Every query is a named template, overridable per GreenModel (`spec.metrics.queries`) and in the
+operator config. A missing, NaN or stale answer is "unknown" (None), never zero: the decision step
+holds its last decision rather than scaling down on a gap in the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from greenllm.api import v1alpha1 as api
+from greenllm.core.decision import Observation
+
+# Placeholders: {namespace}, {pods} (regex of the GreenModel's pod names), {window} (rate window),
+# {since} (time since the last accounted sample, for increase()).
+_POD = '{namespace="{namespace}",pod=~"{pods}"}'  # DCGM (pod mapping on) and vLLM via kubernetes_sd
+_KEPLER_POD = '{pod_namespace="{namespace}",pod_name=~"{pods}"}'
+
+
+def _p90_ms(histogram: str) -> str:
+    return f"histogram_quantile(0.9, sum by (le) (rate({histogram}{_POD}[{{window}}]))) * 1000"
+
+
+DEFAULT_QUERIES: dict[str, str] = {
+    "dcgm_power_w": f"sum(DCGM_FI_DEV_POWER_USAGE{_POD})",
+    # Instant queries return gauges up to 5 minutes old; these ages let us call a silent exporter stale.
+    "dcgm_power_age_s": f"time() - max(timestamp(DCGM_FI_DEV_POWER_USAGE{_POD}))",
+    # DCGM's counter is per GPU since driver load, in mJ: only its increase over our own window means a thing.
+    "dcgm_energy_j": f"sum(increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{_POD}[{{since}}])) / 1000",
+    "kepler_power_w": f"sum(kepler_pod_gpu_watts{_KEPLER_POD})",
+    "kepler_power_age_s": f"time() - max(timestamp(kepler_pod_gpu_watts{_KEPLER_POD}))",
+    "kepler_energy_j": f"sum(increase(kepler_pod_gpu_joules_total{_KEPLER_POD}[{{since}}]))",
+    "prompt_tokens_per_s": f"sum(rate(vllm:prompt_tokens_total{_POD}[{{window}}]))",
+    "output_tokens_per_s": f"sum(rate(vllm:generation_tokens_total{_POD}[{{window}}]))",
+    "requests_waiting": f"sum(vllm:num_requests_waiting{_POD})",
+    "requests_running": f"sum(vllm:num_requests_running{_POD})",
+    "tpot_p90_ms": _p90_ms("vllm:time_per_output_token_seconds_bucket"),
+    "ttft_p90_ms": _p90_ms("vllm:time_to_first_token_seconds_bucket"),
+}
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Replace {name} placeholders only: PromQL's own braces need no escaping in user queries."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+DEMAND_QUERIES = ("prompt_tokens_per_s", "output_tokens_per_s")
+
+
+def pod_regex(deployment: str) -> str:
+    """Pods of a Deployment are named <deployment>-<replicaset hash>-<suffix>."""
+    return f"{deployment}-[a-z0-9]+-[a-z0-9]+"
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """The PromQL to run for one GreenModel, with every placeholder filled in."""
+
+    queries: dict[str, str]
+    carbon_query: str | None
+    carbon_static: float | None
+
+
+def build_queries(
+    spec: api.GreenModelSpec,
+    namespace: str,
+    deployment: str,
+    *,
+    window: str = "1m",
+    since_s: float | None = None,
+    overrides: Mapping[str, str] | None = None,
+    default_carbon_g_per_kwh: float | None = None,
+) -> QuerySet:
+    """Operator-config overrides first, then the GreenModel's own (which win)."""
+    templates = {**DEFAULT_QUERIES, **(overrides or {}), **spec.metrics.queries}
+    source = spec.metrics.power_source.value
+    since = f"{max(1, round(since_s))}s" if since_s is not None else window
+    values = {"namespace": namespace, "pods": pod_regex(deployment), "window": window, "since": since}
+    chosen = {
+        "power_w": templates[f"{source}_power_w"],
+        "power_age_s": templates[f"{source}_power_age_s"],
+        "energy_j": templates[f"{source}_energy_j"],
+        **{name: templates[name] for name in DEMAND_QUERIES},
+        **{
+            name: templates[name]
+            for name in ("requests_waiting", "requests_running", "tpot_p90_ms", "ttft_p90_ms")
+        },
+    }
+    if since_s is None:
+        chosen.pop("energy_j")  # nothing to account yet: the first tick only sets the baseline
+    carbon = spec.metrics.carbon_intensity
+    carbon_query = fill(carbon.query, values) if carbon.query else None
+    static = carbon.grams_per_kwh if carbon.grams_per_kwh is not None else default_carbon_g_per_kwh
+    return QuerySet(
+        queries={name: fill(q, values) for name, q in chosen.items()},
+        carbon_query=carbon_query,
+        carbon_static=static,
+    )
+
+
+class MetricsError(Exception):
+    """Prometheus could not be asked or answered garbage; the message says which query."""
+
+
+def scalar(result: Any) -> float | None:
+    """One number from an instant-query result: None when empty or NaN/Inf; MetricsError when malformed."""
+    if not isinstance(result, list):
+        raise MetricsError(f"unexpected result type {type(result).__name__}")
+    if not result:
+        return None
+    if len(result) != 1:
+        raise MetricsError(f"expected one series, got {len(result)} (wrap the query in sum())")
+    try:
+        _, text = result[0]["value"]
+        value = float(text)
+    except (KeyError, TypeError, ValueError) as e:
+        raise MetricsError(f"malformed sample {result[0]!r}") from e
+    if math.isnan(value) or math.isinf(value):
+        return None
+    return value
+
+
+Query = Callable[[str], Any]  # PromQL -> the result list of an instant query
+
+
+def observe(
+    query: Query, queries: QuerySet, now: float, max_age_s: float, previous_energy_j: float | None
+) -> Observation:
+    """Run every query. MetricsError (with the failing query named) if Prometheus fails; None per unknown."""
+    values: dict[str, float | None] = {}
+    for name, promql in queries.queries.items():
+        try:
+            values[name] = scalar(query(promql))
+        except MetricsError as e:
+            raise MetricsError(f"{name}: {e}") from e
+        except Exception as e:  # the client raises several types for one outcome: no answer
+            raise MetricsError(f"{name}: {type(e).__name__}: {e}") from e
+    carbon = queries.carbon_static
+    if queries.carbon_query is not None:
+        try:
+            carbon = scalar(query(queries.carbon_query))
+        except Exception as e:
+            raise MetricsError(f"carbon_intensity: {e}") from e
+    age = values.get("power_age_s")
+    if age is None or age > max_age_s:
+        values["power_w"] = None
+    energy = values.get("energy_j")
+    energy_total = None
+    if energy is not None:
+        # A running total of our own, so the core sees one monotonic counter across pod changes.
+        energy_total = (previous_energy_j or 0.0) + max(energy, 0.0)
+    return Observation(
+        time=now,
+        prompt_tokens_per_s=values.get("prompt_tokens_per_s"),
+        output_tokens_per_s=values.get("output_tokens_per_s"),
+        requests_waiting=values.get("requests_waiting"),
+        requests_running=values.get("requests_running"),
+        power_w=values.get("power_w"),
+        energy_j_total=energy_total,
+        carbon_intensity_g_per_kwh=carbon,
+        tpot_p90_ms=values.get("tpot_p90_ms"),
+        ttft_p90_ms=values.get("ttft_p90_ms"),
+    )
+
+
+def prometheus_query(url: str, timeout_s: float, retries: int = 2) -> Query:
+    """A Query backed by prometheus-api-client, with timeouts and retries with backoff."""
+    retry = Retry(
+        total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504], allowed_methods=["GET"]
+    )
+    client = PrometheusConnect(url=url, disable_ssl=True, retry=retry, timeout=timeout_s)
+
+    def run(promql: str) -> Any:
+        return client.custom_query(promql)
+
+    return run
