@@ -1,13 +1,53 @@
-"""The planner: the least-power configuration that meets the SLOs and the budgets."""
+"""The planner: the least-power configuration that meets the SLOs and the budgets.
+
+Search space: variants with quality >= slo.minQuality x the power settings the source offers x replicas
+in [replicas.min, replicas.max]. For one (variant, setting) pair, at demand P prompt and O output
+tokens/s and a replica that prefills pc and decodes oc tokens/s (`ReplicaPerformance`):
+
+- Work W = P/pc + O/oc: replica-equivalents kept busy (one replica can do 1.0).
+- Capacity rule: n >= W x (1 + scaling.headroom), i.e. capacity >= demand x (1 + headroom).
+- TPOT rule: the source returns None for a pair that cannot meet slo.tpotP90Ms at any batch.
+- TTFT rule (documented queueing estimate): vLLM schedules waiting prefills ahead of running decodes,
+  so a prompt queues behind other prompts only. Each replica is an M/M/1 queue of prefills with mean
+  service S = MEAN_PROMPT_TOKENS / pc and utilisation rho = P / (n x pc); the p90 of the M/M/1 time in
+  system is ln(10) x S / (1 - rho). It must not exceed slo.ttftP90Ms, which gives the closed form
+  n >= P / (pc x (1 - ln(10) x S / ttft)); when ln(10) x S alone exceeds the SLO, no n is enough.
+- Power of n replicas = n x replica.power_w(P/n, O/n). The fewest replicas meeting the rules above
+  (n_need) is exact from the closed forms, since both rules are monotone in n. Power is not always
+  monotone in n: per replica it is P/pc x prefill W + m x D(O/m) with m = n - P/pc and D the decode
+  curve; on each linear piece D(r) = a + b r that is a x m + b x O, so it falls with n only on pieces
+  whose intercept a is negative. With no such piece n_need is the argmin; otherwise the argmin over
+  [n_need, replicas.max] is at an end or next to a breakpoint m = O / r_k, and only those are
+  evaluated. Exact either way, at a few evaluations per pair instead of 64.
+- Budget rule: expected power <= the allowed power (budget module). The decision is the argmin of
+  power over everything meeting all rules (ties: higher quality, then fewer replicas).
+- Nothing meets all rules: when something meets the SLOs but not the budget, `budget.onExhausted`:
+  Degrade = among all variants above the floor, the configuration within budget that serves the largest
+  share of demand (ties: higher quality, lower power); CapReplicas = the current variant with as many
+  replicas as the budget allows (at most what the SLOs need); Hold = keep the current configuration.
+  If nothing fits the budget even at replicas.min, the lowest-power configuration at replicas.min, with
+  budget_met False. When no configuration meets the SLOs at all (demand beyond replicas.max), the one
+  within budget that serves the largest share (best effort).
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, Power, Variant
-from greenllm.core.decision import Decision
+from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, OnExhausted, Power, Variant
+from greenllm.core.decision import Decision, Option
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
+
+# Mean prompt length in tokens: the mean ContextTokens of the Azure LLM inference code trace (8,819
+# requests; /work/shared/data/traces/AzureLLMInferenceTrace_code_2023.csv, Patel et al., Splitwise,
+# ISCA 2024, CC-BY 4.0), DERIVED = 2047.8. Its p90 (5188) is close to the p90 of an exponential law
+# with that mean (4716), which is what the M/M/1 TTFT estimate assumes.
+MEAN_PROMPT_TOKENS = 2048.0
+LN10 = math.log(10.0)
+_EPS = 1e-9  # tolerance on ceilings and budget comparisons (float noise only)
 
 
 class PerformanceSource(Protocol):
@@ -31,6 +71,9 @@ class Demand:
     prompt_tokens_per_s: float
     output_tokens_per_s: float
 
+    def label(self) -> str:
+        return f"{self.output_tokens_per_s:.0f} out + {self.prompt_tokens_per_s:.0f} prompt tok/s"
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -43,7 +86,483 @@ class Candidate:
     power_w: float  # expected average power of all replicas at this demand
     served: float  # share of the demand the replicas can serve (capacity / demand, at most 1)
     slo_met: bool  # capacity with headroom, TTFT and TPOT all met
-    why_not: str = ""  # why it breaks a constraint; empty when it meets them all
+    why_not: str = ""  # why it breaks an SLO rule; empty when it meets them all
+
+    def label(self) -> str:
+        return f"{self.variant} x{self.replicas} at {self.setting.label()}"
+
+    def within(self, allowed_w: float | None) -> bool:
+        return allowed_w is None or self.power_w <= allowed_w * (1.0 + _EPS) + _EPS
+
+    def option(self, why_not: str = "") -> Option:
+        return Option(self.variant, self.replicas, self.setting, self.power_w, why_not)
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x - _EPS * max(1.0, abs(x)))
+
+
+class Pair:
+    """One (variant, setting) under the current demand, with its fewest replicas meeting the SLO rules."""
+
+    __slots__ = ("monotone", "n_need", "perf", "quality", "setting", "variant", "why", "work")
+
+    def __init__(self, space: PlanSpace, variant: Variant, setting: PowerSetting, perf: ReplicaPerformance):
+        self.variant = variant.name
+        self.quality = variant.quality
+        self.setting = setting
+        self.perf = perf
+        p, o = space.demand.prompt_tokens_per_s, space.demand.output_tokens_per_s
+        self.work = p / perf.prompt_tokens_per_s + o / perf.output_tokens_per_s
+        n_cap = _ceil(self.work * (1.0 + space.headroom))
+        need = max(n_cap, space.min_replicas, 1 if self.work > 0.0 else 0)
+        self.why = ""
+        if p > 0.0:
+            service_s = MEAN_PROMPT_TOKENS / perf.prompt_tokens_per_s
+            k = LN10 * service_s / space.ttft_s
+            if k >= 1.0:
+                self.why = (
+                    f"TTFT: prefill of a mean {MEAN_PROMPT_TOKENS:.0f}-token prompt at "
+                    f"{perf.prompt_tokens_per_s:.0f} tok/s gives p90 >= {LN10 * service_s * 1000:.0f} ms "
+                    f"> {space.ttft_s * 1000:.0f} ms at any replica count"
+                )
+            else:
+                need = max(need, _ceil(p / (perf.prompt_tokens_per_s * (1.0 - k))))
+        if not self.why and need > space.max_replicas:
+            self.why = f"needs {need} replicas > replicas.max {space.max_replicas}"
+        self.n_need: int | None = None if self.why else need
+        curve = perf.decode_curve
+        self.monotone = all(
+            p0 - (p1 - p0) / (r1 - r0) * r0 >= 0.0
+            for (r0, p0), (r1, p1) in itertools.pairwise(curve)
+            if r1 > r0
+        )
+
+
+class PlanSpace:
+    """Every (variant, setting) pair of a spec under one demand; evaluates configurations on request."""
+
+    def __init__(self, spec: GreenModelSpec, demand: Demand, source: PerformanceSource):
+        self.spec = spec
+        self.demand = demand
+        self.headroom = spec.scaling.headroom
+        self.min_replicas = spec.replicas.min
+        self.max_replicas = spec.replicas.max
+        self.ttft_s = spec.slo.ttft_p90_ms / 1000.0
+        self.pairs: list[Pair] = []
+        self.unusable: dict[str, str] = {}  # variant -> why it is never considered
+        settings = source.power_settings(spec.gpu, spec.power)
+        for variant in spec.variants:
+            if variant.quality < spec.slo.min_quality:
+                self.unusable[variant.name] = (
+                    f"quality {variant.quality:g} < slo.minQuality {spec.slo.min_quality:g}"
+                )
+                continue
+            count = len(self.pairs)
+            for setting in settings:
+                perf = source.performance(spec, variant, setting)
+                if perf is not None:
+                    self.pairs.append(Pair(self, variant, setting, perf))
+            if len(self.pairs) == count:
+                self.unusable[variant.name] = (
+                    f"cannot meet TPOT p90 {spec.slo.tpot_p90_ms:g} ms at any setting"
+                )
+        self._best: dict[int, Candidate | None] = {}
+
+    # ------------------------------------------------------------------ evaluation
+    def power(self, pair: Pair, n: int) -> float:
+        if n <= 0:
+            return 0.0
+        return n * pair.perf.power_w(self.demand.prompt_tokens_per_s / n, self.demand.output_tokens_per_s / n)
+
+    def served(self, pair: Pair, n: int) -> float:
+        if pair.work <= 0.0:
+            return 1.0
+        return min(n / pair.work, 1.0)
+
+    def candidate(self, pair: Pair, n: int) -> Candidate:
+        """`pair` at `n` replicas, with why it breaks an SLO rule if it does."""
+        why = ""
+        if pair.n_need is None or n < pair.n_need or n > self.max_replicas:
+            if n > self.max_replicas:
+                why = f"{n} replicas > replicas.max {self.max_replicas}"
+            elif pair.n_need is None:
+                why = pair.why
+            elif n < self.min_replicas:
+                why = f"{n} replicas < replicas.min {self.min_replicas}"
+            else:
+                why = self._shortfall(pair, n)
+        return Candidate(
+            pair.variant,
+            pair.quality,
+            pair.setting,
+            n,
+            self.power(pair, n),
+            self.served(pair, n),
+            not why,
+            why,
+        )
+
+    def _shortfall(self, pair: Pair, n: int) -> str:
+        if n <= 0:
+            return "no replica for a non-zero demand"
+        if n < pair.work * (1.0 + self.headroom) * (1.0 - _EPS):
+            return (
+                f"capacity {n / pair.work * 100:.0f}% of demand < {100 + self.headroom * 100:.0f}% "
+                f"(headroom {self.headroom:g})"
+            )
+        rho = self.demand.prompt_tokens_per_s / (n * pair.perf.prompt_tokens_per_s)
+        ttft = LN10 * MEAN_PROMPT_TOKENS / pair.perf.prompt_tokens_per_s / max(1.0 - rho, _EPS)
+        return f"TTFT p90 estimate {ttft * 1000:.0f} ms > {self.ttft_s * 1000:.0f} ms"
+
+    def best(self, pair: Pair) -> Candidate | None:
+        """Least-power configuration of `pair` meeting the SLO rules (exact, see module doc)."""
+        key = id(pair)
+        if key in self._best:
+            return self._best[key]
+        result: Candidate | None = None
+        if pair.n_need is not None:
+            n_best = pair.n_need
+            if not pair.monotone and pair.n_need < self.max_replicas:
+                n_best = self._argmin_n(pair, pair.n_need, self.max_replicas)
+            result = Candidate(
+                pair.variant,
+                pair.quality,
+                pair.setting,
+                n_best,
+                self.power(pair, n_best),
+                self.served(pair, n_best),
+                True,
+            )
+        self._best[key] = result
+        return result
+
+    def _argmin_n(self, pair: Pair, lo: int, hi: int) -> int:
+        prefill_replicas = self.demand.prompt_tokens_per_s / pair.perf.prompt_tokens_per_s
+        out = self.demand.output_tokens_per_s
+        points = {lo, hi}
+        for r, _ in pair.perf.decode_curve:
+            if r > 0.0:
+                n = prefill_replicas + out / r
+                points.update((math.floor(n), math.ceil(n)))
+        best_n, best_w = lo, math.inf
+        for n in sorted(points):
+            if lo <= n <= hi:
+                w = self.power(pair, n)
+                if w < best_w * (1.0 - _EPS):
+                    best_n, best_w = n, w
+        return best_n
+
+    def most_within(self, pair: Pair, lo: int, hi: int, allowed_w: float | None) -> Candidate | None:
+        """The most replicas in [lo, hi] whose power fits `allowed_w` (power rises with n unless the pair's
+        curve says otherwise, then every n is checked)."""
+        if hi < lo:
+            return None
+        if allowed_w is None:
+            return self.candidate(pair, hi)
+        limit = allowed_w * (1.0 + _EPS) + _EPS
+        if pair.monotone:
+            if self.power(pair, lo) > limit:
+                return None
+            a, b = lo, hi  # invariant: power(a) fits
+            while a < b:
+                mid = (a + b + 1) // 2
+                if self.power(pair, mid) <= limit:
+                    a = mid
+                else:
+                    b = mid - 1
+            return self.candidate(pair, a)
+        for n in range(hi, lo - 1, -1):
+            if self.power(pair, n) <= limit:
+                return self.candidate(pair, n)
+        return None
+
+    # ------------------------------------------------------------------ queries
+    def variant_pairs(self, name: str) -> list[Pair]:
+        return [p for p in self.pairs if p.variant == name]
+
+    def best_of(self, pairs: list[Pair], allowed_w: float | None) -> Candidate | None:
+        """Least-power SLO-meeting candidate of `pairs` within `allowed_w` (ties: quality, fewer replicas)."""
+        found: Candidate | None = None
+        for pair in pairs:
+            c = self.best(pair)
+            if c is None or not c.within(allowed_w):
+                continue
+            if found is None or _better(c, found):
+                found = c
+        return found
+
+    def best_at(self, name: str, n: int, allowed_w: float | None) -> Candidate | None:
+        """Best setting for variant `name` at exactly `n` replicas: least power among those meeting the SLO
+        rules and the budget; else the one serving most within budget; else the least power."""
+        cands = [self.candidate(p, n) for p in self.variant_pairs(name)]
+        if not cands:
+            return None
+        ok = [c for c in cands if c.slo_met and c.within(allowed_w)]
+        if ok:
+            return min(ok, key=lambda c: c.power_w)
+        fits = [c for c in cands if c.within(allowed_w)]
+        if fits:
+            return max(fits, key=lambda c: (c.served, -c.power_w))
+        return min(cands, key=lambda c: c.power_w)
+
+    def find(self, name: str, setting: PowerSetting) -> Pair | None:
+        for p in self.pairs:
+            if p.variant == name and p.setting == setting:
+                return p
+        return None
+
+    def most_served(self, pairs: list[Pair], allowed_w: float | None, upto_need: bool) -> Candidate | None:
+        """Within budget, the configuration serving the largest share of demand (ties: quality, power).
+        `upto_need` stops each pair at the replicas its SLOs need (no point paying for more)."""
+        lo = self.min_replicas
+        found: Candidate | None = None
+        for pair in pairs:
+            hi = self.max_replicas
+            if upto_need and pair.n_need is not None:
+                hi = pair.n_need
+            c = self.most_within(pair, lo, hi, allowed_w)
+            if c is None:
+                continue
+            if found is None or (c.served, c.quality, -c.power_w) > (
+                found.served,
+                found.quality,
+                -found.power_w,
+            ):
+                found = c
+        return found
+
+    def cheapest_at_min(self, pairs: list[Pair]) -> Candidate | None:
+        n = max(self.min_replicas, 1 if self.demand_positive else 0)
+        cands = [self.candidate(p, n) for p in pairs]
+        return min(cands, key=lambda c: (c.power_w, -c.quality)) if cands else None
+
+    @property
+    def demand_positive(self) -> bool:
+        return self.demand.prompt_tokens_per_s > 0.0 or self.demand.output_tokens_per_s > 0.0
+
+
+def _more_served(a: Candidate, b: Candidate) -> bool:
+    """a beats b at serving demand: larger share served, then higher quality, then less power."""
+    return (a.served, a.quality, -a.power_w) > (b.served, b.quality, -b.power_w)
+
+
+def _better(a: Candidate, b: Candidate) -> bool:
+    """a beats b: less power, then higher quality, then fewer replicas."""
+    if a.power_w < b.power_w * (1.0 - _EPS) - _EPS:
+        return True
+    if b.power_w < a.power_w * (1.0 - _EPS) - _EPS:
+        return False
+    return (a.quality, -a.replicas) > (b.quality, -b.replicas)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What the planner would run, before stability rules."""
+
+    candidate: Candidate | None  # None: nothing can run (no variant meets the TPOT SLO) or Hold
+    reason: str
+    budget_met: bool
+    exhausted: bool = False  # the budget, not the SLOs, ruled out every SLO-meeting configuration
+    hold: bool = False  # onExhausted Hold: keep the current configuration
+
+
+def _allowed_text(allowed_w: float | None, binding: str) -> str:
+    if allowed_w is None:
+        return "no budget limits power"
+    return f"budget allows {allowed_w:.0f} W ({binding})" if binding else f"budget allows {allowed_w:.0f} W"
+
+
+def choose(
+    space: PlanSpace,
+    allowed_w: float | None,
+    binding: str = "",
+    current: tuple[str, PowerSetting, int] | None = None,
+) -> Choice:
+    """The planner's decision rule (module doc), without stability. `current` = (variant, setting, replicas)
+    in force, used by onExhausted CapReplicas and Hold."""
+    spec = space.spec
+    budget_text = _allowed_text(allowed_w, binding)
+    demand = space.demand.label()
+    if not space.pairs:
+        why = "; ".join(f"{v}: {w}" for v, w in space.unusable.items())
+        return Choice(None, f"no variant can run: {why}", allowed_w is None)
+    best = space.best_of(space.pairs, allowed_w)
+    if best is not None:
+        headroom = f"+{space.headroom * 100:.0f}% headroom"
+        return Choice(
+            best,
+            f"least power meeting SLOs: {best.label()} = {best.power_w:.0f} W for {demand} ({headroom}); "
+            f"{budget_text}",
+            True,
+        )
+    slo_best = space.best_of(space.pairs, None)
+    if slo_best is None:
+        c = space.most_served(space.pairs, allowed_w, upto_need=False)
+        if c is None:
+            c = space.cheapest_at_min(space.pairs)
+            assert c is not None
+            return Choice(
+                c,
+                f"SLOs unreachable for {demand} and nothing fits the budget: {c.label()} = {c.power_w:.0f} W "
+                f"(lowest power at replicas.min); {budget_text}",
+                False,
+            )
+        return Choice(
+            c,
+            f"SLOs unreachable for {demand} ({c.why_not or 'capacity short'}): "
+            f"best effort {c.label()} serves {c.served * 100:.0f}% at {c.power_w:.0f} W; {budget_text}",
+            c.within(allowed_w),
+        )
+    breach = f"budget exhausted: least power meeting SLOs is {slo_best.label()} = {slo_best.power_w:.0f} W; "
+    mode = spec.budget.on_exhausted
+    if mode is OnExhausted.HOLD:
+        if current is not None:
+            return Choice(
+                None,
+                f"{breach}{budget_text}; onExhausted Hold: kept the current configuration",
+                False,
+                exhausted=True,
+                hold=True,
+            )
+        return Choice(
+            slo_best,
+            f"{breach}{budget_text}; onExhausted Hold with nothing running: started it anyway",
+            False,
+            exhausted=True,
+        )
+    if mode is OnExhausted.CAP_REPLICAS:
+        name = current[0] if current is not None and space.variant_pairs(current[0]) else slo_best.variant
+        pairs = space.variant_pairs(name)
+        c = space.most_served(pairs, allowed_w, upto_need=True)
+        if c is None:
+            c = space.cheapest_at_min(pairs)
+            assert c is not None
+            return Choice(
+                c,
+                f"{breach}{budget_text}; onExhausted CapReplicas: even replicas.min of {name} "
+                f"breaks it: {c.label()} = {c.power_w:.0f} W",
+                False,
+                exhausted=True,
+            )
+        return Choice(
+            c,
+            f"{breach}{budget_text}; onExhausted CapReplicas: {c.label()} = {c.power_w:.0f} W "
+            f"serves {c.served * 100:.0f}% of demand",
+            True,
+            exhausted=True,
+        )
+    c = space.most_served(space.pairs, allowed_w, upto_need=True)
+    if c is None:
+        c = space.cheapest_at_min(space.pairs)
+        assert c is not None
+        return Choice(
+            c,
+            f"{breach}{budget_text}; onExhausted Degrade: nothing fits, lowest power at "
+            f"replicas.min: {c.label()} = {c.power_w:.0f} W",
+            False,
+            exhausted=True,
+        )
+    return Choice(
+        c,
+        f"{breach}{budget_text}; onExhausted Degrade: {c.label()} = {c.power_w:.0f} W serves "
+        f"{c.served * 100:.0f}% of demand",
+        True,
+        exhausted=True,
+    )
+
+
+def alternatives(
+    space: PlanSpace, chosen: Candidate | None, allowed_w: float | None, count: int = 3
+) -> tuple[Option, ...]:
+    """Runner-ups with why not: one replica fewer than the chosen configuration (why more are needed) and
+    the best configuration of the other variants and settings (power difference, budget or SLO rule)."""
+    picked: list[Option] = []
+    chosen_key = (chosen.variant, chosen.setting) if chosen is not None else None
+    if chosen is not None and chosen.replicas - 1 >= space.min_replicas and chosen.slo_met:
+        pair = space.find(chosen.variant, chosen.setting)
+        if pair is not None:
+            fewer = space.candidate(pair, chosen.replicas - 1)
+            picked.append(fewer.option(fewer.why_not or _over_budget(fewer, allowed_w) or "more power"))
+    ranked: list[tuple[tuple[int, float], Option]] = []
+    seen: set[str] = set()
+    for pair in space.pairs:
+        if (pair.variant, pair.setting) == chosen_key:
+            continue
+        c = space.best(pair)
+        if c is None:
+            at_max = space.candidate(pair, space.max_replicas)
+            ranked.append(((2, -at_max.served), at_max.option(pair.why)))
+            continue
+        over = _over_budget(c, allowed_w)
+        if over:
+            ranked.append(((1, c.power_w), c.option(over)))
+        elif chosen is None:
+            ranked.append(((0, c.power_w), c.option("not chosen")))
+        else:
+            diff = c.power_w - chosen.power_w
+            pct = diff / chosen.power_w * 100.0 if chosen.power_w > 0.0 else 0.0
+            why = (
+                f"+{diff:.0f} W (+{pct:.1f}%)" if diff >= 0.0 else f"{diff:.0f} W but kept by stability rules"
+            )
+            ranked.append(((0, c.power_w), c.option(why)))
+    ranked.sort(key=lambda item: item[0])
+    rest: list[Option] = []
+    for _, opt in ranked:  # one per variant first, then the rest
+        if opt.variant in seen or (chosen is not None and opt.variant == chosen.variant):
+            rest.append(opt)
+            continue
+        seen.add(opt.variant)
+        picked.append(opt)
+        if len(picked) >= count:
+            return tuple(picked)
+    for opt in rest:
+        if len(picked) >= count:
+            break
+        picked.append(opt)
+    return tuple(picked[:count])
+
+
+def _over_budget(c: Candidate, allowed_w: float | None) -> str:
+    if c.within(allowed_w):
+        return ""
+    assert allowed_w is not None
+    return f"over budget: {c.power_w:.0f} W > {allowed_w:.0f} W allowed"
+
+
+def to_decision(
+    choice: Choice, space: PlanSpace, allowed_w: float | None, current: Decision | None = None
+) -> Decision:
+    """A Choice as a Decision; Hold or nothing runnable keeps `current` (or the first variant at min)."""
+    c = choice.candidate
+    if c is None:
+        if current is not None:
+            return Decision(
+                current.variant,
+                current.replicas,
+                current.setting,
+                _current_power(space, current),
+                choice.reason,
+                choice.budget_met,
+                alternatives(space, None, allowed_w),
+            )
+        v = space.spec.variants[0]
+        n = max(space.min_replicas, 1)
+        return Decision(v.name, n, PowerSetting(), None, choice.reason, allowed_w is None, ())
+    return Decision(
+        c.variant,
+        c.replicas,
+        c.setting,
+        c.power_w,
+        choice.reason,
+        choice.budget_met,
+        alternatives(space, c, allowed_w),
+    )
+
+
+def _current_power(space: PlanSpace, current: Decision) -> float | None:
+    pair = space.find(current.variant, current.setting)
+    return None if pair is None else space.power(pair, current.replicas)
 
 
 def plan(
@@ -52,6 +571,32 @@ def plan(
     allowed_power_w: float | None,
     source: PerformanceSource,
     current: Decision | None = None,
+    binding: str = "",
 ) -> Decision:
     """One-shot plan without stability (what `greenllm plan` prints); `step` adds the stability rules."""
-    raise NotImplementedError
+    space = PlanSpace(spec, demand, source)
+    cur = None if current is None else (current.variant, current.setting, current.replicas)
+    choice = choose(space, allowed_power_w, binding, cur)
+    return to_decision(choice, space, allowed_power_w, current)
+
+
+class TableSource:
+    """A PerformanceSource from a fixed table: (variant name, setting) -> ReplicaPerformance. Settings are
+    offered in the order given; a missing entry means the pair cannot meet the TPOT SLO. For tests,
+    benchmarks and what-if planning from measured profiles."""
+
+    def __init__(
+        self,
+        settings: tuple[PowerSetting, ...],
+        table: dict[tuple[str, PowerSetting], ReplicaPerformance],
+    ):
+        self.settings = settings
+        self.table = table
+
+    def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
+        return self.settings
+
+    def performance(
+        self, spec: GreenModelSpec, variant: Variant, setting: PowerSetting
+    ) -> ReplicaPerformance | None:
+        return self.table.get((variant.name, setting))
