@@ -1,0 +1,230 @@
+"""A simulated fleet: the pods of one GreenModel's Deployment, with start-up delay and a GPU limit.
+
+The model, in full:
+- A pod needs `spec.gpu.count` GPUs. A new pod waits (Pending) until that many GPUs of the cluster's
+  `gpus` are free, then starts; it becomes ready at the first readiness probe after `startup_s` (image
+  pull, container start, model load), probes firing every `probe_period_s` from its start.
+- Changing the replica count scales the Deployment: new pods are created, or pods are deleted (Pending
+  first, then not-ready, then ready ones, newest first), at once.
+- Changing the variant changes the pod template, so the Deployment rolls: new-variant pods are created up
+  to `replicas + maxSurge` pods in all, and old-variant pods are deleted as long as at least
+  `replicas - maxUnavailable` pods stay ready (old pods not ready yet are deleted first). maxSurge and
+  maxUnavailable come from the Deployment greenllm renders (Kubernetes defaults of 25% / 25% when it sets
+  no strategy), percentages rounded up and down respectively, as Kubernetes does.
+- The power setting is a GPU knob applied by the node agent, not a pod template change: it applies to
+  every pod from the next step on, without a restart.
+- A starting pod holds its GPUs at the idle power of its variant; a Pending pod holds nothing.
+- `instant=True` (the oracle) skips all of this: the target fleet is ready at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.sim.fluidqueue import GroupLoad, ServerGroup
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a policy wants running."""
+
+    variant: str
+    replicas: int
+    setting: PowerSetting
+
+
+@dataclass(slots=True)
+class Pod:
+    variant: str
+    created: float
+    started: float | None = None  # GPUs acquired
+    ready_at: float | None = None
+
+    def is_ready(self, now: float) -> bool:
+        return self.ready_at is not None and self.ready_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStrategy:
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+    probe_period_s: float = 10.0
+
+    @classmethod
+    def from_deployment(cls, deployment: Mapping[str, Any]) -> RolloutStrategy:
+        """Read the rolling-update parameters and readiness probe period from a rendered Deployment."""
+        spec = deployment.get("spec", {})
+        rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        probe = (containers[0].get("readinessProbe") if containers else None) or {}
+        return cls(
+            max_surge=rolling.get("maxSurge", "25%"),
+            max_unavailable=rolling.get("maxUnavailable", "25%"),
+            # Kubernetes' default probe period is 10 s.
+            probe_period_s=float(probe.get("periodSeconds", 10)),
+        )
+
+    def surge(self, replicas: int) -> int:
+        return _resolve(self.max_surge, replicas, round_up=True)
+
+    def unavailable(self, replicas: int) -> int:
+        return _resolve(self.max_unavailable, replicas, round_up=False)
+
+
+def _resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.endswith("%"):
+        raw = float(text[:-1]) * replicas / 100.0
+        return math.ceil(raw - 1e-9) if round_up else math.floor(raw + 1e-9)
+    return int(text)
+
+
+PerfLookup = Callable[[str, PowerSetting], ReplicaPerformance]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPower:
+    """Power drawn during one step, W (whole fleet), and the ready groups it was computed for."""
+
+    total_w: float
+    starting_w: float
+
+
+class Fleet:
+    def __init__(
+        self,
+        perf: PerfLookup,
+        gpus_per_replica: int,
+        gpus: int,
+        startup_s: float,
+        strategy: RolloutStrategy,
+        *,
+        instant: bool = False,
+    ) -> None:
+        if gpus < gpus_per_replica:
+            raise ValueError(f"{gpus} GPUs cannot hold one replica of {gpus_per_replica} GPUs")
+        self._perf = perf
+        self._gpus_per_replica = gpus_per_replica
+        self._max_pods = gpus // gpus_per_replica
+        self._startup = startup_s
+        self._strategy = strategy
+        self._instant = instant
+        self.pods: list[Pod] = []
+        self.target: Target | None = None
+        self.setting = PowerSetting()
+
+    # -- views ------------------------------------------------------------------------------------------
+    @property
+    def max_pods(self) -> int:
+        return self._max_pods
+
+    def ready_pods(self, now: float) -> list[Pod]:
+        return [p for p in self.pods if p.is_ready(now)]
+
+    def holding_gpus(self) -> int:
+        return sum(1 for p in self.pods if p.started is not None)
+
+    def groups(self, now: float) -> list[tuple[str, ServerGroup]]:
+        """Ready replicas grouped by variant, with their performance at the current setting."""
+        counts: dict[str, int] = {}
+        for pod in self.pods:
+            if pod.is_ready(now):
+                counts[pod.variant] = counts.get(pod.variant, 0) + 1
+        return [(v, ServerGroup(self._perf(v, self.setting), n)) for v, n in sorted(counts.items())]
+
+    def power_w(
+        self, now: float, dt: float, groups: list[tuple[str, ServerGroup]], loads: list[GroupLoad]
+    ) -> FleetPower:
+        """Average power over the step [now, now + dt) given what each ready group served."""
+        total = 0.0
+        for (_, group), load in zip(groups, loads, strict=True):
+            per_replica_prompt = load.prompt_tokens / (group.replicas * dt)
+            per_replica_output = load.output_tokens / (group.replicas * dt)
+            total += group.replicas * group.perf.power_w(per_replica_prompt, per_replica_output)
+        starting = 0.0
+        for pod in self.pods:
+            if pod.started is not None and not pod.is_ready(now):
+                starting += self._perf(pod.variant, self.setting).idle_power_w
+        return FleetPower(total_w=total + starting, starting_w=starting)
+
+    # -- control ----------------------------------------------------------------------------------------
+    def apply(self, target: Target, now: float) -> None:
+        """A policy's new target; takes effect through `reconcile`."""
+        if target.replicas > self._max_pods:
+            target = Target(target.variant, self._max_pods, target.setting)
+        self.target = target
+        self.setting = target.setting
+        if self._instant:
+            self.pods = [Pod(target.variant, now, now, now) for _ in range(target.replicas)]
+
+    def reconcile(self, now: float) -> None:
+        """One pass of the Deployment controller and the scheduler at `now`."""
+        if self.target is None or self._instant:
+            return
+        self._schedule(now)
+        n = self.target.replicas
+        variant = self.target.variant
+        new = [p for p in self.pods if p.variant == variant]
+        old = [p for p in self.pods if p.variant != variant]
+        if len(new) > n:
+            self._delete(new, len(new) - n, now)
+            new = [p for p in self.pods if p.variant == variant]
+        if not old:
+            for _ in range(n - len(new)):
+                self.pods.append(Pod(variant, now))
+        else:
+            room = n + self._strategy.surge(n) - len(self.pods)
+            for _ in range(max(0, min(n - len(new), room))):
+                self.pods.append(Pod(variant, now))
+            # Old pods that serve nothing go first; then ready old pods while enough stay ready.
+            self._delete(old, sum(1 for p in old if not p.is_ready(now)), now)
+            old = [p for p in self.pods if p.variant != variant]
+            unavailable = self._strategy.unavailable(n)
+            if unavailable == 0 and self._strategy.surge(n) == 0:
+                unavailable = 1
+            ready = sum(1 for p in self.pods if p.is_ready(now))
+            removable = ready - (n - unavailable)
+            self._delete(old, max(0, min(removable, len(old))), now)
+            # Pods freed by the deletions may let more new pods in on this pass (as the controller would
+            # on its next sync, which is well within a step).
+            new = [p for p in self.pods if p.variant == variant]
+            room = n + self._strategy.surge(n) - len(self.pods)
+            for _ in range(max(0, min(n - len(new), room))):
+                self.pods.append(Pod(variant, now))
+        self._schedule(now)
+
+    def _delete(self, pods: list[Pod], count: int, now: float) -> None:
+        if count <= 0:
+            return
+
+        def order(p: Pod) -> tuple[int, float]:
+            rank = 0 if p.started is None else 1 if not p.is_ready(now) else 2
+            return (rank, -p.created)
+
+        doomed = {id(p) for p in sorted(pods, key=order)[:count]}
+        self.pods = [p for p in self.pods if id(p) not in doomed]
+
+    def _schedule(self, now: float) -> None:
+        free = self._max_pods - self.holding_gpus()
+        for pod in self.pods:
+            if free <= 0:
+                break
+            if pod.started is None:
+                pod.started = now
+                period = self._strategy.probe_period_s
+                probes = math.ceil(self._startup / period - 1e-9) if period > 0 else 0
+                pod.ready_at = now + (probes * period if period > 0 else self._startup)
+                free -= 1
+
+    def start_ready(self, target: Target, now: float) -> None:
+        """Put the initial fleet in place, already ready (the simulation starts in steady state)."""
+        self.apply(target, now)
+        if not self._instant:
+            count = min(target.replicas, self._max_pods)
+            self.pods = [Pod(target.variant, now, now, now) for _ in range(count)]

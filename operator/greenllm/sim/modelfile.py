@@ -1,0 +1,85 @@
+"""Read a GreenModel YAML file; errors name the file, the line and the field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from greenllm.api.v1alpha1 import KIND, GreenModel
+
+
+class ModelFileError(ValueError):
+    """A GreenModel file that cannot be used; the message says where and why."""
+
+
+def _node_for(root: yaml.Node, loc: Sequence[int | str]) -> tuple[yaml.Node, bool]:
+    """The YAML node at `loc`, or the deepest existing parent (and False) when the field is absent."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(
+                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None
+            )
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            match = node.value[part]
+        else:
+            match = None
+        if match is None:
+            return node, False
+        node = match
+    return node, True
+
+
+def load_green_model(path: Path | str) -> GreenModel:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{file}: cannot read GreenModel file: {exc}") from exc
+    try:
+        nodes = [n for n in yaml.compose_all(text) if n is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ModelFileError(f"{file}{where}: not valid YAML: {problem}") from exc
+    if not nodes:
+        raise ModelFileError(f"{file}: empty file, expected a GreenModel")
+    chosen = nodes[0]
+    if len(nodes) > 1:
+        kinds = [n for n in nodes if isinstance(n, yaml.MappingNode) and _kind(n) == KIND]
+        if len(kinds) != 1:
+            raise ModelFileError(
+                f"{file}: {len(nodes)} YAML documents and {len(kinds)} of kind {KIND}; need one"
+            )
+        chosen = kinds[0]
+    document = yaml.safe_load(yaml.serialize(chosen))
+    if not isinstance(document, dict):
+        raise ModelFileError(
+            f"{file} line {chosen.start_mark.line + 1}: expected a mapping (a GreenModel object)"
+        )
+    try:
+        return GreenModel.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if isinstance(p, int | str)]
+            node, found = _node_for(chosen, loc)
+            field = (
+                ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+                or "(root)"
+            )
+            missing = "" if found else " (field absent)"
+            msg = err["msg"]
+            problems.append(f"{file} line {node.start_mark.line + 1}: field {field}{missing}: {msg}")
+        raise ModelFileError("invalid GreenModel:\n  " + "\n  ".join(problems)) from exc
+
+
+def _kind(node: yaml.MappingNode) -> str | None:
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == "kind" and isinstance(v, yaml.ScalarNode):
+            return str(v.value)
+    return None

@@ -1,0 +1,213 @@
+"""What Prometheus would hold about the simulated fleet, and the answers it would give.
+
+The fleet's exporters (vLLM, DCGM) keep counters and gauges that the simulation updates every step;
+Prometheus scrapes them every `scrape_interval_s` and a query at time `now` sees only the samples scraped
+at or before `now - lag_s`. Rates and increases use Prometheus' own extrapolation over the samples in
+their range, so a decision sees demand averaged over a past window and as old as the last scrape: the
+only view of the present greenllm and the HPA baseline ever get. Nothing here looks at the trace.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One scrape of every series, at `time` (seconds from the trace start)."""
+
+    time: float
+    prompt_tokens_total: float  # vllm:prompt_tokens_total (tokens served)
+    generation_tokens_total: float  # vllm:generation_tokens_total
+    energy_j_total: float  # DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION, in J, summed over the fleet's GPUs
+    busy_replica_s_total: float  # integral of GPU busy share over ready replicas (DCGM_FI_DEV_GPU_UTIL)
+    ready_replica_s_total: float  # integral of the number of ready replicas
+    power_w: float  # DCGM_FI_DEV_POWER_USAGE summed over the fleet's GPUs
+    requests_waiting: float  # vllm:num_requests_waiting
+    requests_running: float  # vllm:num_requests_running
+    ready_replicas: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    prompt: float = 0.0
+    generation: float = 0.0
+    energy_j: float = 0.0
+    busy_s: float = 0.0
+    ready_s: float = 0.0
+
+
+@dataclass
+class Telemetry:
+    """Exporter state plus the scraped time series; `view(now)` is the only way to read it back."""
+
+    scrape_interval_s: float
+    lag_s: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    _times: list[float] = field(default_factory=list)
+    _counters: _Counters = field(default_factory=_Counters)
+    _next_scrape: float = 0.0
+    # (time, seconds to first token, requests) for vllm:time_to_first_token_seconds
+    _first_tokens: list[tuple[float, float, float]] = field(default_factory=list)
+    _first_token_times: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.scrape_interval_s <= 0:
+            raise ValueError("scrape interval must be > 0")
+        if self.lag_s < 0:
+            raise ValueError("metrics lag must be >= 0")
+
+    def record_step(
+        self,
+        end: float,
+        dt: float,
+        *,
+        prompt_served: float,
+        output_served: float,
+        energy_j: float,
+        busy_replica_s: float,
+        ready_replicas: int,
+        power_w: float,
+        requests_waiting: float,
+        requests_running: float,
+        first_tokens: list[tuple[float, float, float]],
+    ) -> None:
+        """Advance the exporters by one step ending at `end`; scrape if a scrape falls due."""
+        c = self._counters
+        c.prompt += prompt_served
+        c.generation += output_served
+        c.energy_j += energy_j
+        c.busy_s += busy_replica_s
+        c.ready_s += ready_replicas * dt
+        for event in first_tokens:
+            self._first_tokens.append(event)
+            self._first_token_times.append(event[0])
+        if end + 1e-9 >= self._next_scrape:
+            self.samples.append(
+                Sample(
+                    time=end,
+                    prompt_tokens_total=c.prompt,
+                    generation_tokens_total=c.generation,
+                    energy_j_total=c.energy_j,
+                    busy_replica_s_total=c.busy_s,
+                    ready_replica_s_total=c.ready_s,
+                    power_w=power_w,
+                    requests_waiting=requests_waiting,
+                    requests_running=requests_running,
+                    ready_replicas=ready_replicas,
+                )
+            )
+            self._times.append(end)
+            while self._next_scrape <= end + 1e-9:
+                self._next_scrape += self.scrape_interval_s
+
+    def start(self, at: float, ready_replicas: int, power_w: float) -> None:
+        """The scrape at the start of the simulation (counters at zero)."""
+        self.samples.append(Sample(at, 0.0, 0.0, 0.0, 0.0, 0.0, power_w, 0.0, 0.0, ready_replicas))
+        self._times.append(at)
+        self._next_scrape = at + self.scrape_interval_s
+
+    def view(self, now: float) -> PrometheusView:
+        """Prometheus as a query at `now` sees it: samples scraped up to `now - lag_s` only."""
+        visible_until = now - self.lag_s
+        n = bisect.bisect_right(self._times, visible_until + 1e-9)
+        m = bisect.bisect_right(self._first_token_times, visible_until + 1e-9)
+        return PrometheusView(now, self.samples[:n], self._first_tokens[:m])
+
+
+# Prometheus keeps answering an instant query with the last sample for this long (its lookback delta).
+LOOKBACK_S = 300.0
+
+
+@dataclass(frozen=True)
+class PrometheusView:
+    """Answers computed from the visible samples only."""
+
+    now: float
+    samples: list[Sample]
+    first_tokens: list[tuple[float, float, float]]
+
+    @property
+    def last_sample_time(self) -> float | None:
+        return self.samples[-1].time if self.samples else None
+
+    def _in_range(self, range_s: float) -> list[Sample]:
+        start = self.now - range_s
+        return [s for s in self.samples if start - 1e-9 <= s.time <= self.now + 1e-9]
+
+    def _latest(self) -> Sample | None:
+        if not self.samples or self.now - self.samples[-1].time > LOOKBACK_S:
+            return None
+        return self.samples[-1]
+
+    def rate(self, counter: str, range_s: float) -> float | None:
+        """`rate(counter[range])`, None without two samples in range (as Prometheus returns nothing)."""
+        return self._extrapolated(counter, range_s, is_rate=True)
+
+    def increase(self, counter: str, range_s: float) -> float | None:
+        return self._extrapolated(counter, range_s, is_rate=False)
+
+    def _extrapolated(self, counter: str, range_s: float, *, is_rate: bool) -> float | None:
+        # Prometheus' extrapolatedRate (promql/functions.go), for a counter without resets.
+        points = [(s.time, float(getattr(s, counter))) for s in self._in_range(range_s)]
+        if len(points) < 2:
+            return None
+        (t0, v0), (t1, v1) = points[0], points[-1]
+        result = v1 - v0
+        sampled = t1 - t0
+        if sampled <= 0:
+            return None
+        average = sampled / (len(points) - 1)
+        threshold = average * 1.1
+        to_start = t0 - (self.now - range_s)
+        to_end = self.now - t1
+        if to_start >= threshold:
+            to_start = average / 2
+        if result > 0 and v0 >= 0:
+            to_zero = sampled * (v0 / result)
+            to_start = min(to_start, to_zero)
+        if to_end >= threshold:
+            to_end = average / 2
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor /= range_s
+        return result * factor
+
+    def gauge(self, name: str) -> float | None:
+        latest = self._latest()
+        return None if latest is None else float(getattr(latest, name))
+
+    def gauge_age_s(self) -> float | None:
+        latest = self._latest()
+        return None if latest is None else self.now - latest.time
+
+    def ratio_of_rates(self, numerator: str, denominator: str, range_s: float) -> float | None:
+        top = self.increase(numerator, range_s)
+        bottom = self.increase(denominator, range_s)
+        if top is None or bottom is None or bottom <= 0:
+            return None
+        return top / bottom
+
+    def ttft_quantile_s(self, q: float, range_s: float) -> float | None:
+        """Weighted quantile of time to first token over requests started in the range (the histogram's
+        buckets only blur this; the value is what `histogram_quantile` estimates)."""
+        upto = self.samples[-1].time if self.samples else None
+        if upto is None:
+            return None
+        start = self.now - range_s
+        events = sorted((ttft, w) for t, ttft, w in self.first_tokens if start < t <= upto + 1e-9)
+        if not events:
+            return None
+        total = sum(w for _, w in events)
+        seen = 0.0
+        for ttft, w in events:
+            seen += w
+            if seen >= q * total - 1e-12:
+                return ttft
+        return events[-1][0]
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else value
