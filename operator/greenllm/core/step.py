@@ -270,6 +270,11 @@ def _finish(
     return new, decision
 
 
+def _breach(power_w: float | None, allowed: float | None) -> str:
+    power = "unknown power" if power_w is None else f"{power_w:.0f} W"
+    return f"budget breached: {power} > {allowed or 0.0:.0f} W allowed"
+
+
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
@@ -343,6 +348,8 @@ def _plain(
         current = Decision(state.variant, state.replicas, state.setting, state.expected_power_w, "", True)
     decision = to_decision(choice, space, allowed, current)
     reason = _join("first plan" if first else "", choice.reason, *notes)
+    if not decision.budget_met:
+        reason = _join(reason, _breach(decision.expected_power_w, allowed))
     decision = replace(decision, reason=reason)
     return _finish(
         replace(state, pending_variant=None, pending_since=None), decision, now, ((now, decision.replicas),)
@@ -453,7 +460,7 @@ def _stabilized(
         reason = _join(applied, *stability, f"planner: {choice.reason}", *notes)
     met = final.within(allowed)
     if not met:
-        reason = _join(reason, f"budget breached: {final.power_w:.0f} W > {allowed or 0:.0f} W allowed")
+        reason = _join(reason, _breach(final.power_w, allowed))
     decision = Decision(
         final.variant,
         final.replicas,

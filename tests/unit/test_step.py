@@ -1,0 +1,388 @@
+"""The decision step (greenllm.core.step): accounting, budgets, stability and missing metrics together."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greenllm.api.v1alpha1 import GreenModelSpec
+from greenllm.core.decision import Decision, Observation
+from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.core.planner import TableSource
+from greenllm.core.step import LoopState, initial_decision, initial_state, step
+
+DEFAULT = PowerSetting()
+CAP = PowerSetting(limit_w=300.0)
+HOUR = 3600.0
+
+
+def perf(out_tps: float, idle_w: float, full_w: float, prompt_tps: float = 1e6) -> ReplicaPerformance:
+    return ReplicaPerformance(out_tps, prompt_tps, full_w, ((0.0, idle_w), (out_tps, full_w)))
+
+
+def make_spec(**overrides: Any) -> GreenModelSpec:
+    doc: dict[str, Any] = {
+        "model": {"name": "m"},
+        "variants": [
+            {"name": "fp16", "precision": "fp16", "image": "vllm", "quality": 1.0},
+            {"name": "int4", "precision": "int4", "image": "vllm", "quality": 0.9},
+        ],
+        "replicas": {"min": 1, "max": 8},
+        "scaling": {"switchHold": "5m", "switchThreshold": 0.1, "scaleDownStabilization": "5m"},
+    }
+    doc.update(overrides)
+    return GreenModelSpec.model_validate(doc)
+
+
+def fp16_cheaper() -> TableSource:
+    return TableSource(
+        (DEFAULT,),
+        {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("int4", DEFAULT): perf(1000.0, 100.0, 600.0)},
+    )
+
+
+def int4_cheaper(factor: float = 0.5) -> TableSource:
+    return TableSource(
+        (DEFAULT,),
+        {
+            ("fp16", DEFAULT): perf(1000.0, 100.0, 500.0),
+            ("int4", DEFAULT): perf(1000.0, 100.0 * factor, 500.0 * factor),
+        },
+    )
+
+
+def obs(t: float, out: float | None = 2000.0, **kw: Any) -> Observation:
+    prompt = None if out is None else 0.0
+    return Observation(time=t, prompt_tokens_per_s=prompt, output_tokens_per_s=out, **kw)
+
+
+def started(spec: GreenModelSpec, src: TableSource, now: float = 0.0, out: float = 2000.0) -> LoopState:
+    state, _ = step(spec, initial_state(spec, now), obs(now, out), now, src)
+    return state
+
+
+# ------------------------------------------------------------------------- initial decision and state
+
+
+def test_initial_decision_is_the_best_quality_at_min_replicas() -> None:
+    spec = make_spec(replicas={"min": 0, "max": 4})
+    d = initial_decision(spec, fp16_cheaper())
+    assert (d.variant, d.replicas, d.setting) == ("fp16", 1, DEFAULT)
+    assert d.expected_power_w is None
+    assert "no metrics yet" in d.reason
+
+
+def test_initial_decision_prefers_a_runnable_variant_and_the_fixed_limit() -> None:
+    spec = make_spec(power={"mode": "Fixed", "limitW": 300}, replicas={"min": 2, "max": 4})
+    src = TableSource((CAP,), {("int4", CAP): perf(1000.0, 100.0, 300.0)})
+    d = initial_decision(spec, src)
+    assert (d.variant, d.replicas, d.setting) == ("int4", 2, CAP)
+    floor = make_spec(slo={"minQuality": 0.95})
+    assert initial_decision(floor, int4_cheaper()).variant == "fp16"
+
+
+def test_state_round_trips_through_json() -> None:
+    spec = make_spec()
+    state = started(spec, fp16_cheaper())
+    state, _ = step(spec, state, obs(15.0, 3000.0, power_w=900.0, energy_j_total=5.0), 15.0, fp16_cheaper())
+    data = json.loads(json.dumps(state.to_status()))
+    assert LoopState.from_status(data) == state
+
+
+def test_state_from_old_or_broken_status() -> None:
+    assert LoopState.from_status({}) == LoopState(period_start=0.0)
+    junk = {"periodStart": "x", "replicas": -3, "history": [[1, 2], "bad", [None, 3]], "budgetMet": "yes"}
+    s = LoopState.from_status(junk)
+    assert s.replicas == 0
+    assert s.history == ((1.0, 2),)
+    assert s.budget_met is True
+    assert s.variant is None
+
+
+def test_initial_state_with_an_applied_decision() -> None:
+    d = Decision("int4", 3, CAP, 900.0, "seed", True)
+    s = initial_state(make_spec(), 50.0, d)
+    assert (s.variant, s.replicas, s.setting, s.period_start) == ("int4", 3, CAP, 50.0)
+
+
+# ------------------------------------------------------------------------- accounting
+
+
+def test_energy_from_the_counter_with_a_reset() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s = initial_state(spec, 0.0)
+    s, _ = step(spec, s, obs(0.0, energy_j_total=1.0e6), 0.0, src)
+    s, _ = step(spec, s, obs(60.0, energy_j_total=1.0e6 + 3.6e6), 60.0, src)
+    assert s.energy_kwh == pytest.approx(1.0)
+    s, _ = step(spec, s, obs(120.0, energy_j_total=7.2e5), 120.0, src)  # exporter restarted
+    assert s.energy_kwh == pytest.approx(1.2)
+
+
+def test_energy_from_power_and_carbon_from_intensity() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s = initial_state(spec, 0.0)
+    s, _ = step(spec, s, obs(0.0, power_w=1000.0, carbon_intensity_g_per_kwh=400.0), 0.0, src)
+    s, _ = step(spec, s, obs(360.0, power_w=1000.0, carbon_intensity_g_per_kwh=400.0), 360.0, src)
+    assert s.energy_kwh == pytest.approx(0.1)
+    assert s.carbon_grams == pytest.approx(40.0)
+    # The intensity query failed this tick: the last known value is used.
+    s, _ = step(spec, s, obs(720.0, power_w=1000.0), 720.0, src)
+    assert s.carbon_grams == pytest.approx(80.0)
+
+
+def test_static_intensity_from_the_spec() -> None:
+    spec = make_spec(metrics={"carbonIntensity": {"gramsPerKwh": 100}})
+    s = initial_state(spec, 0.0)
+    s, _ = step(spec, s, obs(0.0, energy_j_total=0.0), 0.0, fp16_cheaper())
+    s, _ = step(spec, s, obs(10.0, energy_j_total=3.6e6), 10.0, fp16_cheaper())
+    assert s.carbon_grams == pytest.approx(100.0)
+
+
+def test_period_rolls_over() -> None:
+    spec, src = make_spec(budget={"energyKwh": 10, "period": "1h"}), fp16_cheaper()
+    s = initial_state(spec, 0.0)
+    s, _ = step(spec, s, obs(0.0, energy_j_total=0.0), 0.0, src)
+    s, _ = step(spec, s, obs(1800.0, energy_j_total=3.6e6), 1800.0, src)
+    assert (s.period_start, s.energy_kwh) == (0.0, pytest.approx(1.0))
+    s, _ = step(spec, s, obs(3700.0, energy_j_total=3.6e6 + 1.9e5), 3700.0, src)
+    assert s.period_start == 3600.0
+    assert s.energy_kwh == pytest.approx(1.9e5 / 3.6e6 * 100.0 / 1900.0)
+    # No sample at all for two periods: the period still rolls on the clock.
+    s, _ = step(spec, s, obs(3700.0, out=None), 3 * 3600.0 + 5, src)
+    assert (s.period_start, s.energy_kwh) == (3 * 3600.0, 0.0)
+
+
+# ------------------------------------------------------------------------- budgets
+
+
+def test_energy_budget_pacing_sets_the_allowed_power() -> None:
+    # 10 kWh per 10 h, 5 kWh used in the first 2 h: 5 kWh over 8 h = 625 W allowed.
+    spec = make_spec(budget={"energyKwh": 10, "period": "10h", "onExhausted": "Degrade"})
+    src = fp16_cheaper()
+    s = initial_state(spec, 0.0)
+    s, _ = step(spec, s, obs(0.0, energy_j_total=0.0), 0.0, src)
+    s, d = step(spec, s, obs(2 * HOUR, 2000.0, energy_j_total=5 * 3.6e6), 2 * HOUR, src)
+    assert s.allowed_power_w == pytest.approx(625.0)
+    assert "energy budget paced" in d.reason
+    assert d.expected_power_w is not None
+    assert d.expected_power_w <= 625.0 + 1e-6
+    assert d.budget_met
+    assert "onExhausted Degrade" in d.reason
+
+
+def test_carbon_budget_converts_through_intensity_in_the_step() -> None:
+    spec = make_spec(budget={"carbonGrams": 1000, "period": "10h", "onExhausted": "Hold"})
+    src = fp16_cheaper()
+    s = started(spec, src)
+    # 1000 g at 500 g/kWh = 2 kWh over the 10 h left = 200 W; the plan needs more: Hold keeps it, breached.
+    s2, d = step(spec, s, obs(0.5, 2000.0, carbon_intensity_g_per_kwh=500.0), 0.5, src)
+    assert s2.allowed_power_w == pytest.approx(2.0 * 3.6e6 / (10 * HOUR - 0.5))
+    assert (d.variant, d.replicas) == (s.variant, s.replicas)
+    assert not d.budget_met
+    assert "onExhausted Hold" in d.reason
+
+
+def test_budget_met_false_when_nothing_fits() -> None:
+    spec = make_spec(budget={"powerW": 50, "onExhausted": "Degrade"})
+    _, d = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, fp16_cheaper())
+    assert not d.budget_met
+    assert d.replicas == 1
+    assert "budget breached" in d.reason
+
+
+def test_budget_overrides_the_down_window() -> None:
+    spec = make_spec(budget={"powerW": 100000, "onExhausted": "CapReplicas"})
+    src = fp16_cheaper()
+    s = started(spec, src, out=6000.0)  # 6000 x 1.2 / 1000 -> 8 replicas
+    assert s.replicas == 8
+    tight = make_spec(budget={"powerW": 1500, "onExhausted": "CapReplicas"})
+    s, d = step(tight, s, obs(15.0, 6000.0), 15.0, src)
+    assert d.variant == "fp16"
+    assert d.expected_power_w is not None
+    assert d.expected_power_w <= 1500.0
+    assert d.replicas < 8
+    assert d.budget_met
+    assert "budget overrides the down-window" in d.reason
+
+
+# ------------------------------------------------------------------------- stability
+
+
+def test_variant_switch_waits_for_the_hold() -> None:
+    spec = make_spec()
+    s = started(spec, fp16_cheaper())
+    assert s.variant == "fp16"
+    cheap = int4_cheaper(0.5)
+    for t in (15.0, 150.0, 299.0):
+        s, d = step(spec, s, obs(t), t, cheap)
+        assert d.variant == "fp16"
+        assert "pending" in d.reason
+        assert s.pending_since == 15.0
+    s, d = step(spec, s, obs(315.0), 315.0, cheap)
+    assert d.variant == "int4"
+    assert "switched variant fp16 -> int4" in d.reason
+    assert s.pending_since is None
+
+
+def test_a_tick_without_saving_resets_the_hold() -> None:
+    spec = make_spec()
+    s = started(spec, fp16_cheaper())
+    s, _ = step(spec, s, obs(15.0), 15.0, int4_cheaper(0.5))
+    s, _ = step(spec, s, obs(30.0), 30.0, fp16_cheaper())
+    assert s.pending_since is None
+    s, d = step(spec, s, obs(320.0), 320.0, int4_cheaper(0.5))
+    assert d.variant == "fp16"
+    assert s.pending_since == 320.0
+
+
+def test_small_saving_never_switches() -> None:
+    spec = make_spec()
+    s = started(spec, fp16_cheaper())
+    for i in range(1, 60):
+        s, d = step(spec, s, obs(i * 15.0), i * 15.0, int4_cheaper(0.95))
+        assert d.variant == "fp16"
+    assert "switchThreshold" in d.reason
+
+
+def test_switch_at_once_when_the_current_variant_cannot_serve() -> None:
+    spec = make_spec()
+    s = started(spec, fp16_cheaper())
+    src = TableSource((DEFAULT,), {("int4", DEFAULT): perf(1000.0, 100.0, 600.0)})  # fp16 now misses TPOT
+    s, d = step(spec, s, obs(15.0), 15.0, src)
+    assert d.variant == "int4"
+    assert "at once" in d.reason
+
+
+def test_removed_variant_is_replaced() -> None:
+    spec = make_spec()
+    s = started(spec, fp16_cheaper())
+    only_int4 = make_spec(variants=[{"name": "int4", "precision": "int4", "image": "vllm", "quality": 0.9}])
+    s, d = step(only_int4, s, obs(15.0), 15.0, fp16_cheaper())
+    assert d.variant == "int4"
+
+
+def test_scale_down_waits_for_the_window_and_scale_up_does_not() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s = started(spec, src, out=2000.0)
+    assert s.replicas == 3  # 2000 x 1.2 / 1000 = 2.4 -> 3
+    s, d = step(spec, s, obs(15.0, 5000.0), 15.0, src)
+    assert d.replicas == 6  # up at once
+    s, d = step(spec, s, obs(30.0, 2000.0), 30.0, src)
+    assert d.replicas == 6
+    assert "scaleDownStabilization" in d.reason
+    s, d = step(spec, s, obs(315.0, 2000.0), 315.0, src)
+    assert d.replicas == 6  # the 6 recommended at t=15 is still in the window
+    s, d = step(spec, s, obs(316.0, 2000.0), 316.0, src)
+    assert d.replicas == 3
+    assert s.last_scale_down == 316.0
+    assert s.last_scale_up == 15.0
+
+
+def test_setting_hysteresis_keeps_a_setting_that_is_nearly_as_good() -> None:
+    spec = make_spec(variants=[{"name": "fp16", "precision": "fp16", "image": "vllm"}])
+    src = TableSource((DEFAULT, CAP), {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0)})
+    s = started(spec, src)
+    assert s.setting == DEFAULT
+    slightly = TableSource(
+        (DEFAULT, CAP),
+        {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("fp16", CAP): perf(1000.0, 100.0, 480.0)},
+    )
+    s, d = step(spec, s, obs(15.0), 15.0, slightly)
+    assert d.setting == DEFAULT
+    assert "kept default power" in d.reason
+    much = TableSource(
+        (DEFAULT, CAP),
+        {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("fp16", CAP): perf(1000.0, 100.0, 300.0)},
+    )
+    s, d = step(spec, s, obs(30.0), 30.0, much)
+    assert d.setting == CAP
+
+
+# ------------------------------------------------------------------------- missing metrics
+
+
+def test_missing_metrics_keep_the_decision() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s = started(spec, src, out=5000.0)
+    before = (s.variant, s.replicas, s.setting)
+    for t in (15.0, 400.0, 4000.0):
+        s, d = step(spec, s, obs(t, out=None, power_w=100.0), t, int4_cheaper(0.1))
+        assert (d.variant, d.replicas, d.setting) == before
+        assert "metrics missing" in d.reason
+
+
+def test_missing_metrics_before_any_decision_give_the_initial_one() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s, d = step(spec, initial_state(spec, 0.0), obs(0.0, out=None), 0.0, src)
+    assert (d.variant, d.replicas) == ("fp16", 1)
+    assert "metrics missing" in d.reason
+    assert s.variant == "fp16"
+
+
+def test_missing_metrics_still_raise_to_a_new_replicas_min() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s = started(spec, src, out=500.0)
+    assert s.replicas == 1
+    bigger = make_spec(replicas={"min": 3, "max": 8})
+    s, d = step(bigger, s, obs(15.0, out=None), 15.0, src)
+    assert d.replicas == 3
+
+
+# ------------------------------------------------------------------------- no flapping
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    low=st.floats(min_value=100.0, max_value=3000.0),
+    high=st.floats(min_value=3000.0, max_value=6500.0),
+    half_period_ticks=st.integers(min_value=1, max_value=10),
+    noise=st.lists(st.floats(min_value=-0.05, max_value=0.05), min_size=240, max_size=240),
+)
+def test_oscillating_demand_changes_replicas_a_bounded_number_of_times(
+    low: float, high: float, half_period_ticks: int, noise: list[float]
+) -> None:
+    """Demand flips between low and high (with 5% noise) faster than the 5 min down-window: replicas never
+    drop back to the low level, noise moves them by at most one step and at most once up and once down per
+    window, and the variant never switches."""
+    spec, src = make_spec(), fp16_cheaper()
+    s = initial_state(spec, 0.0)
+    changes, switches = 0, 0
+    previous: Decision | None = None
+    high_floor = math.ceil(high * 0.95 * 1.2 / 1000.0 - 1e-9)  # fewest replicas any high tick needs
+    for i, e in enumerate(noise):
+        t = i * 15.0
+        level = high if (i // half_period_ticks) % 2 else low
+        s, d = step(spec, s, obs(t, level * (1 + e)), t, src)
+        if previous is not None:
+            changes += d.replicas != previous.replicas
+            switches += d.variant != previous.variant
+        if i >= half_period_ticks:  # a high tick has been seen
+            assert d.replicas >= high_floor
+        previous = d
+    assert switches == 0
+    windows = len(noise) * 15.0 / 300.0
+    assert changes <= 2 * (windows + 1) + 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(flips=st.lists(st.booleans(), min_size=100, max_size=100))
+def test_variant_choice_flipping_every_tick_never_switches(flips: list[bool]) -> None:
+    spec = make_spec()
+    s = started(spec, fp16_cheaper())
+    variants = set()
+    for i, cheap in enumerate(flips, start=1):
+        src = int4_cheaper(0.5) if cheap else fp16_cheaper()
+        s, d = step(spec, s, obs(i * 15.0), i * 15.0, src)
+        variants.add(d.variant)
+    # A switch needs 5 min (20 ticks) of int4 being cheaper on every tick.
+    longest, run = 0, 0
+    for cheap in flips:
+        run = run + 1 if cheap else 0
+        longest = max(longest, run)
+    assert variants == ({"fp16", "int4"} if longest > 20 else {"fp16"})
+    assert math.isfinite(s.energy_kwh)
