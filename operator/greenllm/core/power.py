@@ -243,7 +243,8 @@ class Claim:
 
 class Role(StrEnum):
     OWNED = "owned"  # every holder is a pod of one GreenModel: apply that GreenModel's setting
-    SHARED = "shared"  # some holder is not (or belongs to another GreenModel): leave alone, report
+    SHARED = "shared"  # held by a GreenModel's pod and by a pod of anyone else: leave alone, report
+    FOREIGN = "foreign"  # held only by pods no GreenModel owns: not ours, leave alone
     FREE = "free"  # no pod holds it: default
 
 
@@ -259,7 +260,7 @@ class Assignment:
 
 def assign(gpu_uuids: Iterable[str], claims: Iterable[Claim]) -> dict[str, Assignment]:
     """Which GPU gets whose setting. A GPU is OWNED by a GreenModel only when every pod holding any part
-    of it is owned by that same GreenModel; otherwise it is SHARED (left alone) or FREE (no holder)."""
+    of it is owned by that same GreenModel; otherwise it is SHARED or FOREIGN (left alone) or FREE."""
     by_gpu: dict[str, list[Claim]] = {uuid: [] for uuid in gpu_uuids}
     for claim in claims:
         by_gpu.setdefault(claim.gpu_uuid, []).append(claim)
@@ -274,6 +275,10 @@ def assign(gpu_uuids: Iterable[str], claims: Iterable[Claim]) -> dict[str, Assig
         named = sorted(o for o in owners if o is not None)
         if len(owners) == 1 and None not in owners:
             result[uuid] = Assignment(uuid, Role.OWNED, owner=named[0], pods=pods, partition=partition)
+            continue
+        if not named:
+            reason = f"held by pods no GreenModel owns: {', '.join(pods)}"
+            result[uuid] = Assignment(uuid, Role.FOREIGN, pods=pods, reason=reason, partition=partition)
             continue
         foreign = sorted({c.pod for c in held if c.owner is None})
         if foreign:
