@@ -108,7 +108,10 @@ def _kind_rank(document: str) -> int:
 def manifest_stream(rendered: Mapping[str, str]) -> str:
     """One multi-document YAML in Helm's install order, each document headed by its template."""
     entries = [
-        (source, document) for source in sorted(rendered) for document in split_documents(rendered[source])
+        (source, document)
+        for source in sorted(rendered)
+        if not source.endswith("NOTES.txt")
+        for document in split_documents(rendered[source])
     ]
     entries.sort(key=lambda entry: _kind_rank(entry[1]))
     return "".join(f"---\n# Source: {source}\n{document}" for source, document in entries)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 from chartkit import ROOT, chart_crds, parse_stream, render_manifests
@@ -90,3 +91,11 @@ def test_rendering_matches_snapshot(scenario: str) -> None:
 
 def test_check_mode_passes_on_the_committed_tree() -> None:
     assert render_manifests.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("kube_version", ["1.30.0", f"{kubernetes_validate.latest_version()}.0"])
+def test_deploy_objects_are_valid_kubernetes(kube_version: str) -> None:
+    docs = [d for f in sorted(render_manifests.DEPLOY.glob("*.yaml")) for d in parse_stream(f.read_text())]
+    assert len(docs) >= 13
+    for doc in docs:
+        kubernetes_validate.validate(doc, kube_version, strict=True)
