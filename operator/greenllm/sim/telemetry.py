@@ -10,7 +10,6 @@ only view of the present greenllm and the HPA baseline ever get. Nothing here lo
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 
 
@@ -111,36 +110,59 @@ class Telemetry:
 
     def view(self, now: float) -> PrometheusView:
         """Prometheus as a query at `now` sees it: samples scraped up to `now - lag_s` only."""
-        visible_until = now - self.lag_s
-        n = bisect.bisect_right(self._times, visible_until + 1e-9)
-        m = bisect.bisect_right(self._first_token_times, visible_until + 1e-9)
-        return PrometheusView(now, self.samples[:n], self._first_tokens[:m])
+        visible_until = now - self.lag_s + 1e-9
+        n = bisect.bisect_right(self._times, visible_until)
+        m = bisect.bisect_right(self._first_token_times, visible_until)
+        return PrometheusView(
+            now, self.samples, self._times, n, self._first_tokens, self._first_token_times, m
+        )
 
 
 # Prometheus keeps answering an instant query with the last sample for this long (its lookback delta).
 LOOKBACK_S = 300.0
 
 
-@dataclass(frozen=True)
 class PrometheusView:
-    """Answers computed from the visible samples only."""
+    """Answers computed from the visible samples only: the first `visible` scrapes and first-token events.
 
-    now: float
-    samples: list[Sample]
-    first_tokens: list[tuple[float, float, float]]
+    It shares the telemetry's lists (no copies) but never reads past its bounds.
+    """
+
+    def __init__(
+        self,
+        now: float,
+        samples: list[Sample],
+        times: list[float],
+        visible: int,
+        first_tokens: list[tuple[float, float, float]],
+        first_token_times: list[float],
+        visible_first_tokens: int,
+    ) -> None:
+        self.now = now
+        self._samples = samples
+        self._times = times
+        self._n = visible
+        self._first_tokens = first_tokens
+        self._first_token_times = first_token_times
+        self._m = visible_first_tokens
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The visible scrapes (a copy)."""
+        return self._samples[: self._n]
 
     @property
     def last_sample_time(self) -> float | None:
-        return self.samples[-1].time if self.samples else None
+        return self._times[self._n - 1] if self._n else None
 
     def _in_range(self, range_s: float) -> list[Sample]:
-        start = self.now - range_s
-        return [s for s in self.samples if start - 1e-9 <= s.time <= self.now + 1e-9]
+        lo = bisect.bisect_left(self._times, self.now - range_s - 1e-9, 0, self._n)
+        return self._samples[lo : self._n]
 
     def _latest(self) -> Sample | None:
-        if not self.samples or self.now - self.samples[-1].time > LOOKBACK_S:
+        if not self._n or self.now - self._times[self._n - 1] > LOOKBACK_S:
             return None
-        return self.samples[-1]
+        return self._samples[self._n - 1]
 
     def rate(self, counter: str, range_s: float) -> float | None:
         """`rate(counter[range])`, None without two samples in range (as Prometheus returns nothing)."""
@@ -191,13 +213,14 @@ class PrometheusView:
         return top / bottom
 
     def ttft_quantile_s(self, q: float, range_s: float) -> float | None:
-        """Weighted quantile of time to first token over requests started in the range (the histogram's
-        buckets only blur this; the value is what `histogram_quantile` estimates)."""
-        upto = self.samples[-1].time if self.samples else None
+        """Weighted quantile of time to first token over requests started in the range and scraped (the
+        histogram's buckets only blur this; the value is what `histogram_quantile` estimates)."""
+        upto = self.last_sample_time
         if upto is None:
             return None
-        start = self.now - range_s
-        events = sorted((ttft, w) for t, ttft, w in self.first_tokens if start < t <= upto + 1e-9)
+        lo = bisect.bisect_right(self._first_token_times, self.now - range_s, 0, self._m)
+        hi = bisect.bisect_right(self._first_token_times, upto + 1e-9, 0, self._m)
+        events = sorted((ttft, w) for _, ttft, w in self._first_tokens[lo:hi])
         if not events:
             return None
         total = sum(w for _, w in events)
@@ -207,7 +230,3 @@ class PrometheusView:
             if seen >= q * total - 1e-12:
                 return ttft
         return events[-1][0]
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) or math.isinf(value) else value

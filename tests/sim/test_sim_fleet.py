@@ -1,0 +1,120 @@
+"""The simulated fleet: start-up delay, readiness probes, GPU limits and rolling variant switches."""
+
+from __future__ import annotations
+
+from conftest import perf
+
+from greenllm.api.v1alpha1 import GreenModelSpec
+from greenllm.core.decision import Decision
+from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.core.render import deployment
+from greenllm.sim.fleet import Fleet, RolloutStrategy, Target
+from greenllm.sim.fluidqueue import GroupLoad
+
+DEFAULT = PowerSetting()
+
+
+def lookup(variant: str, setting: PowerSetting) -> ReplicaPerformance:
+    return perf(idle=100.0 if variant == "old" else 80.0)
+
+
+def fleet(gpus: int = 8, startup: float = 25.0, **kw: object) -> Fleet:
+    return Fleet(lookup, 1, gpus, startup, RolloutStrategy(probe_period_s=10.0), **kw)  # type: ignore[arg-type]
+
+
+def ready(f: Fleet, now: float) -> dict[str, int]:
+    return {v: g.replicas for v, g in f.groups(now)}
+
+
+def test_new_pods_are_ready_at_the_first_probe_after_start_up() -> None:
+    f = fleet()
+    f.start_ready(Target("old", 1, DEFAULT), 0.0)
+    f.apply(Target("old", 3, DEFAULT), 0.0)
+    f.reconcile(0.0)
+    assert ready(f, 29.0) == {"old": 1}
+    assert ready(f, 30.0) == {"old": 3}  # 25 s of start-up, probes every 10 s
+
+
+def test_starting_pods_hold_gpus_at_idle_power_pending_ones_do_not() -> None:
+    f = fleet(gpus=2)
+    f.start_ready(Target("old", 1, DEFAULT), 0.0)
+    f.apply(Target("old", 2, DEFAULT), 0.0)
+    f.reconcile(0.0)
+    groups = f.groups(0.0)
+    power = f.power_w(0.0, 1.0, groups, [GroupLoad() for _ in groups])
+    assert power.starting_w == 100.0
+    assert power.total_w == 200.0  # one idle ready replica + one starting
+    assert f.holding_gpus() == 2
+
+
+def test_replicas_are_capped_by_the_gpus() -> None:
+    f = fleet(gpus=3)
+    f.start_ready(Target("old", 1, DEFAULT), 0.0)
+    f.apply(Target("old", 10, DEFAULT), 0.0)
+    f.reconcile(0.0)
+    assert len(f.pods) == 3
+    assert ready(f, 100.0) == {"old": 3}
+
+
+def test_variant_switch_rolls_without_losing_capacity() -> None:
+    # 2 replicas: maxSurge 25% -> 1, maxUnavailable 25% -> 0. Three GPUs: one new pod at a time.
+    f = fleet(gpus=3)
+    f.start_ready(Target("old", 2, DEFAULT), 0.0)
+    f.apply(Target("new", 2, DEFAULT), 0.0)
+    seen = []
+    for t in range(0, 100):
+        f.reconcile(float(t))
+        r = ready(f, float(t))
+        assert sum(r.values()) >= 2, (t, r)
+        assert f.holding_gpus() <= 3
+        seen.append(r)
+    assert seen[0] == {"old": 2}
+    assert seen[30] == {"new": 1, "old": 1}
+    assert seen[60] == {"new": 2}
+
+
+def test_scale_down_removes_starting_pods_before_ready_ones() -> None:
+    f = fleet()
+    f.start_ready(Target("old", 2, DEFAULT), 0.0)
+    f.apply(Target("old", 4, DEFAULT), 0.0)
+    f.reconcile(0.0)
+    f.apply(Target("old", 2, DEFAULT), 5.0)
+    f.reconcile(5.0)
+    assert ready(f, 5.0) == {"old": 2}
+    assert f.holding_gpus() == 2
+
+
+def test_power_setting_applies_to_running_pods_without_restart() -> None:
+    seen: list[PowerSetting] = []
+
+    def spy(variant: str, setting: PowerSetting) -> ReplicaPerformance:
+        seen.append(setting)
+        return perf()
+
+    f = Fleet(spy, 1, 4, 60.0, RolloutStrategy())
+    f.start_ready(Target("old", 2, DEFAULT), 0.0)
+    f.apply(Target("old", 2, PowerSetting(limit_w=300.0)), 1.0)
+    f.reconcile(1.0)
+    assert ready(f, 1.0) == {"old": 2}
+    f.groups(1.0)
+    assert seen[-1] == PowerSetting(limit_w=300.0)
+
+
+def test_instant_fleet_changes_at_once() -> None:
+    f = fleet(instant=True)
+    f.start_ready(Target("old", 1, DEFAULT), 0.0)
+    f.apply(Target("new", 5, DEFAULT), 3.0)
+    f.reconcile(3.0)
+    assert ready(f, 3.0) == {"new": 5}
+
+
+def test_rollout_parameters_come_from_the_rendered_deployment(spec: GreenModelSpec) -> None:
+    owner = {"metadata": {"name": "m", "namespace": "ns", "uid": "u"}}
+    rendered = deployment(owner, spec, Decision("hq", 4, DEFAULT, None, "test"))
+    strategy = RolloutStrategy.from_deployment(rendered)
+    probe = rendered["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSeconds"]
+    assert strategy.probe_period_s == probe
+    # Kubernetes defaults when the Deployment sets no strategy: 25% surge rounded up, 25% unavailable down.
+    assert strategy.surge(4) == 1 and strategy.unavailable(4) == 1
+    assert strategy.surge(5) == 2 and strategy.unavailable(5) == 1
+    assert RolloutStrategy(max_surge=0, max_unavailable="50%").unavailable(5) == 2

@@ -1,0 +1,81 @@
+"""The simulated Prometheus: scrapes, rate() extrapolation, and only the past is visible."""
+
+from __future__ import annotations
+
+import pytest
+
+from greenllm.sim.telemetry import Telemetry
+
+
+def feed(t: Telemetry, seconds: int, prompt_per_s: float = 10.0, ttft: float | None = None) -> None:
+    t.start(0.0, 1, 100.0)
+    for k in range(seconds):
+        end = float(k + 1)
+        events = [] if ttft is None else [(float(k), ttft * (k + 1), 1.0)]
+        t.record_step(
+            end,
+            1.0,
+            prompt_served=prompt_per_s,
+            output_served=1.0,
+            energy_j=200.0,
+            busy_replica_s=0.5,
+            ready_replicas=2,
+            power_w=200.0 + k,
+            requests_waiting=float(k),
+            requests_running=1.0,
+            first_tokens=events,
+        )
+
+
+def test_scrapes_happen_every_interval() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed(t, 61)
+    assert [s.time for s in t.samples] == [0.0, 15.0, 30.0, 45.0, 60.0]
+
+
+def test_rate_of_a_steady_counter_is_its_slope() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed(t, 120, prompt_per_s=10.0)
+    view = t.view(120.0)
+    assert view.rate("prompt_tokens_total", 60.0) == pytest.approx(10.0)
+    assert view.increase("energy_j_total", 60.0) == pytest.approx(200.0 * 60)
+    assert view.ratio_of_rates("busy_replica_s_total", "ready_replica_s_total", 60.0) == pytest.approx(0.25)
+
+
+def test_rate_between_scrapes_uses_the_last_scrape_and_extrapolates() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed(t, 120, prompt_per_s=10.0)
+    view = t.view(100.0)  # last scrape at 90
+    assert view.last_sample_time == 90.0
+    assert view.rate("prompt_tokens_total", 60.0) == pytest.approx(10.0, rel=0.2)
+    assert view.gauge_age_s() == pytest.approx(10.0)
+
+
+def test_rate_needs_two_samples() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed(t, 10)
+    assert t.view(10.0).rate("prompt_tokens_total", 60.0) is None
+
+
+def test_a_query_never_sees_samples_after_now_minus_lag() -> None:
+    t = Telemetry(scrape_interval_s=15.0, lag_s=20.0)
+    feed(t, 120)
+    view = t.view(70.0)
+    assert view.last_sample_time == 45.0
+    assert all(s.time <= 50.0 for s in view.samples)
+    assert view.gauge("requests_waiting") == 44.0  # the state scraped at 45 s
+
+
+def test_gauges_go_stale_after_the_lookback() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed(t, 30)
+    assert t.view(30.0).gauge("power_w") is not None
+    assert t.view(30.0 + 301.0).gauge("power_w") is None
+
+
+def test_ttft_quantile_covers_the_window_and_scraped_events_only() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed(t, 60, ttft=0.01)  # event k has ttft 0.01 * (k + 1) and starts at k
+    view = t.view(50.0)  # last scrape at 45: events started in (-10, 45]
+    assert view.ttft_quantile_s(0.9, 60.0) == pytest.approx(0.01 * 42)  # 90% of the 46 events 0..45
+    assert view.ttft_quantile_s(0.5, 10.0) == pytest.approx(0.01 * 44)  # events 41..45, median is 43
