@@ -79,6 +79,11 @@ class Request:
     namespace: str | None = None
     name: str | None = None
 
+    @classmethod
+    def from_api_call(cls, call: Any) -> Request:
+        """From a recorded request with these six attributes (tests/kube_emulator.ApiCall)."""
+        return cls(call.verb, call.group, call.resource, call.subresource or "", call.namespace, call.name)
+
 
 def _rule_matches(rule: Mapping[str, Any], request: Request) -> bool:
     resource = f"{request.resource}/{request.subresource}" if request.subresource else request.resource

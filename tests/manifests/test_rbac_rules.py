@@ -307,3 +307,21 @@ def test_requests_of_the_design_are_allowed(
     case: str, account: tuple[str, str], request_: Request, values: dict[str, Any]
 ) -> None:
     assert allowed(objects(values), account, request_), case
+
+
+def test_request_from_a_recorded_api_call() -> None:
+    call = type(
+        "Call",
+        (),
+        {
+            "verb": "patch",
+            "group": api.GROUP,
+            "resource": api.PLURAL,
+            "subresource": None,
+            "namespace": "a",
+            "name": "m",
+        },
+    )()
+    request = Request.from_api_call(call)
+    assert request == Request("patch", api.GROUP, api.PLURAL, "", "a", "m")
+    assert allowed(objects(), OPERATOR_SA, request) and not allowed(objects(), AGENT_SA, request)
