@@ -1,6 +1,8 @@
 """Load the shipped calibration CSVs (package data in `greenllm/data`) into a `Calibration`.
 
 The only I/O of the energy model. Sources and licences of every file: `greenllm/data/ATTRIBUTION.md`.
+Each `parse_*` function takes a file's text (so malformed input can be tested) and raises
+`CalibrationError` naming the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -35,28 +37,87 @@ CONSTANTS = "model_constants.csv"
 
 
 class CalibrationError(ValueError):
-    """A shipped calibration file is malformed (names the file and line)."""
+    """A calibration file is malformed (the message names the file and line)."""
 
 
-def _rows(name: str) -> Iterator[tuple[int, dict[str, str]]]:
-    text = resources.files("greenllm").joinpath("data", name).read_text(encoding="utf-8")
-    yield from enumerate(csv.DictReader(io.StringIO(text)), start=2)
+def read_data(name: str) -> str:
+    """The text of one shipped calibration file."""
+    return resources.files("greenllm").joinpath("data", name).read_text(encoding="utf-8")
 
 
-def _float(value: str) -> float | None:
-    value = value.strip()
-    return float(value) if value else None
+class _Rows:
+    """CSV rows of one file with line numbers, and typed access that reports where a value is bad."""
+
+    def __init__(self, text: str, name: str, required: tuple[str, ...]) -> None:
+        self.name = name
+        reader = csv.DictReader(io.StringIO(text))
+        missing = [c for c in required if c not in (reader.fieldnames or ())]
+        if missing:
+            raise CalibrationError(f"{name}: missing column(s) {', '.join(missing)}")
+        self._rows = list(reader)
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
+        return iter(enumerate(self._rows, start=2))
+
+    def opt(self, line: int, row: dict[str, str], column: str) -> float | None:
+        text = (row.get(column) or "").strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            message = f"{self.name}:{line}: column {column!r} is not a number: {text!r}"
+            raise CalibrationError(message) from None
+
+    def num(self, line: int, row: dict[str, str], column: str) -> float:
+        value = self.opt(line, row, column)
+        if value is None:
+            raise CalibrationError(f"{self.name}:{line}: column {column!r} is empty")
+        return value
+
+    def text(self, line: int, row: dict[str, str], column: str) -> str:
+        value = (row.get(column) or "").strip()
+        if not value:
+            raise CalibrationError(f"{self.name}:{line}: column {column!r} is empty")
+        return value
 
 
-def _need(value: float | None, name: str, line: int, column: str) -> float:
-    if value is None:
-        raise CalibrationError(f"{name}:{line}: column {column!r} is empty")
-    return value
-
-
-def _percent_bucket(text: str) -> float:
-    """'+30%' -> 1.30 (a ratio)."""
-    return 1.0 + float(text.strip().rstrip("%")) / 100.0
+def parse_gpus(text: str, name: str = GPUS) -> tuple[GpuRecord, ...]:
+    rows = _Rows(text, name, ("name", "aliases", "profile_gpu", "default_w", "min_w", "max_w", "idle_w"))
+    out = []
+    for line, r in rows:
+        ref = rows.opt(line, r, "clock_ref_mhz")
+        low = rows.opt(line, r, "clock_low_mhz")
+        time_change = rows.opt(line, r, "clock_time_change_pct")
+        energy_change = rows.opt(line, r, "clock_energy_change_pct")
+        clock = None
+        if ref is not None and low is not None and time_change is not None and energy_change is not None:
+            if not 0 < low < ref:
+                raise CalibrationError(f"{name}:{line}: clock_low_mhz must be below clock_ref_mhz")
+            clock = ClockEvidence(ref, low, time_change / 100.0, energy_change / 100.0)
+        elif any(v is not None for v in (ref, low, time_change, energy_change)):
+            raise CalibrationError(f"{name}:{line}: clock columns must be all set or all empty")
+        limits = GpuPowerLimits(
+            min_w=rows.num(line, r, "min_w"),
+            max_w=rows.num(line, r, "max_w"),
+            default_w=rows.num(line, r, "default_w"),
+        )
+        if not 0 < limits.min_w <= limits.default_w <= limits.max_w:
+            raise CalibrationError(f"{name}:{line}: limits must satisfy 0 < min_w <= default_w <= max_w")
+        out.append(
+            GpuRecord(
+                name=rows.text(line, r, "name"),
+                aliases=tuple(a.strip() for a in r["aliases"].split("|") if a.strip()),
+                profile_gpu=rows.text(line, r, "profile_gpu"),
+                limits=limits,
+                idle_w=rows.num(line, r, "idle_w"),
+                peak_bf16_tflops=rows.num(line, r, "peak_bf16_tflops"),
+                peak_fp8_tflops=rows.opt(line, r, "peak_fp8_tflops"),
+                peak_int8_tops=rows.opt(line, r, "peak_int8_tops"),
+                clock=clock,
+            )
+        )
+    return tuple(out)
 
 
 def _precision(text: str) -> str | None:
@@ -76,135 +137,137 @@ def _source_tag(source: str) -> str:
     return source.split(",")[0].strip()
 
 
-def load_gpus() -> tuple[GpuRecord, ...]:
+def parse_profiles(text: str, name: str = PROFILES) -> tuple[ProfileRow, ...]:
+    rows = _Rows(
+        text,
+        name,
+        (
+            "gpu",
+            "model",
+            "params_b",
+            "precision",
+            "num_gpus",
+            "task",
+            "batch_or_load",
+            "throughput_tokens_per_s",
+            "avg_power_w",
+            "p50_or_p90_latency_ms",
+            "p90_itl_ms",
+            "source",
+        ),
+    )
     out = []
-    for line, r in _rows(GPUS):
-        ref, low = _float(r["clock_ref_mhz"]), _float(r["clock_low_mhz"])
-        time_change, energy_change = _float(r["clock_time_change_pct"]), _float(r["clock_energy_change_pct"])
-        clock = None
-        if ref is not None and low is not None and time_change is not None and energy_change is not None:
-            clock = ClockEvidence(
-                ref_mhz=ref, low_mhz=low, time_change=time_change / 100.0, energy_change=energy_change / 100.0
-            )
-        limits = GpuPowerLimits(
-            min_w=_need(_float(r["min_w"]), GPUS, line, "min_w"),
-            max_w=_need(_float(r["max_w"]), GPUS, line, "max_w"),
-            default_w=_need(_float(r["default_w"]), GPUS, line, "default_w"),
-        )
-        if not limits.min_w <= limits.default_w <= limits.max_w:
-            raise CalibrationError(f"{GPUS}:{line}: limits must satisfy min <= default <= max")
-        out.append(
-            GpuRecord(
-                name=r["name"].strip(),
-                aliases=tuple(a.strip() for a in r["aliases"].split("|") if a.strip()),
-                profile_gpu=r["profile_gpu"].strip(),
-                limits=limits,
-                idle_w=_need(_float(r["idle_w"]), GPUS, line, "idle_w"),
-                peak_bf16_tflops=_need(_float(r["peak_bf16_tflops"]), GPUS, line, "peak_bf16_tflops"),
-                peak_fp8_tflops=_float(r["peak_fp8_tflops"]),
-                peak_int8_tops=_float(r["peak_int8_tops"]),
-                clock=clock,
-            )
-        )
-    return tuple(out)
-
-
-def load_profiles() -> tuple[ProfileRow, ...]:
-    out = []
-    for line, r in _rows(PROFILES):
+    for line, r in rows:
         precision = _precision(r["precision"])
         if precision is None:
-            raise CalibrationError(f"{PROFILES}:{line}: unsupported precision {r['precision']!r}")
+            raise CalibrationError(f"{name}:{line}: unsupported precision {r['precision']!r}")
         batch_text = r["batch_or_load"].split("=")[-1].strip()
-        if not batch_text.isdigit():
-            raise CalibrationError(f"{PROFILES}:{line}: cannot read a batch size from {r['batch_or_load']!r}")
+        if not batch_text.isdigit() or int(batch_text) < 1:
+            raise CalibrationError(f"{name}:{line}: cannot read a batch size from {r['batch_or_load']!r}")
+        num_gpus = rows.num(line, r, "num_gpus")
+        if num_gpus < 1 or num_gpus != int(num_gpus):
+            raise CalibrationError(f"{name}:{line}: num_gpus must be a positive integer")
+        values = {
+            c: rows.num(line, r, c)
+            for c in ("params_b", "throughput_tokens_per_s", "avg_power_w", "p50_or_p90_latency_ms")
+        }
+        if min(values.values()) <= 0:
+            raise CalibrationError(f"{name}:{line}: sizes, throughput, power and latency must be positive")
         out.append(
             ProfileRow(
-                gpu=r["gpu"].strip(),
-                model=r["model"].strip(),
-                params_b=_need(_float(r["params_b"]), PROFILES, line, "params_b"),
+                gpu=rows.text(line, r, "gpu"),
+                model=rows.text(line, r, "model"),
+                params_b=values["params_b"],
                 precision=precision,
-                num_gpus=int(_need(_float(r["num_gpus"]), PROFILES, line, "num_gpus")),
-                task=r["task"].strip(),
+                num_gpus=int(num_gpus),
+                task=rows.text(line, r, "task"),
                 batch=int(batch_text),
-                output_tokens_per_s=_need(_float(r["throughput_tokens_per_s"]), PROFILES, line, "throughput"),
-                power_w=_need(_float(r["avg_power_w"]), PROFILES, line, "avg_power_w"),
-                itl_ms=_need(_float(r["p50_or_p90_latency_ms"]), PROFILES, line, "p50_or_p90_latency_ms"),
-                itl_p90_ms=_float(r["p90_itl_ms"]),
+                output_tokens_per_s=values["throughput_tokens_per_s"],
+                power_w=values["avg_power_w"],
+                itl_ms=values["p50_or_p90_latency_ms"],
+                itl_p90_ms=rows.opt(line, r, "p90_itl_ms"),
                 source=_source_tag(r["source"]),
             )
         )
     return tuple(out)
 
 
-def load_fp8_ratios() -> tuple[Fp8Ratio, ...]:
-    energy: dict[tuple[int, int], float] = {}
-    latency: dict[tuple[int, int], float] = {}
-    for line, r in _rows(FP8_RATIOS):
+def _percent_ratio(text: str) -> float:
+    """'+30%' -> 1.30."""
+    return 1.0 + float(text.strip().rstrip("%")) / 100.0
+
+
+def parse_fp8_ratios(text: str, name: str = FP8_RATIOS) -> tuple[Fp8Ratio, ...]:
+    rows = _Rows(text, name, ("metric", "batch_size_bucket", "fp8_vs_bf16_median"))
+    tables: dict[str, dict[tuple[int, int], float]] = {"energy": {}, "latency": {}}
+    for line, r in rows:
         lo_text, _, hi_text = r["batch_size_bucket"].partition("-")
-        if not (lo_text.isdigit() and hi_text.isdigit()):
-            raise CalibrationError(f"{FP8_RATIOS}:{line}: bad bucket {r['batch_size_bucket']!r}")
-        bucket = (int(lo_text), int(hi_text))
-        table = {"energy": energy, "latency": latency}.get(r["metric"].strip())
+        if not (lo_text.strip().isdigit() and hi_text.strip().isdigit()):
+            raise CalibrationError(f"{name}:{line}: bad batch bucket {r['batch_size_bucket']!r}")
+        table = tables.get(r["metric"].strip())
         if table is None:
-            raise CalibrationError(f"{FP8_RATIOS}:{line}: unknown metric {r['metric']!r}")
-        table[bucket] = _percent_bucket(r["fp8_vs_bf16_median"])
+            raise CalibrationError(f"{name}:{line}: unknown metric {r['metric']!r}")
+        try:
+            table[(int(lo_text), int(hi_text))] = _percent_ratio(r["fp8_vs_bf16_median"])
+        except ValueError:
+            raise CalibrationError(
+                f"{name}:{line}: fp8_vs_bf16_median is not a percentage: {r['fp8_vs_bf16_median']!r}"
+            ) from None
+    energy, latency = tables["energy"], tables["latency"]
     if energy.keys() != latency.keys():
-        raise CalibrationError(f"{FP8_RATIOS}: energy and latency buckets differ")
-    return tuple(
-        Fp8Ratio(batch_lo=lo, batch_hi=hi, energy_ratio=energy[(lo, hi)], latency_ratio=latency[(lo, hi)])
-        for lo, hi in sorted(energy)
-    )
+        raise CalibrationError(f"{name}: energy and latency rows cover different batch buckets")
+    return tuple(Fp8Ratio(lo, hi, energy[(lo, hi)], latency[(lo, hi)]) for lo, hi in sorted(energy))
 
 
-def load_quant_speedups() -> tuple[QuantSpeedup, ...]:
+def parse_quant_speedups(text: str, name: str = QUANT_SPEEDUPS) -> tuple[QuantSpeedup, ...]:
+    rows = _Rows(text, name, ("gpu", "precision", "params_b", "speedup"))
     return tuple(
         QuantSpeedup(
-            gpu=r["gpu"].strip(),
-            precision=r["precision"].strip(),
-            params_b=_need(_float(r["params_b"]), QUANT_SPEEDUPS, line, "params_b"),
-            speedup=_need(_float(r["speedup"]), QUANT_SPEEDUPS, line, "speedup"),
+            gpu=rows.text(line, r, "gpu"),
+            precision=rows.text(line, r, "precision"),
+            params_b=rows.num(line, r, "params_b"),
+            speedup=rows.num(line, r, "speedup"),
         )
-        for line, r in _rows(QUANT_SPEEDUPS)
+        for line, r in rows
     )
 
 
-def load_cap_sweeps() -> tuple[CapSweepPoint, ...]:
-    out = []
-    for name in CAP_SWEEPS:
-        for line, r in _rows(name):
-            series = f"{name}:{r['dataset']}/{r['network']}/{r['batch_size']}/{r['optimizer']}"
-            out.append(
-                CapSweepPoint(
-                    series=series,
-                    limit_w=_need(_float(r["power_limit"]), name, line, "power_limit"),
-                    time_s=_need(_float(r["time_per_epoch"]), name, line, "time_per_epoch"),
-                    power_w=_need(_float(r["average_power"]), name, line, "average_power"),
-                )
-            )
-    return tuple(out)
+def parse_cap_sweeps(text: str, name: str) -> tuple[CapSweepPoint, ...]:
+    rows = _Rows(
+        text,
+        name,
+        ("dataset", "network", "batch_size", "optimizer", "power_limit", "time_per_epoch", "average_power"),
+    )
+    return tuple(
+        CapSweepPoint(
+            series=f"{name}:{r['dataset']}/{r['network']}/{r['batch_size']}/{r['optimizer']}",
+            limit_w=rows.num(line, r, "power_limit"),
+            time_s=rows.num(line, r, "time_per_epoch"),
+            power_w=rows.num(line, r, "average_power"),
+        )
+        for line, r in rows
+    )
 
 
-def load_constants() -> dict[str, float]:
-    return {
-        r["name"].strip(): _need(_float(r["value"]), CONSTANTS, line, "value") for line, r in _rows(CONSTANTS)
-    }
+def parse_constants(text: str, name: str = CONSTANTS) -> dict[str, float]:
+    rows = _Rows(text, name, ("name", "value"))
+    return {rows.text(line, r, "name"): rows.num(line, r, "value") for line, r in rows}
 
 
 def load_calibration() -> Calibration:
-    """Parse every shipped calibration file (raises CalibrationError naming file and line)."""
-    constants = load_constants()
+    """Parse every shipped calibration file."""
+    constants = parse_constants(read_data(CONSTANTS))
     try:
         utilization = constants["prefill_utilization"]
         power_share = constants["prefill_power_share_of_default_limit"]
     except KeyError as e:
         raise CalibrationError(f"{CONSTANTS}: missing constant {e.args[0]!r}") from None
     return Calibration(
-        gpus=load_gpus(),
-        profiles=load_profiles(),
-        fp8_ratios=load_fp8_ratios(),
-        quant_speedups=load_quant_speedups(),
-        cap_sweeps=load_cap_sweeps(),
+        gpus=parse_gpus(read_data(GPUS)),
+        profiles=parse_profiles(read_data(PROFILES)),
+        fp8_ratios=parse_fp8_ratios(read_data(FP8_RATIOS)),
+        quant_speedups=parse_quant_speedups(read_data(QUANT_SPEEDUPS)),
+        cap_sweeps=tuple(p for name in CAP_SWEEPS for p in parse_cap_sweeps(read_data(name), name)),
         prefill_utilization=utilization,
         prefill_power_share=power_share,
     )
