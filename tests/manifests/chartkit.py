@@ -7,7 +7,10 @@ their bindings, the way the API server's RBAC authorizer does (a recorded reques
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,13 @@ def render(
 
 def objects(values: Mapping[str, Any] | None = None, **kwargs: str) -> list[dict[str, Any]]:
     """Every object the chart renders for these values (templates only; CRDs are in chart_crds())."""
-    return parse_stream(render_manifests.manifest_stream(render(values, **kwargs)))
+    key = json.dumps(values or {}, sort_keys=True), json.dumps(kwargs, sort_keys=True)
+    return copy.deepcopy(_objects(*key))
+
+
+@functools.cache
+def _objects(values: str, kwargs: str) -> list[dict[str, Any]]:
+    return parse_stream(render_manifests.manifest_stream(render(json.loads(values), **json.loads(kwargs))))
 
 
 def parse_stream(text: str) -> list[dict[str, Any]]:

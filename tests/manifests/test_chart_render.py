@@ -25,7 +25,7 @@ from greenllm.agent.command import build_parser as agent_parser
 from greenllm.cli import build_parser
 
 CHART = ROOT / "charts" / "greenllm"
-KUBE_VERSIONS = ("1.30.0", f"{kubernetes_validate.latest_version()}.0")
+KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # Kinds kubernetes-validate does not know; each is checked by its own test below.
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "ClusterKopfPeering", "KopfPeering"}
 
