@@ -500,6 +500,11 @@ def test_a_variant_profile_overrides_the_calibration(model: EnergyModel) -> None
     capped = perf(model, spec, "int4", PowerSetting(limit_w=450))
     assert capped.decode_curve[-1][1] == pytest.approx(2 * 450)
     assert capped.output_tokens_per_s < 5000.0
+    locked = perf(model, spec, "int4", PowerSetting(locked_clock_mhz=1035))
+    x = 1035 / 1770
+    assert locked.idle_power_w == 200.0  # the profile's idle, not the calibrated one
+    assert locked.decode_curve[-1][1] == pytest.approx(2 * (100 + 500 * (1 - H100_CLOCK.gamma * (1 - x))))
+    assert locked.output_tokens_per_s == pytest.approx(5000 / (1 + H100_CLOCK.phi * (1 / x - 1)))
 
 
 def test_unknown_gpu_is_a_clear_error(model: EnergyModel) -> None:

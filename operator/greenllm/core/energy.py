@@ -710,7 +710,8 @@ class EnergyModel:
         except KeyError:
             pass
         base = self._base(spec, variant)
-        result = _evaluate(base, self.response(spec.gpu.type), setting, spec.slo.tpot_p90_ms)
+        response = replace(self.response(spec.gpu.type), idle_w=base.idle_w)  # a spec profile's own idle
+        result = _evaluate(base, response, setting, spec.slo.tpot_p90_ms)
         self._perf_cache[key] = result
         return result
 
