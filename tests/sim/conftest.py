@@ -37,7 +37,7 @@ class FakeSource:
         speed = 2.0 if variant.name == "fast" else 1.0
         capped = setting.limit_w is not None
         factor = 0.8 if capped else 1.0
-        return perf(1000.0 * speed * factor, 100.0 * speed * factor, 100.0, 300.0 if capped else 500.0)
+        return perf(10_000.0 * speed * factor, 1000.0 * speed * factor, 100.0, 300.0 if capped else 500.0)
 
 
 def spec_dict(**overrides: Any) -> dict[str, Any]:

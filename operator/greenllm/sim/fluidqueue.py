@@ -163,4 +163,4 @@ class FluidQueue:
 def _seconds(perf: ReplicaPerformance, prompt: float, output: float) -> float:
     """Seconds one replica needs for `prompt` and `output` tokens (at least a tiny positive time)."""
     busy = prompt / perf.prompt_tokens_per_s + output / perf.output_tokens_per_s
-    return busy if busy > 0 else 1e-12
+    return max(busy, 1e-12)

@@ -42,7 +42,7 @@ def summarize(run: PolicyRun, carbon_g_per_kwh: float, tokens_arrived: float) ->
         joules_per_token=run.energy_j / served if served > 0 else None,
         joules_per_output_token=run.energy_j / run.output_served if run.output_served > 0 else None,
         carbon_g=kwh * carbon_g_per_kwh,
-        slo_attainment=on_time / tokens_arrived if tokens_arrived > 0 else 1.0,
+        slo_attainment=min(on_time / tokens_arrived, 1.0) if tokens_arrived > 0 else 1.0,  # float noise
         tokens_served=served,
         prompt_tokens_served=run.prompt_served,
         output_tokens_served=run.output_served,
