@@ -116,6 +116,9 @@ class Reconciler:
         self._sleep = sleep
         self.records: dict[str, GpuRecord] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # uuid -> (consecutive failures, retry at)
+        # When a GreenModel-driven change last happened, also after a move back to the default (which
+        # drops the record): the hold time runs from it. Urgent restores clear it.
+        self._changed_at: dict[str, float] = {u: r.changed_at for u, r in self.records.items()}
         self._record_corrupt = False
         if store is not None:
             try:
@@ -180,7 +183,7 @@ class Reconciler:
     def _restore_now(self, gpu: GpuInfo) -> GpuReport:
         report = GpuReport(uuid=gpu.uuid, index=gpu.index, role=None, action=Action.FAILED)
         for attempt in range(self.policy.restore_attempts):
-            report = self._change(gpu, None, None, greenmodel="", base=report)
+            report = self._change(gpu, None, None, greenmodel="", base=report, urgent=True)
             if report.action is not Action.FAILED:
                 break
             self._sleep(min(0.2 * 2**attempt, 2.0))
@@ -293,17 +296,20 @@ class Reconciler:
         applied = (
             Applied(limit_mw=record.limit_mw, clock_mhz=record.clock_mhz, changed_at=record.changed_at)
             if record is not None
-            else Applied()
+            else Applied(changed_at=self._changed_at.get(gpu.uuid))
         )
-        verdict = decide_change(
-            applied,
-            target.limit.target_mw,
-            target.clock.target_mhz,
-            gpu.constraints.default_mw,
-            now,
-            self.policy.hold,
-            urgent=target.urgent,
-        )
+        if record is not None and record.pending:
+            verdict = Change.APPLY  # the last attempt failed half-way: the GPU's state is unknown, redo it
+        else:
+            verdict = decide_change(
+                applied,
+                target.limit.target_mw,
+                target.clock.target_mhz,
+                gpu.constraints.default_mw,
+                now,
+                self.policy.hold,
+                urgent=target.urgent,
+            )
         if verdict is Change.NONE:
             return replace(base, action=Action.SHARED if assignment.role is Role.SHARED else Action.UNCHANGED)
         if verdict is Change.HELD:
@@ -315,6 +321,7 @@ class Reconciler:
             target.clock.target_mhz,
             greenmodel=assignment.owner or "",
             base=base,
+            urgent=target.urgent,
         )
         if report.action is Action.APPLIED and (target.limit.clamped or target.clock.clamped):
             report = replace(report, action=Action.CLAMPED, message=_clamp_text(target, gpu))
@@ -332,9 +339,17 @@ class Reconciler:
     # -------------------------------------------------------------------------------- acting
 
     def _change(
-        self, gpu: GpuInfo, limit_mw: int | None, clock_mhz: int | None, *, greenmodel: str, base: GpuReport
+        self,
+        gpu: GpuInfo,
+        limit_mw: int | None,
+        clock_mhz: int | None,
+        *,
+        greenmodel: str,
+        base: GpuReport,
+        urgent: bool = False,
     ) -> GpuReport:
-        """Move one GPU to (limit, clock); (None, None) = restore the defaults and forget the GPU."""
+        """Move one GPU to (limit, clock); (None, None) = restore the defaults and forget the GPU.
+        `urgent` (owner gone, start-up, shutdown) does not start a hold time for the next owner."""
         assert gpu.constraints is not None
         now = self._clock()
         record = self.records.get(gpu.uuid)
@@ -356,7 +371,7 @@ class Reconciler:
         try:
             if limit_mw != old_limit or pending:
                 self._set_limit(gpu.uuid, default_mw if limit_mw is None else limit_mw)
-            if clock_mhz != old_clock or (pending and clock_mhz is None):
+            if clock_mhz != old_clock or pending:
                 self._set_clock(gpu.uuid, clock_mhz)
             enforced = self.backend.enforced_power_limit(gpu.uuid)
         except GpuError as exc:
@@ -366,6 +381,10 @@ class Reconciler:
             log.error("GPU %s: %s (attempt %d, next in %.0f s)", gpu.uuid, exc, failures, delay)
             return replace(base, action=Action.FAILED, error=exc.kind.value, message=str(exc))
         self._failures.pop(gpu.uuid, None)
+        if urgent:
+            self._changed_at.pop(gpu.uuid, None)
+        else:
+            self._changed_at[gpu.uuid] = now
         if restoring:
             self.records.pop(gpu.uuid, None)
         else:

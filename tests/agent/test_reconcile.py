@@ -1,0 +1,274 @@
+"""The Reconciler on simulated GPUs with hand-made cluster views: restraint, retries, record and restore."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.agent.conftest import gpu_uuid
+
+from greenllm.agent.gpu import GpuErrorKind, SimulatedBackend, simulated_h100
+from greenllm.agent.kube import ClusterView, NodePod
+from greenllm.agent.ownership import GreenModelRef, GreenModelSetting
+from greenllm.agent.podresources import DeviceAllocation, PodDevices
+from greenllm.agent.reconcile import Action, Policy, Reconciler
+from greenllm.agent.state import StateStore
+from greenllm.core.power import Backoff, HoldPolicy, Requested
+
+DEFAULT_MW = 700_000
+GM = GreenModelRef(namespace="serving", name="llama", uid="gm-uid")
+POD = PodDevices("serving", "llama-0", (DeviceAllocation("server", "nvidia.com/gpu", gpu_uuid(0)),))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def view(limit_w: float | None = 350.0, clock_mhz: int | None = None, owned: bool = True) -> ClusterView:
+    return ClusterView(
+        pods={"serving/llama-0": NodePod("serving", "llama-0", "pod-uid", GM if owned else None)},
+        greenmodels={GM.key: GreenModelSetting(ref=GM, requested=Requested(limit_w, clock_mhz))},
+    )
+
+
+def make(
+    tmp_path: Path, clock: Clock, *, hold_s: float = 60.0, gpus: int = 2
+) -> tuple[Reconciler, SimulatedBackend, StateStore]:
+    sim_file = tmp_path / "sim.json"
+    backend = (
+        SimulatedBackend(sim_file, clock=clock)
+        if sim_file.exists()
+        else SimulatedBackend(sim_file, [simulated_h100(i, gpu_uuid(i)) for i in range(gpus)], clock=clock)
+    )
+    store = StateStore(tmp_path / "state")
+    policy = Policy(
+        hold=HoldPolicy(deadband_mw=5_000, min_hold_s=hold_s), backoff=Backoff(base_s=10.0, max_s=80.0)
+    )
+    return Reconciler(backend, store, policy, clock=clock, sleep=lambda _s: None), backend, store
+
+
+def limit(backend: SimulatedBackend, index: int = 0) -> int:
+    return int(backend.state(gpu_uuid(index))["limit_mw"])
+
+
+# ---------------------------------------------------------------------------------------------- restraint
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.floats(min_value=0.5, max_value=45.0),  # seconds to the next cycle
+            st.sampled_from([None, 250.0, 300.0, 302.0, 450.0, 700.0]),  # what the GreenModel asks
+        ),
+        min_size=2,
+        max_size=40,
+    )
+)
+def test_oscillating_requests_change_a_gpu_at_most_once_per_hold_window(
+    steps: list[tuple[float, float | None]],
+) -> None:
+    hold = 60.0
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = Clock()
+        reconciler, backend, _ = make(Path(tmp), clock, hold_s=hold, gpus=1)
+        change_times = []
+        for dt, request in steps:
+            clock.now += dt
+            before = backend.state(gpu_uuid(0))["changes"]
+            reconciler.reconcile(view(request), [POD])
+            if backend.state(gpu_uuid(0))["changes"] != before:
+                change_times.append(clock.now)
+        for earlier, later in itertools.pairwise(change_times):
+            assert later - earlier >= hold, change_times
+        # And nothing is stuck: after a quiet hold window the GPU ends where the last request says.
+        clock.now += hold
+        reconciler.reconcile(view(steps[-1][1]), [POD])
+        wanted = DEFAULT_MW if steps[-1][1] is None else int(steps[-1][1] * 1000)
+        assert abs(limit(backend) - wanted) < 5_000
+
+
+def test_small_moves_stay_in_the_deadband(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, _ = make(tmp_path, clock, hold_s=0.0)
+    reconciler.reconcile(view(300.0), [POD])
+    for watts in (301.0, 303.0, 304.9):
+        clock.now += 100
+        reconciler.reconcile(view(watts), [POD])
+    assert limit(backend) == 300_000
+    clock.now += 100
+    reconciler.reconcile(view(305.0), [POD])
+    assert limit(backend) == 305_000
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+def test_driver_failure_is_retried_with_backoff(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, store = make(tmp_path, clock)
+    backend.set_fault(gpu_uuid(0), "set_power_limit", GpuErrorKind.NO_PERMISSION)
+
+    first = reconciler.reconcile(view(), [POD]).gpus[0]
+    assert (first.action, first.error) == (Action.FAILED, "no_permission")
+    assert store.load()[gpu_uuid(0)].pending  # written ahead: a crash now would still restore it
+
+    clock.now += 5  # backoff base is 10 s
+    assert reconciler.reconcile(view(), [POD]).gpus[0].action is Action.BACKOFF
+    clock.now += 6
+    assert reconciler.reconcile(view(), [POD]).gpus[0].action is Action.FAILED  # 2nd failure: 20 s
+    clock.now += 15
+    assert reconciler.reconcile(view(), [POD]).gpus[0].action is Action.BACKOFF
+
+    backend.set_fault(gpu_uuid(0), "set_power_limit", None)
+    clock.now += 6
+    assert reconciler.reconcile(view(), [POD]).gpus[0].action is Action.APPLIED
+    assert limit(backend) == 350_000
+    assert not store.load()[gpu_uuid(0)].pending
+
+
+def test_reading_failure_is_reported_and_the_rest_goes_on(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, _ = make(tmp_path, clock)
+    backend.set_fault(gpu_uuid(1), "read", GpuErrorKind.GPU_LOST)
+    report = reconciler.reconcile(view(), [POD])
+    assert report.gpus[1].error == "gpu_lost"
+    assert report.gpus[0].action is Action.APPLIED
+
+
+def test_unknown_device_ids_are_ignored(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, _ = make(tmp_path, clock)
+    pod = PodDevices("serving", "llama-0", (DeviceAllocation("server", "nvidia.com/gpu", "GPU-not-here"),))
+    report = reconciler.reconcile(view(), [pod])
+    assert {g.action for g in report.gpus} == {Action.UNCHANGED}
+    assert limit(backend, 0) == limit(backend, 1) == DEFAULT_MW
+
+
+def test_mig_instances_held_by_one_greenmodel_are_owned(tmp_path: Path) -> None:
+    clock = Clock()
+    sim_file = tmp_path / "sim.json"
+    gpu = simulated_h100(0, gpu_uuid(0))
+    gpu["mig_uuids"] = ["MIG-aaaa", "MIG-bbbb"]
+    backend = SimulatedBackend(sim_file, [gpu], clock=clock)
+    reconciler = Reconciler(backend, StateStore(tmp_path / "state"), clock=clock)
+    mine = PodDevices(
+        "serving", "llama-0", (DeviceAllocation("server", "nvidia.com/mig-3g.40gb", "MIG-aaaa"),)
+    )
+    report = reconciler.reconcile(view(), [mine])
+    assert report.gpus[0].action is Action.APPLIED
+    theirs = PodDevices("other", "job", (DeviceAllocation("c", "nvidia.com/mig-3g.40gb", "MIG-bbbb"),))
+    clock.now += 1
+    report = reconciler.reconcile(view(), [mine, theirs])
+    assert report.gpus[0].action is Action.RESTORED
+    assert report.gpus[0].role is not None and report.gpus[0].role.value == "shared"
+
+
+# ------------------------------------------------------------------------------------- record and restore
+
+
+def test_restart_after_a_crash_restores_from_the_record(tmp_path: Path) -> None:
+    clock = Clock()
+    first, backend, store = make(tmp_path, clock)
+    first.reconcile(view(300.0, 1770), [POD])
+    assert limit(backend) == 300_000 and backend.state(gpu_uuid(0))["locked_clock_mhz"] == 1770
+    del first  # killed: no restore ran
+
+    second, backend, _ = make(tmp_path, clock)  # same GPU file, same hostPath
+    reports = second.startup()
+    assert [r.action for r in reports] == [Action.RESTORED]
+    assert limit(backend) == DEFAULT_MW
+    assert backend.state(gpu_uuid(0))["locked_clock_mhz"] is None
+    assert store.load() == {}
+    # Still owned: the next cycle caps again, without waiting for a hold time.
+    assert second.reconcile(view(300.0), [POD]).gpus[0].action is Action.APPLIED
+
+
+def test_unreadable_record_restores_every_gpu(tmp_path: Path) -> None:
+    clock = Clock()
+    _, backend, store = make(tmp_path, clock)
+    backend.set_power_limit(gpu_uuid(1), 250_000)  # someone's cap; the record that knew it is lost
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_text("{not json")
+
+    reconciler, backend, store = make(tmp_path, clock)
+    reconciler.startup()
+    assert limit(backend, 0) == limit(backend, 1) == DEFAULT_MW
+    assert store.load() == {}
+    assert store.path.with_suffix(".corrupt.json").read_text() == "{not json"
+
+
+def test_record_of_a_gpu_that_left_the_node_is_dropped(tmp_path: Path) -> None:
+    clock = Clock()
+    _, _, store = make(tmp_path, clock)
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"default_limit_mw": 700_000, "limit_mw": 300_000, "clock_mhz": None, "changed_at": 1.0}
+    store.path.write_text(json.dumps({"format": 1, "gpus": {"GPU-gone": entry}}))
+    reconciler, _, store = make(tmp_path, clock)
+    assert reconciler.startup() == []
+    assert store.load() == {}
+
+
+def test_restore_all_on_shutdown(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, store = make(tmp_path, clock)
+    both = PodDevices(
+        "serving",
+        "llama-0",
+        (
+            DeviceAllocation("server", "nvidia.com/gpu", gpu_uuid(0)),
+            DeviceAllocation("server", "nvidia.com/gpu", gpu_uuid(1)),
+        ),
+    )
+    reconciler.reconcile(view(), [both])
+    assert limit(backend, 0) == limit(backend, 1) == 350_000
+    reports = reconciler.restore_all()
+    assert {r.action for r in reports} == {Action.RESTORED}
+    assert limit(backend, 0) == limit(backend, 1) == DEFAULT_MW
+    assert store.load() == {}
+
+
+def test_restore_is_retried_when_the_driver_fails_once(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, store = make(tmp_path, clock)
+    reconciler.reconcile(view(), [POD])
+    backend.set_fault(gpu_uuid(0), "set_power_limit", GpuErrorKind.UNKNOWN)
+    reports = reconciler.restore_all()
+    assert reports[0].action is Action.FAILED  # three attempts, all failed: the record keeps it
+    assert gpu_uuid(0) in store.load()
+    backend.set_fault(gpu_uuid(0), "set_power_limit", None)
+    assert reconciler.restore_all()[0].action is Action.RESTORED
+    assert limit(backend) == DEFAULT_MW
+
+
+def test_dry_run_keeps_a_shadow_and_writes_nothing(tmp_path: Path) -> None:
+    clock = Clock()
+    sim_file = tmp_path / "sim.json"
+    backend = SimulatedBackend(sim_file, [simulated_h100(0, gpu_uuid(0))], clock=clock)
+    store = StateStore(tmp_path / "state")
+    reconciler = Reconciler(backend, store, dry_run=True, clock=clock)
+    assert reconciler.reconcile(view(), [POD]).gpus[0].action is Action.APPLIED
+    clock.now += 1
+    assert reconciler.reconcile(view(), [POD]).gpus[0].action is Action.UNCHANGED  # logged once
+    assert limit(backend) == DEFAULT_MW
+    assert not store.path.exists()
+
+
+def test_failed_clock_lock_is_redone_even_when_the_limit_went_through(tmp_path: Path) -> None:
+    clock = Clock()
+    reconciler, backend, _ = make(tmp_path, clock)
+    backend.set_fault(gpu_uuid(0), "lock_clocks", GpuErrorKind.NO_PERMISSION)
+    assert reconciler.reconcile(view(300.0, 1770), [POD]).gpus[0].action is Action.FAILED
+    assert limit(backend) == 300_000 and backend.state(gpu_uuid(0))["locked_clock_mhz"] is None
+    backend.set_fault(gpu_uuid(0), "lock_clocks", None)
+    clock.now += 11
+    assert reconciler.reconcile(view(300.0, 1770), [POD]).gpus[0].action is Action.APPLIED
+    assert backend.state(gpu_uuid(0))["locked_clock_mhz"] == 1770
