@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         default=parse_duration(DEFAULT_STARTUP),
         metavar="DURATION",
-        help=f"pod start to ready ({DEFAULT_STARTUP}; an assumption, see the README)",
+        help=f"pod start to ready ({DEFAULT_STARTUP}; an assumption, see greenllm.sim.command)",
     )
     p.add_argument(
         "--gpus",
