@@ -18,8 +18,8 @@ def lookup(variant: str, setting: PowerSetting) -> ReplicaPerformance:
     return perf(idle=100.0 if variant == "old" else 80.0)
 
 
-def fleet(gpus: int = 8, startup: float = 25.0, **kw: object) -> Fleet:
-    return Fleet(lookup, 1, gpus, startup, RolloutStrategy(probe_period_s=10.0), **kw)  # type: ignore[arg-type]
+def fleet(gpus: int = 8, startup: float = 25.0, instant: bool = False) -> Fleet:
+    return Fleet(lookup, 1, gpus, startup, RolloutStrategy(probe_period_s=10.0), instant=instant)
 
 
 def ready(f: Fleet, now: float) -> dict[str, int]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from greenllm.api.v1alpha1 import GreenModelSpec
-from greenllm.sim.fleet import Fleet, RolloutStrategy, Target
+from greenllm.core.performance import PowerSetting
+from greenllm.sim.fleet import Fleet, RolloutStrategy
 from greenllm.sim.fluidqueue import FluidQueue
 from greenllm.sim.policies import DecisionLog, PerfTable, Policy, Truth
 from greenllm.sim.telemetry import Telemetry
@@ -168,8 +169,6 @@ def peak_utilization(
     trace: Trace, spec: GreenModelSpec, perf: PerfTable, variant: str, window_s: float
 ) -> float:
     """Most replicas of `variant` at default power the trace keeps busy, averaged over any aligned window."""
-    from greenllm.core.performance import PowerSetting
-
     p = perf(variant, PowerSetting())
     bins = max(1, math.ceil(trace.duration_s / window_s - 1e-9) + 1)
     prompt, output = trace.binned(window_s, bins)
@@ -191,7 +190,3 @@ def rate_for_peak_replicas(peak_busy: float, headroom: float, replicas: int) -> 
     while static_replicas(peak_busy * factor, headroom) > replicas:
         factor = math.nextafter(factor, 0.0)
     return factor
-
-
-def target_label(target: Target) -> str:
-    return f"{target.variant} x{target.replicas} @ {target.setting.label()}"

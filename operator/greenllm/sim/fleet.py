@@ -120,10 +120,6 @@ class Fleet:
         self.setting = PowerSetting()
 
     # -- views ------------------------------------------------------------------------------------------
-    @property
-    def max_pods(self) -> int:
-        return self._max_pods
-
     def ready_pods(self, now: float) -> list[Pod]:
         return [p for p in self.pods if p.is_ready(now)]
 

@@ -80,10 +80,6 @@ class FluidQueue:
         self._clock = 0.0  # when the fleet is next free (never before the step start)
 
     # -- state ------------------------------------------------------------------------------------------
-    @property
-    def head(self) -> int:
-        return self._head
-
     def backlog_tokens(self, now: float, *, inclusive: bool = True) -> tuple[float, float]:
         """Prompt and output tokens arrived by `now` (before it unless `inclusive`) and not yet served."""
         end = int(np.searchsorted(self._arrival, now, side="right" if inclusive else "left"))
