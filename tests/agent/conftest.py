@@ -22,11 +22,11 @@ import kmock
 import kubernetes
 import pytest
 import yaml
-from tests.kube_emulator import KubeEmulator
 
 from greenllm.agent.gpu import SimulatedBackend, simulated_h100
 from greenllm.agent.podresources import api_pb2, api_pb2_grpc
 from greenllm.api.crd import custom_resource_definition
+from tests.kube_emulator import KubeEmulator
 
 NODE = "gpu-node-1"
 OTHER_NODE = "gpu-node-2"

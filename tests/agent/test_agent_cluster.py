@@ -14,8 +14,6 @@ import kubernetes
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.agent.conftest import NODE, NS, OTHER_NODE, Cluster, KubeletServer, gpu_uuid
-from tests.kube_emulator import KubeEmulator
 
 from greenllm.agent.gpu import SimulatedBackend
 from greenllm.agent.kube import KubeEvents, KubeReader
@@ -25,6 +23,8 @@ from greenllm.agent.reconcile import Action, CycleReport, Policy
 from greenllm.agent.runner import Agent
 from greenllm.agent.state import StateStore
 from greenllm.core.power import Backoff, HoldPolicy
+from tests.agent.conftest import NODE, NS, OTHER_NODE, Cluster, KubeletServer, gpu_uuid
+from tests.kube_emulator import KubeEmulator
 
 DEFAULT_MW = 700_000  # H100 SXM5 default limit (data/gpu_specs/gpu_power_specs.csv)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import kmock
 import pytest
-from tests.agent.conftest import NODE, NS, Cluster, KubeletServer, gpu_uuid
-from tests.kube_emulator import KubeEmulator
 
 from greenllm.agent.gpu import SimulatedBackend
 from greenllm.agent.state import StateStore
+from tests.agent.conftest import NODE, NS, Cluster, KubeletServer, gpu_uuid
+from tests.kube_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MW = 700_000

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests.agent.conftest import FakeKubelet, KubeletServer
 
 from greenllm.agent.podresources import (
     DeviceAllocation,
@@ -17,6 +16,7 @@ from greenllm.agent.podresources import (
     PodResourcesError,
     api_pb2_grpc,
 )
+from tests.agent.conftest import FakeKubelet, KubeletServer
 
 
 def test_lists_pods_with_their_devices(kubelet: KubeletServer) -> None:

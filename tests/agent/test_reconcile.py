@@ -9,7 +9,6 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.agent.conftest import gpu_uuid
 
 from greenllm.agent.gpu import GpuErrorKind, SimulatedBackend, simulated_h100
 from greenllm.agent.kube import ClusterView, NodePod
@@ -18,6 +17,7 @@ from greenllm.agent.podresources import DeviceAllocation, PodDevices
 from greenllm.agent.reconcile import Action, Policy, Reconciler
 from greenllm.agent.state import StateStore
 from greenllm.core.power import Backoff, HoldPolicy, Requested
+from tests.agent.conftest import gpu_uuid
 
 DEFAULT_MW = 700_000
 GM = GreenModelRef(namespace="serving", name="llama", uid="gm-uid")

@@ -148,7 +148,7 @@ class AgentMetrics(Collector):
         clock = gauge("greenllm_agent_gpu_locked_clock_mhz", "Locked graphics clock set by the agent, MHz")
         role = gauge("greenllm_agent_gpu_role", "Whose the GPU is (owned, shared, free)", ["role", "action"])
         error = gauge(
-            "greenllm_agent_gpu_last_error", "1 when the last cycle had an error", ["error", "message"]
+            "greenllm_agent_gpu_last_error", "1 when the last cycle had an error, by kind", ["error"]
         )
         for gpu in report.gpus:
             labels = self._labels(gpu)
@@ -168,5 +168,5 @@ class AgentMetrics(Collector):
                 clock.add_metric(labels, float(gpu.locked_clock_mhz))
             role.add_metric([*labels, gpu.role.value if gpu.role else "unknown", gpu.action.value], 1.0)
             if gpu.error is not None:
-                error.add_metric([*labels, gpu.error, gpu.message[:200]], 1.0)
+                error.add_metric([*labels, gpu.error], 1.0)
         yield from (power, energy, requested, target, enforced, default, clock, role, error)

@@ -12,7 +12,8 @@ import grpc
 from greenllm.agent.podresources import api_pb2, api_pb2_grpc
 
 DEFAULT_SOCKET = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
-# The kubelet caps PodResources responses at 16 MiB (podresources.DefaultMaxMsgSize); accept the same.
+# Largest response accepted: 16 MiB, as the kubelet's own PodResources client does
+# (kubernetes pkg/kubelet/apis/podresources/client.go, DefaultMaxMsgSize).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
