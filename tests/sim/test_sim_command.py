@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLE
+from simkit import EXAMPLE
 
 from greenllm.sim.command import DEFAULT_CARBON_G_PER_KWH, main
 

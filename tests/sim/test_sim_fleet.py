@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import perf
+from simkit import perf
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.decision import Decision

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import perf
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simkit import perf
 
 from greenllm.sim.fluidqueue import FluidQueue, ServerGroup
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLE
+from simkit import EXAMPLE
 
 from greenllm.sim.modelfile import ModelFileError, load_green_model
 from greenllm.sim.trace import TraceError, default_trace_path, load_trace

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FakeSource
+from simkit import FakeSource
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.sim import engine

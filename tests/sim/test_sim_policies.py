@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FakeSource, spec_dict
+from simkit import FakeSource, spec_dict
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.performance import PowerSetting
