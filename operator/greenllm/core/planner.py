@@ -98,44 +98,123 @@ class Candidate:
         return Option(self.variant, self.replicas, self.setting, self.power_w, why_not)
 
 
-def _ceil(x: float) -> int:
-    return math.ceil(x - _EPS * max(1.0, abs(x)))
+@dataclass(frozen=True, slots=True)
+class CurveFacts:
+    """Demand-independent facts about one replica's decode curve, used to prune the search exactly."""
+
+    monotone: bool  # every linear piece has a non-negative intercept: power rises with replicas
+    min_joules_per_token: float  # least D(r) / r over the curve (attained at a measured point)
+    min_power_w: float  # least power anywhere on the curve
+
+
+_FACTS_MEMO: dict[int, tuple[ReplicaPerformance, CurveFacts]] = {}
+_MEMO_LIMIT = 4096
+
+
+def curve_facts(perf: ReplicaPerformance) -> CurveFacts:
+    """Facts of `perf`'s decode curve (module doc). On each linear piece D(r) = a + b r, D(r) / r = a / r + b
+    is monotone in r, so its least value over the curve is at a measured point. Memoised per (immutable)
+    object: sources hand out the same ReplicaPerformance on every tick."""
+    hit = _FACTS_MEMO.get(id(perf))
+    if hit is not None and hit[0] is perf:
+        return hit[1]
+    curve = perf.decode_curve
+    monotone = all(
+        p0 - (p1 - p0) / (r1 - r0) * r0 >= 0.0 for (r0, p0), (r1, p1) in itertools.pairwise(curve) if r1 > r0
+    )
+    per_token = [w / r for r, w in curve if r > 0.0]
+    if perf.output_tokens_per_s > curve[-1][0]:  # flat beyond the last point: J/token still falls
+        per_token.append(curve[-1][1] / perf.output_tokens_per_s)
+    facts = CurveFacts(
+        monotone,
+        min(per_token) if per_token else 0.0,
+        min(w for _, w in curve),
+    )
+    if len(_FACTS_MEMO) >= _MEMO_LIMIT:
+        _FACTS_MEMO.clear()
+    _FACTS_MEMO[id(perf)] = (perf, facts)
+    return facts
+
+
+def power_rises_with_replicas(perf: ReplicaPerformance) -> bool:
+    """True when the fewest replicas that meet the SLOs also draw the least power (module doc)."""
+    return curve_facts(perf).monotone
 
 
 class Pair:
     """One (variant, setting) under the current demand, with its fewest replicas meeting the SLO rules."""
 
-    __slots__ = ("monotone", "n_need", "perf", "quality", "setting", "variant", "why", "work")
+    __slots__ = (
+        "best",
+        "best_n",
+        "best_w",
+        "evaluated",
+        "lower_w",
+        "monotone",
+        "n_need",
+        "perf",
+        "quality",
+        "setting",
+        "variant",
+        "why",
+        "work",
+    )
 
-    def __init__(self, space: PlanSpace, variant: Variant, setting: PowerSetting, perf: ReplicaPerformance):
+    def __init__(
+        self,
+        variant: Variant,
+        setting: PowerSetting,
+        perf: ReplicaPerformance,
+        prompt: float,
+        out: float,
+        space: PlanSpace,
+    ):
         self.variant = variant.name
         self.quality = variant.quality
         self.setting = setting
         self.perf = perf
-        p, o = space.demand.prompt_tokens_per_s, space.demand.output_tokens_per_s
-        self.work = p / perf.prompt_tokens_per_s + o / perf.output_tokens_per_s
-        n_cap = _ceil(self.work * (1.0 + space.headroom))
-        need = max(n_cap, space.min_replicas, 1 if self.work > 0.0 else 0)
-        self.why = ""
-        if p > 0.0:
-            service_s = MEAN_PROMPT_TOKENS / perf.prompt_tokens_per_s
-            k = LN10 * service_s / space.ttft_s
+        self.evaluated = False  # best_n / best_w set (PlanSpace.evaluate)
+        self.best_n: int | None = None  # least-power replica count meeting the SLO rules
+        self.best_w = math.inf  # its power
+        self.best: Candidate | None = None  # the same as a Candidate, built on demand
+        pc = perf.prompt_tokens_per_s
+        prefill_replicas = prompt / pc
+        work = prefill_replicas + out / perf.output_tokens_per_s
+        self.work = work
+        if work > 0.0:
+            x = work * space.headroom_factor
+            need = math.ceil(x - _EPS * x) if x > 1.0 else 1
+        else:
+            need = 0
+        if need < space.min_replicas:
+            need = space.min_replicas
+        why = ""
+        if prompt > 0.0:
+            k = space.ttft_k / pc
             if k >= 1.0:
-                self.why = (
-                    f"TTFT: prefill of a mean {MEAN_PROMPT_TOKENS:.0f}-token prompt at "
-                    f"{perf.prompt_tokens_per_s:.0f} tok/s gives p90 >= {LN10 * service_s * 1000:.0f} ms "
-                    f"> {space.ttft_s * 1000:.0f} ms at any replica count"
+                slo_ms = space.ttft_s * 1000
+                why = (
+                    f"TTFT: prefill of a mean {MEAN_PROMPT_TOKENS:.0f}-token prompt at {pc:.0f} tok/s gives "
+                    f"p90 >= {k * slo_ms:.0f} ms > {slo_ms:.0f} ms at any replica count"
                 )
             else:
-                need = max(need, _ceil(p / (perf.prompt_tokens_per_s * (1.0 - k))))
-        if not self.why and need > space.max_replicas:
-            self.why = f"needs {need} replicas > replicas.max {space.max_replicas}"
-        self.n_need: int | None = None if self.why else need
-        curve = perf.decode_curve
-        self.monotone = all(
-            p0 - (p1 - p0) / (r1 - r0) * r0 >= 0.0
-            for (r0, p0), (r1, p1) in itertools.pairwise(curve)
-            if r1 > r0
+                x = prefill_replicas / (1.0 - k)
+                n_ttft = math.ceil(x - _EPS * x) if x > 1.0 else 1
+                if n_ttft > need:
+                    need = n_ttft
+        if not why and need > space.max_replicas:
+            why = f"needs {need} replicas > replicas.max {space.max_replicas}"
+        self.why = why
+        self.n_need: int | None = None if why else need
+        facts = curve_facts(perf)
+        self.monotone = facts.monotone
+        # A lower bound on the power of any n >= n_need (to skip exact evaluations, never to decide): the
+        # prefill part P/pc x prefill W is fixed; the decode part m x D(O/m) (m = n - P/pc) is at least
+        # O x the least J/token of the curve, and at least m x its least power.
+        by_energy = out * facts.min_joules_per_token
+        by_idle = (need - prefill_replicas) * facts.min_power_w
+        self.lower_w = prefill_replicas * perf.prefill_power_w + (
+            by_energy if by_energy > by_idle else by_idle
         )
 
 
@@ -149,9 +228,13 @@ class PlanSpace:
         self.min_replicas = spec.replicas.min
         self.max_replicas = spec.replicas.max
         self.ttft_s = spec.slo.ttft_p90_ms / 1000.0
+        self.headroom_factor = 1.0 + self.headroom
+        self.ttft_k = LN10 * MEAN_PROMPT_TOKENS / self.ttft_s  # TTFT rule: k = this / pc
         self.pairs: list[Pair] = []
         self.unusable: dict[str, str] = {}  # variant -> why it is never considered
+        self._ordered: list[Pair] | None = None
         settings = source.power_settings(spec.gpu, spec.power)
+        prompt, out = demand.prompt_tokens_per_s, demand.output_tokens_per_s
         for variant in spec.variants:
             if variant.quality < spec.slo.min_quality:
                 self.unusable[variant.name] = (
@@ -162,12 +245,11 @@ class PlanSpace:
             for setting in settings:
                 perf = source.performance(spec, variant, setting)
                 if perf is not None:
-                    self.pairs.append(Pair(self, variant, setting, perf))
+                    self.pairs.append(Pair(variant, setting, perf, prompt, out, self))
             if len(self.pairs) == count:
                 self.unusable[variant.name] = (
                     f"cannot meet TPOT p90 {spec.slo.tpot_p90_ms:g} ms at any setting"
                 )
-        self._best: dict[int, Candidate | None] = {}
 
     # ------------------------------------------------------------------ evaluation
     def power(self, pair: Pair, n: int) -> float:
@@ -215,27 +297,28 @@ class PlanSpace:
         ttft = LN10 * MEAN_PROMPT_TOKENS / pair.perf.prompt_tokens_per_s / max(1.0 - rho, _EPS)
         return f"TTFT p90 estimate {ttft * 1000:.0f} ms > {self.ttft_s * 1000:.0f} ms"
 
+    def evaluate(self, pair: Pair) -> None:
+        """Set pair.best_n / best_w: the least-power replica count meeting the SLO rules (exact, module
+        doc: n_need when power rises with replicas, else the best end or breakpoint)."""
+        if pair.evaluated:
+            return
+        pair.evaluated = True
+        if pair.n_need is None:
+            return
+        n_best = pair.n_need
+        if not pair.monotone and n_best < self.max_replicas:
+            n_best = self._argmin_n(pair, n_best, self.max_replicas)
+        pair.best_n, pair.best_w = n_best, self.power(pair, n_best)
+
     def best(self, pair: Pair) -> Candidate | None:
-        """Least-power configuration of `pair` meeting the SLO rules (exact, see module doc)."""
-        key = id(pair)
-        if key in self._best:
-            return self._best[key]
-        result: Candidate | None = None
-        if pair.n_need is not None:
-            n_best = pair.n_need
-            if not pair.monotone and pair.n_need < self.max_replicas:
-                n_best = self._argmin_n(pair, pair.n_need, self.max_replicas)
-            result = Candidate(
-                pair.variant,
-                pair.quality,
-                pair.setting,
-                n_best,
-                self.power(pair, n_best),
-                self.served(pair, n_best),
-                True,
+        """Least-power configuration of `pair` meeting the SLO rules, as a Candidate."""
+        self.evaluate(pair)
+        if pair.best is None and pair.best_n is not None:
+            n = pair.best_n
+            pair.best = Candidate(
+                pair.variant, pair.quality, pair.setting, n, pair.best_w, self.served(pair, n), True
             )
-        self._best[key] = result
-        return result
+        return pair.best
 
     def _argmin_n(self, pair: Pair, lo: int, hi: int) -> int:
         prefill_replicas = self.demand.prompt_tokens_per_s / pair.perf.prompt_tokens_per_s
@@ -254,27 +337,35 @@ class PlanSpace:
         return best_n
 
     def most_within(self, pair: Pair, lo: int, hi: int, allowed_w: float | None) -> Candidate | None:
-        """The most replicas in [lo, hi] whose power fits `allowed_w` (power rises with n unless the pair's
-        curve says otherwise, then every n is checked)."""
+        """The most replicas in [lo, hi] whose power fits `allowed_w`, as a Candidate."""
+        found = self._most_n(pair, lo, hi, allowed_w)
+        return None if found is None else self.candidate(pair, found[0])
+
+    def _most_n(self, pair: Pair, lo: int, hi: int, allowed_w: float | None) -> tuple[int, float] | None:
+        """(n, power) for the most replicas in [lo, hi] whose power fits `allowed_w`: a binary search when
+        power rises with replicas, else a scan down from `hi`."""
         if hi < lo:
             return None
         if allowed_w is None:
-            return self.candidate(pair, hi)
+            return hi, self.power(pair, hi)
         limit = allowed_w * (1.0 + _EPS) + _EPS
         if pair.monotone:
-            if self.power(pair, lo) > limit:
+            w_lo = self.power(pair, lo)
+            if w_lo > limit:
                 return None
-            a, b = lo, hi  # invariant: power(a) fits
+            a, b, w_a = lo, hi, w_lo  # invariant: power(a) = w_a fits
             while a < b:
                 mid = (a + b + 1) // 2
-                if self.power(pair, mid) <= limit:
-                    a = mid
+                w = self.power(pair, mid)
+                if w <= limit:
+                    a, w_a = mid, w
                 else:
                     b = mid - 1
-            return self.candidate(pair, a)
+            return a, w_a
         for n in range(hi, lo - 1, -1):
-            if self.power(pair, n) <= limit:
-                return self.candidate(pair, n)
+            w = self.power(pair, n)
+            if w <= limit:
+                return n, w
         return None
 
     # ------------------------------------------------------------------ queries
@@ -283,14 +374,52 @@ class PlanSpace:
 
     def best_of(self, pairs: list[Pair], allowed_w: float | None) -> Candidate | None:
         """Least-power SLO-meeting candidate of `pairs` within `allowed_w` (ties: quality, fewer replicas)."""
-        found: Candidate | None = None
-        for pair in pairs:
-            c = self.best(pair)
-            if c is None or not c.within(allowed_w):
+        least = self.least(pairs)
+        if least is None:
+            return None
+        c = self.best(least)
+        return c if c is not None and c.within(allowed_w) else None
+
+    def least(self, pairs: list[Pair]) -> Pair | None:
+        """The pair whose best configuration draws the least power (ties: quality, fewer replicas).
+        Exact branch and bound: pairs are evaluated in order of their lower bound, stopping once the
+        bound exceeds the best power found."""
+        order = self.ordered() if pairs is self.pairs else sorted(pairs, key=_lower)
+        found: Pair | None = None
+        for pair in order:
+            if pair.n_need is None:
                 continue
-            if found is None or _better(c, found):
-                found = c
+            if found is not None and pair.lower_w > found.best_w * (1.0 + _EPS) + _EPS:
+                break
+            self.evaluate(pair)
+            if found is None or _better_pair(pair, found):
+                found = pair
         return found
+
+    def ordered(self) -> list[Pair]:
+        """The pairs that meet the SLO rules, by lower bound (computed once)."""
+        if self._ordered is None:
+            self._ordered = sorted((p for p in self.pairs if p.n_need is not None), key=_lower)
+        return self._ordered
+
+    def least_by_variant(self, k: int, exclude: str | None) -> list[Pair]:
+        """The least-power pair of each of the `k` variants (other than `exclude`) with the least power,
+        by power. Exact branch and bound as in `least`, stopping at the k-th variant's power."""
+        best: dict[str, Pair] = {}
+        for pair in self.ordered():
+            if pair.variant == exclude:
+                continue
+            if len(best) >= k:
+                kth = sorted(p.best_w for p in best.values())[k - 1]
+                if pair.lower_w > kth * (1.0 + _EPS) + _EPS:
+                    break
+            held = best.get(pair.variant)
+            if held is not None and pair.lower_w > held.best_w * (1.0 + _EPS) + _EPS:
+                continue
+            self.evaluate(pair)
+            if held is None or _better_pair(pair, held):
+                best[pair.variant] = pair
+        return sorted(best.values(), key=lambda p: (p.best_w, -p.quality))[:k]
 
     def best_at(self, name: str, n: int, allowed_w: float | None) -> Candidate | None:
         """Best setting for variant `name` at exactly `n` replicas: least power among those meeting the SLO
@@ -316,21 +445,19 @@ class PlanSpace:
         """Within budget, the configuration serving the largest share of demand (ties: quality, power).
         `upto_need` stops each pair at the replicas its SLOs need (no point paying for more)."""
         lo = self.min_replicas
-        found: Candidate | None = None
+        found: tuple[float, float, float, int, Pair] | None = None
         for pair in pairs:
             hi = self.max_replicas
             if upto_need and pair.n_need is not None:
                 hi = pair.n_need
-            c = self.most_within(pair, lo, hi, allowed_w)
-            if c is None:
+            got = self._most_n(pair, lo, hi, allowed_w)
+            if got is None:
                 continue
-            if found is None or (c.served, c.quality, -c.power_w) > (
-                found.served,
-                found.quality,
-                -found.power_w,
-            ):
-                found = c
-        return found
+            n, w = got
+            key = (self.served(pair, n), pair.quality, -w, n, pair)
+            if found is None or key[:3] > found[:3]:
+                found = key
+        return None if found is None else self.candidate(found[4], found[3])
 
     def cheapest_at_min(self, pairs: list[Pair]) -> Candidate | None:
         n = max(self.min_replicas, 1 if self.demand_positive else 0)
@@ -342,18 +469,17 @@ class PlanSpace:
         return self.demand.prompt_tokens_per_s > 0.0 or self.demand.output_tokens_per_s > 0.0
 
 
-def _more_served(a: Candidate, b: Candidate) -> bool:
-    """a beats b at serving demand: larger share served, then higher quality, then less power."""
-    return (a.served, a.quality, -a.power_w) > (b.served, b.quality, -b.power_w)
+def _lower(pair: Pair) -> float:
+    return pair.lower_w
 
 
-def _better(a: Candidate, b: Candidate) -> bool:
-    """a beats b: less power, then higher quality, then fewer replicas."""
-    if a.power_w < b.power_w * (1.0 - _EPS) - _EPS:
+def _better_pair(a: Pair, b: Pair) -> bool:
+    """a's best beats b's: less power, then higher quality, then fewer replicas."""
+    if a.best_w < b.best_w * (1.0 - _EPS) - _EPS:
         return True
-    if b.power_w < a.power_w * (1.0 - _EPS) - _EPS:
+    if b.best_w < a.best_w * (1.0 - _EPS) - _EPS:
         return False
-    return (a.quality, -a.replicas) > (b.quality, -b.replicas)
+    return (a.quality, -(a.best_n or 0)) > (b.quality, -(b.best_n or 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,52 +601,58 @@ def choose(
 def alternatives(
     space: PlanSpace, chosen: Candidate | None, allowed_w: float | None, count: int = 3
 ) -> tuple[Option, ...]:
-    """Runner-ups with why not: one replica fewer than the chosen configuration (why more are needed) and
-    the best configuration of the other variants and settings (power difference, budget or SLO rule)."""
+    """Runner-ups with why not: one replica fewer than the chosen configuration (why more are needed),
+    then the best configuration of the other variants with the least power (one each: the power
+    difference, or the budget they break), then variants that cannot meet the SLOs (the rule they
+    break), then other settings of the same variants when there are few variants."""
     picked: list[Option] = []
-    chosen_key = (chosen.variant, chosen.setting) if chosen is not None else None
     if chosen is not None and chosen.replicas - 1 >= space.min_replicas and chosen.slo_met:
         pair = space.find(chosen.variant, chosen.setting)
         if pair is not None:
             fewer = space.candidate(pair, chosen.replicas - 1)
             picked.append(fewer.option(fewer.why_not or _over_budget(fewer, allowed_w) or "more power"))
-    ranked: list[tuple[tuple[int, float], Option]] = []
-    seen: set[str] = set()
-    for pair in space.pairs:
-        if (pair.variant, pair.setting) == chosen_key:
-            continue
-        c = space.best(pair)
-        if c is None:
-            at_max = space.candidate(pair, space.max_replicas)
-            ranked.append(((2, -at_max.served), at_max.option(pair.why)))
-            continue
-        over = _over_budget(c, allowed_w)
-        if over:
-            ranked.append(((1, c.power_w), c.option(over)))
-        elif chosen is None:
-            ranked.append(((0, c.power_w), c.option("not chosen")))
-        else:
-            diff = c.power_w - chosen.power_w
-            pct = diff / chosen.power_w * 100.0 if chosen.power_w > 0.0 else 0.0
-            why = (
-                f"+{diff:.0f} W (+{pct:.1f}%)" if diff >= 0.0 else f"{diff:.0f} W but kept by stability rules"
-            )
-            ranked.append(((0, c.power_w), c.option(why)))
-    ranked.sort(key=lambda item: item[0])
-    rest: list[Option] = []
-    for _, opt in ranked:  # one per variant first, then the rest
-        if opt.variant in seen or (chosen is not None and opt.variant == chosen.variant):
-            rest.append(opt)
-            continue
-        seen.add(opt.variant)
-        picked.append(opt)
-        if len(picked) >= count:
-            return tuple(picked)
-    for opt in rest:
-        if len(picked) >= count:
-            break
-        picked.append(opt)
-    return tuple(picked[:count])
+    want = count - len(picked)
+    chosen_variant = None if chosen is None else chosen.variant
+    chosen_setting = None if chosen is None else chosen.setting
+    shown = space.least_by_variant(want, chosen_variant) if want > 0 else []
+    if len(shown) < want:  # variants that cannot meet the SLOs: the one serving the most first
+        have = {p.variant for p in shown} | {chosen_variant}
+        stuck = [p for p in space.pairs if p.variant not in have and p.n_need is None]
+        stuck.sort(key=lambda p: -space.served(p, space.max_replicas))
+        for pair in stuck:
+            if len(shown) >= want:
+                break
+            if pair.variant not in have:
+                have.add(pair.variant)
+                shown.append(pair)
+    if len(shown) < want:  # few variants: other settings of the same variants
+        used = {id(p) for p in shown}
+        rest = [
+            p
+            for p in space.ordered()
+            if id(p) not in used and not (p.variant == chosen_variant and p.setting == chosen_setting)
+        ]
+        for pair in rest:
+            space.evaluate(pair)
+        rest.sort(key=lambda p: p.best_w)
+        shown.extend(rest[: want - len(shown)])
+    picked.extend(_runner_up(space, pair, chosen, allowed_w) for pair in shown)
+    return tuple(picked)
+
+
+def _runner_up(space: PlanSpace, pair: Pair, chosen: Candidate | None, allowed_w: float | None) -> Option:
+    c = space.best(pair)
+    if c is None:
+        return space.candidate(pair, space.max_replicas).option(pair.why)
+    over = _over_budget(c, allowed_w)
+    if over:
+        return c.option(over)
+    if chosen is None:
+        return c.option("not chosen")
+    diff = c.power_w - chosen.power_w
+    pct = diff / chosen.power_w * 100.0 if chosen.power_w > 0.0 else 0.0
+    why = f"+{diff:.0f} W (+{pct:.1f}%)" if diff >= 0.0 else f"{diff:.0f} W, held by stability rules"
+    return c.option(why)
 
 
 def _over_budget(c: Candidate, allowed_w: float | None) -> str:
