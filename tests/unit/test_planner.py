@@ -375,3 +375,58 @@ def test_choose_reports_no_runnable_variant() -> None:
     c = choose(space, None)
     assert c.candidate is None
     assert "no variant can run" in c.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    p=replica_perf(),
+    prompt=st.floats(min_value=0.0, max_value=40000.0),
+    out=st.floats(min_value=0.0, max_value=20000.0),
+    extra=st.floats(min_value=1.0, max_value=1.5),
+)
+def test_lower_bound_never_exceeds_any_feasible_power(
+    p: ReplicaPerformance, prompt: float, out: float, extra: float
+) -> None:
+    """The bound that lets the search skip pairs is below the power of every replica count it covers,
+    also when the curve stops short of the replica's capacity."""
+    stretched = ReplicaPerformance(
+        p.output_tokens_per_s * extra, p.prompt_tokens_per_s, p.prefill_power_w, p.decode_curve
+    )
+    for perf_ in (p, stretched):
+        spec = make_spec(
+            variants=[{"name": "a", "precision": "fp16", "image": "x"}], replicas={"min": 0, "max": 40}
+        )
+        space = PlanSpace(spec, Demand(prompt, out), TableSource((DEFAULT,), {("a", DEFAULT): perf_}))
+        pair = space.pairs[0]
+        if pair.n_need is None:
+            continue
+        for n in range(max(pair.n_need, 1), 41):
+            assert pair.lower_w <= space.power(pair, n) * (1 + 1e-9) + 1e-9
+
+
+def test_runner_ups_are_the_least_power_other_variants() -> None:
+    names = [f"v{i}" for i in range(6)]
+    table = {}
+    for i, name in enumerate(names):
+        for j, s in enumerate((DEFAULT, CAP)):
+            table[(name, s)] = perf(
+                1000.0 + 150 * i - 100 * j, 30000.0, 90.0 + 7 * i, 700.0 - 60 * i - 200 * j
+            )
+    src = TableSource((DEFAULT, CAP), table)
+    spec = make_spec(
+        variants=[{"name": n, "precision": "fp16", "image": "x"} for n in names],
+        replicas={"min": 1, "max": 16},
+    )
+    demand = Demand(10000.0, 5000.0)
+    d = plan(spec, demand, None, src)
+    space = PlanSpace(spec, demand, src)
+    per_variant = {}
+    for pair in space.pairs:
+        for n in range(1, 17):
+            c = space.candidate(pair, n)
+            if c.slo_met:
+                per_variant[pair.variant] = min(per_variant.get(pair.variant, math.inf), c.power_w)
+    others = sorted((w, v) for v, w in per_variant.items() if v != d.variant)
+    shown = [(a.power_w, a.variant) for a in d.alternatives[1:]]
+    assert [v for _, v in shown] == [v for _, v in others[:2]]
+    assert [w for w, _ in shown] == pytest.approx([w for w, _ in others[:2]])
