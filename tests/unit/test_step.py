@@ -386,3 +386,28 @@ def test_variant_choice_flipping_every_tick_never_switches(flips: list[bool]) ->
         longest = max(longest, run)
     assert variants == ({"fp16", "int4"} if longest > 20 else {"fp16"})
     assert math.isfinite(s.energy_kwh)
+
+
+def test_hold_never_keeps_a_variant_the_spec_dropped() -> None:
+    spec = make_spec(budget={"powerW": 10, "onExhausted": "Hold"})
+    s = started(spec, fp16_cheaper())
+    assert s.variant == "fp16"
+    floor = make_spec(budget={"powerW": 10, "onExhausted": "Hold"}, slo={"minQuality": 0.95})
+    no_fp16 = make_spec(
+        budget={"powerW": 10, "onExhausted": "Hold"},
+        variants=[{"name": "int4", "precision": "int4", "image": "vllm", "quality": 0.9}],
+    )
+    _, d = step(no_fp16, s, obs(15.0), 15.0, fp16_cheaper())
+    assert d.variant == "int4"
+    assert not d.budget_met
+    _, d = step(floor, s, obs(15.0), 15.0, fp16_cheaper())
+    assert d.variant == "fp16"  # still allowed: held
+    assert "onExhausted Hold" in d.reason
+
+
+def test_hold_never_keeps_a_variant_below_a_new_quality_floor() -> None:
+    spec = make_spec(budget={"powerW": 10, "onExhausted": "Hold"}, slo={"minQuality": 0.95})
+    s = initial_state(spec, 0.0, Decision("int4", 2, DEFAULT, None, "seed", True))
+    _, d = step(spec, s, obs(15.0), 15.0, int4_cheaper())
+    assert d.variant == "fp16"
+    assert "at once" in d.reason

@@ -241,7 +241,10 @@ def step(
     space = PlanSpace(spec, demand, source)
     allowed = allowance.power_w
     current = state.decision_in_force
-    choice = choose(space, allowed, allowance.binding, current)
+    in_force = _variant(spec, state.variant)
+    usable = in_force is not None and in_force.quality >= spec.slo.min_quality
+    # A variant the spec no longer allows is never held or capped (the switch below happens at once).
+    choice = choose(space, allowed, allowance.binding, current if usable else None)
     if current is None or choice.candidate is None:
         return _plain(base, space, choice, allowed, now, notes, current is None)
     return _stabilized(spec, base, space, choice, allowed, now, notes)
