@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 from greenllm.api.durations import Duration, parse_duration
@@ -169,7 +169,7 @@ class Metrics(_Model):
     )
 
 
-_VALIDATIONS_SPEC = [
+_VALIDATIONS_SPEC: list[JsonValue] = [
     {"rule": "self.replicas.min <= self.replicas.max", "message": "replicas.min must be <= replicas.max"},
     {
         "rule": "self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",

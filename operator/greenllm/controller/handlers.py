@@ -10,7 +10,7 @@ import asyncio
 import datetime
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -258,6 +258,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     gm = await kube.get_green_model(namespace, name)
     if gm is None or gm["metadata"].get("deletionTimestamp"):
         return 15.0
+    subject = kopf.Body(cast(kopf.RawBody, gm))  # what Events are about
     try:
         spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
     except ValidationError:
@@ -300,7 +301,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
     if changed:
         await apply_workloads(kube, owner, spec, decision, logger)
-        kopf.info(gm, reason="Decision", message=_event_message(decision))
+        kopf.info(subject, reason="Decision", message=_event_message(decision))
         memo.telemetry.decisions.labels(namespace, name).inc()
 
     stamp = _iso(now)
@@ -329,9 +330,9 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     )
     if was_met != ("True" if decision.budget_met else "False") and (was_met or not decision.budget_met):
         if decision.budget_met:
-            kopf.info(gm, reason="BudgetMet", message="back within budget")
+            kopf.info(subject, reason="BudgetMet", message="back within budget")
         else:
-            kopf.warn(gm, reason="BudgetExceeded", message=decision.reason)
+            kopf.warn(subject, reason="BudgetExceeded", message=decision.reason)
 
     new_status: dict[str, Any] = {
         **render.decision_status(decision),

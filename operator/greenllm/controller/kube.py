@@ -29,43 +29,37 @@ class Kube:
     def from_environment(cls) -> Kube:
         """In-cluster service account first, then $KUBECONFIG / ~/.kube/config (running outside)."""
         try:
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config()
+            config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(client.ApiClient())
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await _call(self._reader(kind), name, namespace)
+            return await _call(self._method(kind, "read"), name, namespace)
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        creator = {
-            "Deployment": self._apps.create_namespaced_deployment,
-            "Service": self._core.create_namespaced_service,
-        }
-        return await _call(creator[obj["kind"]], obj["metadata"]["namespace"], obj)
+        return await _call(self._method(obj["kind"], "create"), obj["metadata"]["namespace"], obj)
 
     async def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        patcher = {
-            "Deployment": self._apps.patch_namespaced_deployment,
-            "Service": self._core.patch_namespaced_service,
-        }
-        return await _call(patcher[kind], name, namespace, patch, _content_type=MERGE_PATCH)
+        return await _call(self._method(kind, "patch"), name, namespace, patch, _content_type=MERGE_PATCH)
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
-        deleter = {
-            "Deployment": self._apps.delete_namespaced_deployment,
-            "Service": self._core.delete_namespaced_service,
-        }
         try:
-            await _call(deleter[kind], name, namespace)
+            await _call(self._method(kind, "delete"), name, namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def _method(self, kind: str, verb: str) -> Callable[..., Any]:
+        """e.g. ("Deployment", "patch") -> AppsV1Api.patch_namespaced_deployment."""
+        api_object: Any = {"Deployment": self._apps, "Service": self._core}[kind]
+        method: Callable[..., Any] = getattr(api_object, f"{verb}_namespaced_{kind.lower()}")
+        return method
 
     async def get_green_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -88,13 +82,6 @@ class Kube:
             {"status": status},
             _content_type=MERGE_PATCH,
         )
-
-    def _reader(self, kind: str) -> Callable[..., Any]:
-        readers = {
-            "Deployment": self._apps.read_namespaced_deployment,
-            "Service": self._core.read_namespaced_service,
-        }
-        return readers[kind]
 
 
 async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -37,7 +37,9 @@ class ReplicaPerformance:
     output_tokens_per_s: float  # decode capacity when decoding all the time, at the SLO batch
     prompt_tokens_per_s: float  # prefill capacity when prefilling all the time
     prefill_power_w: float  # whole replica while prefilling
-    decode_curve: tuple[tuple[float, float], ...]  # (output tokens/s, whole-replica W), ascending, starts at 0
+    decode_curve: tuple[
+        tuple[float, float], ...
+    ]  # (output tokens/s, whole-replica W), ascending, starts at 0
 
     @property
     def idle_power_w(self) -> float:
