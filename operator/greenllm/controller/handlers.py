@@ -25,6 +25,7 @@ from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
 from greenllm.core.continuity import carried_decision
 from greenllm.core.decision import Decision, Observation
+from greenllm.core.performance import PowerSetting
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
@@ -96,9 +97,13 @@ async def reconcile(
     conditions = list(status.get("conditions") or [])
     try:
         model = api.GreenModelSpec.model_validate(dict(spec))
-    except ValidationError as e:
+        # The energy model refuses (ValueError) a GPU type or model size it has no calibration for.
+        for variant in model.variants:
+            memo.energy.performance(model, variant, PowerSetting())
+        decision = carried_decision(model, status.get("lastDecision")) or initial_decision(model, memo.energy)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError too
         # Not raised: a retry cannot fix a spec; the next edit of the spec triggers this handler again.
-        message = _readable(e)
+        message = _readable(e) if isinstance(e, ValidationError) else f"spec: {e}"
         logger.warning("invalid spec, workloads left as they are: %s", message)
         patch.status["conditions"] = render.set_condition(
             conditions, api.ConditionType.SPEC_VALID, False, "InvalidSpec", message, now, generation
@@ -106,7 +111,6 @@ async def reconcile(
         kopf.warn(body, reason="InvalidSpec", message=message)
         return
 
-    decision = carried_decision(model, status.get("lastDecision")) or initial_decision(model, memo.energy)
     owner = {"metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}}
     kube: Kube = memo.kube
     ready, ready_message = await apply_workloads(kube, owner, model, decision, logger)
@@ -263,6 +267,8 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
     except ValidationError:
         return 15.0  # reconcile has set SpecValid=False; nothing to scale
+    if _condition_status(gm, api.ConditionType.SPEC_VALID) == "False":
+        return parse_duration(spec.scaling.interval)  # e.g. a GPU type without calibration
     interval = parse_duration(spec.scaling.interval)
     status = gm.get("status") or {}
     applied = carried_decision(spec, status.get("lastDecision"))
@@ -351,6 +357,11 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     await kube.patch_green_model_status(namespace, name, new_status)
     _export(memo.telemetry, namespace, name, spec, decision, observation, state)
     return interval
+
+
+def _condition_status(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
+    conditions = (gm.get("status") or {}).get("conditions") or []
+    return next((c.get("status") for c in conditions if c.get("type") == kind.value), None)
 
 
 def _observed(observation: Observation, stamp: str) -> dict[str, Any]:
