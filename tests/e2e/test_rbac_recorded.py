@@ -169,12 +169,15 @@ def agent(kube_url: str, kubelet: Kubelet, tmp_path: Path) -> Iterator[Agent]:
     SimulatedBackend(gpus, [simulated_h100(i, gpu_uuid(i)) for i in range(2)]).close()
     configuration = kubernetes.client.Configuration(host=kube_url)
     configuration.retries = 0
-    with kubernetes.client.ApiClient(configuration) as api_client:
+    with (
+        kubernetes.client.ApiClient(configuration) as api_client,
+        PodResourcesClient(kubelet.socket, timeout_s=5.0) as pod_resources,
+    ):
         api_client.user_agent = AGENT_USER_AGENT
         yield Agent(
             node_name=NODE,
             backend_factory=lambda: SimulatedBackend(gpus),
-            pod_resources=PodResourcesClient(kubelet.socket, timeout_s=5.0),
+            pod_resources=pod_resources,
             cluster=KubeReader(api_client, NODE, timeout_s=5.0),
             events=KubeEvents(api_client, NODE, timeout_s=5.0),
             store=StateStore(tmp_path / "state"),
