@@ -18,6 +18,7 @@ class OperatorConfig:
     default_carbon_intensity_g_per_kwh: float | None = None
     peering_name: str | None = None  # None = standalone (one operator replica)
     priority: int = 0
+    peering_lifetime_s: int = 60  # how long a silent peer (e.g. a crashed leader) still counts
     prometheus_timeout_s: float = 5.0
     rate_window: str = "1m"  # PromQL range for rate() and histogram quantiles
     queries: dict[str, str] = field(default_factory=dict)  # overrides of metrics.DEFAULT_QUERIES by name
@@ -37,6 +38,7 @@ class OperatorConfig:
             default_carbon_intensity_g_per_kwh=float(carbon) if carbon else None,
             peering_name=env.get("GREENLLM_PEERING") or None,
             priority=int(env.get("GREENLLM_PRIORITY", defaults.priority)),
+            peering_lifetime_s=int(env.get("GREENLLM_PEERING_LIFETIME", defaults.peering_lifetime_s)),
             prometheus_timeout_s=float(env.get("GREENLLM_PROMETHEUS_TIMEOUT", defaults.prometheus_timeout_s)),
             rate_window=env.get("GREENLLM_RATE_WINDOW", defaults.rate_window),
             queries=json.loads(env.get("GREENLLM_QUERIES", "{}")),
@@ -51,6 +53,7 @@ class OperatorConfig:
             "GREENLLM_PROBE_PORT": str(self.probe_port),
             "GREENLLM_LOG_LEVEL": self.log_level,
             "GREENLLM_PRIORITY": str(self.priority),
+            "GREENLLM_PEERING_LIFETIME": str(self.peering_lifetime_s),
             "GREENLLM_PROMETHEUS_TIMEOUT": str(self.prometheus_timeout_s),
             "GREENLLM_RATE_WINDOW": self.rate_window,
             "GREENLLM_QUERIES": json.dumps(self.queries),

@@ -61,6 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Peering is not leader election: replicas need distinct priorities so only the highest acts.
         settings.peering.name = config.peering_name
         settings.peering.priority = config.priority
+        settings.peering.lifetime = config.peering_lifetime_s
         settings.peering.standalone = False
     else:
         settings.peering.standalone = True
