@@ -234,7 +234,7 @@ def test_agent_args_follow_the_cli_contract(rendered: dict[str, list[dict[str, A
         "--interval=10",
         "--metrics-port=9401",
         "--backend=nvml",
-        "--log-level=INFO",
+        "--log-level=info",
     ]
     custom_ds = find(rendered["custom-prometheus"], "DaemonSet")
     custom = _container(custom_ds)["args"]

@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-hold", type=float, default=60.0, help="seconds a GPU setting is kept at least")
     p.add_argument("--deadband", type=float, default=5.0, help="ignore limit changes smaller than this, W")
     p.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level"
+        "--log-level",
+        default="INFO",
+        type=str.upper,  # `info` like the operator's flag, or `INFO`
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level",
     )
     return p
 
