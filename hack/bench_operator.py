@@ -1,0 +1,698 @@
+"""Benchmark of the operator at scale: N GreenModels against the API emulator and a real Prometheus.
+
+    PYTHONPATH=operator python hack/bench_operator.py --n 100 500 1000 [--interval 15s] [--ticks 3]
+
+For each N, in this process: the Kubernetes API emulator (tests/kube_emulator.py, with the GreenModel CRD
+registered), a FakeFleet exporter publishing one serving pod's DCGM / Kepler / vLLM series per GreenModel,
+and Debian's `prometheus` scraping it (tests/prometheus_server.py). The operator runs as a separate process
+(`python -m greenllm.cli run`, KUBECONFIG pointing at the emulator) so that its peak RSS (VmHWM from
+/proc/PID/status) and CPU time are its own.
+
+Measured per N:
+- convergence: the time from the first create until every GreenModel has its Deployment and a
+  status.variant, and each GreenModel's own latency from its create (p50 / p99 / max);
+- steady state: after convergence, wait until the daemons have run `--ticks` ticks per GreenModel, then
+  read the operator's `greenllm_loop_duration_seconds` histogram (the difference over the window: mean and
+  p50 / p99 per tick per GreenModel, interpolated within buckets like PromQL's histogram_quantile), the
+  operator's CPU time per tick, the achieved tick period (interval + loop time + any lag), and the
+  Prometheus queries it made per tick;
+- API requests per second the operator sent (from the emulator's `api_calls`), while converging and in
+  the steady state, with the busiest (verb, resource) pairs;
+- peak RSS of the operator process (VmHWM) and its RSS at convergence and at the end.
+
+All processes share this machine's cores: wall-clock numbers include contention with the emulator,
+the exporter and Prometheus; the CPU-time numbers are the operator's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT / "operator", ROOT):  # greenllm, and tests.* for the emulator and the fake fleet
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import aiohttp  # noqa: E402
+import aiohttp.web  # noqa: E402
+import kmock  # noqa: E402
+import yaml  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from tests.kube_emulator import ApiCall, KubeEmulator  # noqa: E402
+from tests.prometheus_server import Exporter, FakeFleet, PodSeries, PrometheusServer, free_port  # noqa: E402
+
+from greenllm.api.crd import custom_resource_definition  # noqa: E402
+from greenllm.api.durations import parse_duration  # noqa: E402
+from greenllm.controller.metrics import pod_regex  # noqa: E402
+from greenllm.core.render import workload_name  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "qwen3-8b-minimal.yaml"
+GM = "greenllm.io/v1alpha1/greenmodels"
+DEPLOY = "apps/v1/deployments"
+BENCH_USER_AGENT = "greenllm-bench"
+LOOP_HISTOGRAM = "greenllm_loop_duration_seconds"
+# Low, steady demand (one replica's worth): the steady state measures the loop, not scaling churn.
+DEMAND = {"prompt_tokens_per_s": 2000.0, "output_tokens_per_s": 50.0, "tpot_s": 0.02}
+
+
+# ---------------------------------------------------------------------------------------------- objects
+
+
+def green_model(name: str, namespace: str, interval: str, example: Mapping[str, Any]) -> dict[str, Any]:
+    """The shipped minimal example under another name, namespace and loop interval."""
+    body = copy.deepcopy(dict(example))
+    body["metadata"] = {"name": name, "namespace": namespace}
+    body["spec"].setdefault("scaling", {})["interval"] = interval
+    return body
+
+
+def layout(n: int, per_namespace: int) -> list[tuple[str, str]]:
+    """(namespace, name) of N GreenModels, `per_namespace` to a namespace. Names are unique cluster-wide
+    because the fake fleet keys pods by name."""
+    return [(f"bench-{i // per_namespace:03d}", f"gm-{i:05d}") for i in range(n)]
+
+
+def pod_name(deployment: str) -> str:
+    """A pod name the operator's PromQL selects for `deployment` (<deployment>-<rs hash>-<suffix>)."""
+    name = f"{deployment}-5d8f7c9b6-abcde"
+    if re.fullmatch(pod_regex(deployment), name) is None:
+        raise ValueError(f"{name} is not selected by the operator's pod regex {pod_regex(deployment)}")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------- /proc
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmHWM / VmRSS (kB) of a live process."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (and of its reaped children, which it has none of)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Fields after the command: state is field 3 of proc(5), utime 14 and stime 15.
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------- histograms
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A Prometheus histogram's cumulative buckets (upper bound -> count), sum and count."""
+
+    buckets: tuple[tuple[float, float], ...]
+    sum: float
+    count: float
+
+    def minus(self, earlier: Histogram) -> Histogram:
+        before = dict(earlier.buckets)
+        return Histogram(
+            tuple((le, c - before.get(le, 0.0)) for le, c in self.buckets),
+            self.sum - earlier.sum,
+            self.count - earlier.count,
+        )
+
+    def quantile(self, q: float) -> float:
+        """PromQL's histogram_quantile: linear within the bucket holding rank q*count. A rank in the +Inf
+        bucket answers the largest finite bound (a lower bound of the truth). NaN when empty."""
+        if self.count <= 0:
+            return float("nan")
+        rank = q * self.count
+        lower, below = 0.0, 0.0
+        finite = [b for b in self.buckets if b[0] != float("inf")]
+        for le, cumulative in finite:
+            if cumulative >= rank:
+                inside = cumulative - below
+                if inside <= 0:
+                    return le
+                return lower + (le - lower) * (rank - below) / inside
+            lower, below = le, cumulative
+        return finite[-1][0] if finite else float("nan")
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count > 0 else float("nan")
+
+
+def parse_metrics(text: str) -> tuple[dict[str, Histogram], dict[str, float]]:
+    """Unlabelled histograms by family name, and counter/gauge sample values summed by sample name."""
+    histograms: dict[str, Histogram] = {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type == "histogram":
+            buckets: dict[float, float] = {}
+            total = count = 0.0
+            for s in family.samples:
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + s.value
+                elif s.name.endswith("_sum"):
+                    total += s.value
+                elif s.name.endswith("_count"):
+                    count += s.value
+            histograms[family.name] = Histogram(tuple(sorted(buckets.items())), total, count)
+        else:
+            for s in family.samples:
+                totals[s.name] = totals.get(s.name, 0.0) + s.value
+    return histograms, totals
+
+
+def _http_text(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def prometheus_queries(prometheus_url: str) -> float:
+    """Instant queries Prometheus has answered so far (its own prometheus_http_requests_total)."""
+    total = 0.0
+    for family in text_string_to_metric_families(_http_text(f"{prometheus_url}/metrics")):
+        if family.name == "prometheus_http_requests":
+            total += sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("handler") == "/api/v1/query"
+            )
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    n: int
+    interval_s: float
+    ticks: int
+    namespaces: int
+    converged: int = 0
+    create_s: float = float("nan")  # first create to last create answered
+    converge_s: float = float("nan")  # first create until all converged (NaN if not within the timeout)
+    deployments_s: float = float("nan")  # first create until every Deployment exists
+    latency_p50_s: float = float("nan")  # per GreenModel: its create answered -> converged
+    latency_p99_s: float = float("nan")
+    latency_max_s: float = float("nan")
+    ticks_observed: float = 0.0  # loop-duration observations in the steady window
+    steady_s: float = float("nan")
+    tick_period_s: float = float("nan")  # steady window * N / ticks observed
+    loop_mean_ms: float = float("nan")
+    loop_p50_ms: float = float("nan")
+    loop_p99_ms: float = float("nan")
+    loop_errors: float = 0.0
+    cpu_ms_per_tick: float = float("nan")  # operator CPU time in the steady window / ticks observed
+    cpu_utilisation_steady: float = float("nan")  # operator CPU seconds per second in the steady window
+    cpu_converge_s: float = float("nan")  # operator CPU seconds from start to convergence
+    prometheus_queries_per_tick: float = float("nan")
+    api_rps_converge: float = float("nan")
+    api_rps_steady: float = float("nan")
+    api_calls_per_tick: float = float("nan")
+    api_top_converge: dict[str, int] = field(default_factory=dict)  # busiest "verb resource": calls
+    api_top_steady: dict[str, int] = field(default_factory=dict)
+    peak_rss_mb: float = float("nan")
+    rss_converged_mb: float = float("nan")
+    rss_end_mb: float = float("nan")
+    operator_startup_s: float = float("nan")
+    notes: list[str] = field(default_factory=list)
+
+
+def _operator_calls(calls: Sequence[ApiCall]) -> list[ApiCall]:
+    return [c for c in calls if not c.user_agent.startswith(BENCH_USER_AGENT)]
+
+
+def _top(calls: Sequence[ApiCall], k: int = 8) -> dict[str, int]:
+    keys = Counter(f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in calls)
+    return dict(keys.most_common(k))
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class BenchEmulator(KubeEmulator):
+    """The test emulator, made to scale past a few thousand requests.
+
+    kmock 0.8 decides which reaction serves a request by checking `request in reaction's source view`,
+    which walks every request the server has recorded so far, for every reaction: each request costs
+    O(requests so far) and a run O(R^2) (profiled: at N=100, 531 requests took 94 s of emulator CPU in
+    kmock's filtering). Forgetting a request once it has been served keeps the walk to the requests in
+    flight; the emulator's own record (`api_calls`) is unaffected.
+    """
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        try:
+            return await super()._handle(request)
+        finally:
+            self._requests[:] = [r for r in self._requests if r is not request]
+            for reaction in self._payloads:
+                reaction._requests[:] = [r for r in reaction._requests if r is not request]
+
+
+class BenchPrometheus(PrometheusServer):
+    """tests/prometheus_server.PrometheusServer with a configurable scrape interval (it scrapes every 1 s;
+    at N=1000 that would spend a core rendering the exporter's ~20k series)."""
+
+    def __init__(self, target_port: int, scrape_interval_s: float) -> None:
+        super().__init__(target_port)
+        config = self._dir / "prometheus.yml"
+        text = config.read_text()
+        interval = f"{scrape_interval_s:g}s"
+        config.write_text(
+            text.replace("scrape_interval: 1s", f"scrape_interval: {interval}").replace(
+                "evaluation_interval: 1s", f"evaluation_interval: {interval}"
+            )
+        )
+
+
+class OperatorProcess:
+    """`python -m greenllm.cli run` against the emulator, its log in `workdir`."""
+
+    def __init__(self, kube_url: str, prometheus_url: str, workdir: Path, log_level: str) -> None:
+        self.metrics_port = free_port()
+        self.probe_port = free_port()
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emulator", "cluster": {"server": kube_url}}],
+                    "users": [{"name": "bench", "user": {"token": "bench-token"}}],
+                    "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "bench"}}],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "GREENLLM_"))}
+        env["KUBECONFIG"] = str(kubeconfig)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "operator"), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+        self.log_path = workdir / "operator.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "greenllm.cli",
+                "run",
+                f"--prometheus-url={prometheus_url}",
+                f"--metrics-port={self.metrics_port}",
+                f"--probe-port={self.probe_port}",
+                f"--log-level={log_level}",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def metrics(self) -> tuple[dict[str, Histogram], dict[str, float]]:
+        return parse_metrics(_http_text(f"http://127.0.0.1:{self.metrics_port}/metrics"))
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self._log.close()
+                return None
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def fleet_and_prometheus(pods: Sequence[PodSeries], scrape_interval_s: float) -> Iterator[BenchPrometheus]:
+    fleet = FakeFleet()
+    for pod in pods:
+        fleet.set_pod(pod)
+    exporter = Exporter(fleet)
+    prometheus = BenchPrometheus(exporter.port, scrape_interval_s)
+    try:
+        prometheus.start()
+        yield prometheus
+    finally:
+        prometheus.close()
+        exporter.close()
+
+
+async def _poll(predicate: Callable[[], bool], timeout: float, interval: float, what: str) -> float:
+    """Poll `predicate()` until true; return the loop time when it was. TimeoutError after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+    return loop.time()
+
+
+async def run_one(
+    n: int,
+    *,
+    interval: str = "15s",
+    ticks: int = 3,
+    per_namespace: int = 100,
+    scrape_interval_s: float = 5.0,
+    concurrency: int = 16,
+    converge_timeout_s: float | None = None,
+    log_level: str = "info",
+    workdir: Path | None = None,
+    progress: bool = True,
+) -> Result:
+    """One benchmark run with N GreenModels; every process it starts is stopped before it returns.
+    A phase that times out ends the run early with a note in the result (what was reached is kept)."""
+    interval_s = parse_duration(interval)
+    objects = layout(n, per_namespace)
+    result = Result(n=n, interval_s=interval_s, ticks=ticks, namespaces=len({ns for ns, _ in objects}))
+    pods = [
+        PodSeries(ns, pod_name(workload_name(name)), f"GPU-{ns}-{name}", power_w=300.0, **DEMAND)
+        for ns, name in objects
+    ]
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="greenllm-bench-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        prometheus = stack.enter_context(fleet_and_prometheus(pods, scrape_interval_s))
+        emulator = BenchEmulator()
+        emulator.register_crd(custom_resource_definition())
+        async with emulator, kmock.Server(emulator, host="127.0.0.1"):
+            kube_url = str(emulator.url).rstrip("/")
+            operator = OperatorProcess(kube_url, prometheus.url, workdir, log_level)
+            bench = _Bench(
+                result=result,
+                emulator=emulator,
+                operator=operator,
+                prometheus_url=prometheus.url,
+                kube_url=kube_url,
+                objects=objects,
+                interval=interval,
+                concurrency=concurrency,
+                progress=progress,
+            )
+            try:
+                await bench.start()
+                await bench.create()
+                await bench.converge(converge_timeout_s if converge_timeout_s is not None else 120 + 0.5 * n)
+                await bench.steady()
+            except TimeoutError as e:
+                result.notes.append(str(e))
+                bench.say(f"stopped early: {e}")
+            finally:
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    memory = proc_status(operator.pid)
+                    result.peak_rss_mb = memory["VmHWM"] / 1024
+                    result.rss_end_mb = memory["VmRSS"] / 1024
+                code = await asyncio.to_thread(operator.stop)
+                if code not in (0, -signal.SIGTERM):
+                    result.notes.append(f"operator exit code {code} after SIGTERM")
+    return result
+
+
+@dataclass
+class _Bench:
+    """The phases of one run, in order: start, create, converge, steady."""
+
+    result: Result
+    emulator: BenchEmulator
+    operator: OperatorProcess
+    prometheus_url: str
+    kube_url: str
+    objects: Sequence[tuple[str, str]]
+    interval: str
+    concurrency: int
+    progress: bool
+    created: dict[tuple[str, str], float] = field(default_factory=dict)  # loop time each create answered
+    first_create: float = 0.0
+    calls_before_create: int = 0
+    cpu_before_create: float = 0.0
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            print(f"[n={self.result.n}] {message}", file=sys.stderr, flush=True)
+
+    def alive(self, predicate: Callable[[], bool]) -> Callable[[], bool]:
+        """`predicate`, failing fast if the operator has died."""
+
+        def check() -> bool:
+            self.operator.check_alive()
+            return predicate()
+
+        return check
+
+    async def start(self) -> None:
+        """Wait until the operator watches GreenModels."""
+
+        def watching() -> bool:
+            return any(
+                c.verb == "watch" and c.resource == "greenmodels" and c.user_agent.startswith("kopf")
+                for c in self.emulator.api_calls
+            )
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ready = await _poll(self.alive(watching), 120.0, 0.1, "the operator to watch greenmodels")
+        self.result.operator_startup_s = ready - started
+        self.say(f"operator watching after {self.result.operator_startup_s:.1f}s")
+
+    async def create(self) -> None:
+        """Namespaces, then every GreenModel, `concurrency` creates in flight."""
+        loop = asyncio.get_running_loop()
+        example = yaml.safe_load(EXAMPLE.read_text())
+        interval = self.interval
+        headers = {"User-Agent": BENCH_USER_AGENT, "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(base_url=self.kube_url, headers=headers) as session:
+
+            async def post(path: str, body: dict[str, Any]) -> None:
+                async with session.post(path, json=body) as r:
+                    if r.status >= 300:
+                        raise RuntimeError(f"POST {path}: HTTP {r.status}: {await r.text()}")
+
+            for ns in sorted({ns for ns, _ in self.objects}):
+                await post("/api/v1/namespaces", {"metadata": {"name": ns}})
+            self.calls_before_create = len(self.emulator.api_calls)
+            self.cpu_before_create = cpu_seconds(self.operator.pid)
+            queue = list(reversed(self.objects))
+
+            async def creator() -> None:
+                while queue:
+                    ns, name = queue.pop()
+                    path = f"/apis/greenllm.io/v1alpha1/namespaces/{ns}/greenmodels"
+                    await post(path, green_model(name, ns, interval, example))
+                    self.created[(ns, name)] = loop.time()
+
+            self.first_create = loop.time()
+            await asyncio.gather(*(creator() for _ in range(self.concurrency)))
+        self.result.create_s = max(self.created.values()) - self.first_create
+        self.say(f"created {len(self.created)} GreenModels in {self.result.create_s:.1f}s")
+
+    async def converge(self, timeout: float) -> None:
+        """Until every GreenModel has its Deployment and a status.variant."""
+        result, emulator, loop = self.result, self.emulator, asyncio.get_running_loop()
+        converged_at: dict[tuple[str, str], float] = {}
+        deployments_at: list[float] = []
+
+        def all_converged() -> bool:
+            now = loop.time()
+            have = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in emulator.stored(DEPLOY)}
+            if not deployments_at and all((ns, workload_name(name)) in have for ns, name in self.objects):
+                deployments_at.append(now)
+            for gm in emulator.stored(GM):
+                key = (gm["metadata"]["namespace"], gm["metadata"]["name"])
+                if (
+                    key not in converged_at
+                    and (gm.get("status") or {}).get("variant")
+                    and (key[0], workload_name(key[1])) in have
+                ):
+                    converged_at[key] = now
+            return len(converged_at) == len(self.objects)
+
+        try:
+            done = await _poll(
+                self.alive(all_converged), timeout, 0.25, f"{result.n} GreenModels to converge"
+            )
+        finally:
+            result.converged = len(converged_at)
+            if deployments_at:
+                result.deployments_s = deployments_at[0] - self.first_create
+            latencies = sorted(converged_at[k] - self.created[k] for k in converged_at if k in self.created)
+            if latencies:
+                result.latency_p50_s = statistics.median(latencies)
+                result.latency_p99_s = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+                result.latency_max_s = latencies[-1]
+            end = loop.time()
+            calls = _operator_calls(emulator.api_calls[self.calls_before_create :])
+            result.api_rps_converge = len(calls) / max(end - self.first_create, 1e-9)
+            result.api_top_converge = _top(calls)
+            result.cpu_converge_s = cpu_seconds(self.operator.pid) - self.cpu_before_create
+            result.rss_converged_mb = proc_status(self.operator.pid)["VmRSS"] / 1024
+        result.converge_s = done - self.first_create
+        self.say(f"converged in {result.converge_s:.1f}s; waiting for {result.ticks} ticks per GreenModel")
+
+    async def steady(self) -> None:
+        """From convergence until the daemons have ticked `ticks` times per GreenModel (in total)."""
+        result, operator, loop = self.result, self.operator, asyncio.get_running_loop()
+        histograms, totals0 = await asyncio.to_thread(operator.metrics)
+        h0 = h1 = histograms[LOOP_HISTOGRAM]
+        totals1 = totals0
+        q0 = await asyncio.to_thread(prometheus_queries, self.prometheus_url)
+        cpu0, calls0, t0 = cpu_seconds(operator.pid), len(self.emulator.api_calls), loop.time()
+        want = result.n * result.ticks
+        # The operator's /metrics grows with N (series per GreenModel): scrape it sparingly.
+        every = min(max(1.0, result.interval_s / 5), 10.0)
+        deadline = t0 + result.ticks * result.interval_s * 4 + 120.0
+        while h1.count - h0.count < want:
+            if loop.time() >= deadline:
+                result.notes.append(f"only {h1.count - h0.count:.0f} of {want} ticks within the window")
+                break
+            await asyncio.sleep(every)
+            operator.check_alive()
+            histograms, totals1 = await asyncio.to_thread(operator.metrics)
+            h1 = histograms[LOOP_HISTOGRAM]
+        t1, cpu1, calls1 = loop.time(), cpu_seconds(operator.pid), len(self.emulator.api_calls)
+        q1 = await asyncio.to_thread(prometheus_queries, self.prometheus_url)
+        window = h1.minus(h0)
+        calls = _operator_calls(self.emulator.api_calls[calls0:calls1])
+        result.ticks_observed = window.count
+        result.steady_s = t1 - t0
+        if window.count > 0:
+            result.tick_period_s = (t1 - t0) * result.n / window.count
+            result.loop_mean_ms = window.mean * 1000
+            result.loop_p50_ms = window.quantile(0.5) * 1000
+            result.loop_p99_ms = window.quantile(0.99) * 1000
+            result.cpu_ms_per_tick = (cpu1 - cpu0) * 1000 / window.count
+            result.prometheus_queries_per_tick = (q1 - q0) / window.count
+            result.api_calls_per_tick = len(calls) / window.count
+        result.cpu_utilisation_steady = (cpu1 - cpu0) / max(t1 - t0, 1e-9)
+        errors = "greenllm_loop_errors_total"
+        result.loop_errors = totals1.get(errors, 0.0) - totals0.get(errors, 0.0)
+        result.api_rps_steady = len(calls) / max(t1 - t0, 1e-9)
+        result.api_top_steady = _top(calls)
+        self.say(f"{window.count:.0f} ticks in {t1 - t0:.1f}s")
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("n", "N", "{:d}"),
+    ("converged", "conv", "{:d}"),
+    ("converge_s", "converge s", "{:.1f}"),
+    ("latency_p99_s", "GM p99 s", "{:.1f}"),
+    ("tick_period_s", "tick period s", "{:.1f}"),
+    ("loop_mean_ms", "loop mean ms", "{:.1f}"),
+    ("loop_p50_ms", "loop p50 ms", "{:.1f}"),
+    ("loop_p99_ms", "loop p99 ms", "{:.1f}"),
+    ("cpu_ms_per_tick", "CPU ms/tick", "{:.2f}"),
+    ("api_rps_converge", "API rps conv", "{:.1f}"),
+    ("api_rps_steady", "API rps steady", "{:.1f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+)
+
+
+def table(results: Sequence[Result]) -> str:
+    header = [title for _, title, _ in COLUMNS]
+    rows = [[fmt.format(getattr(r, key)) for key, _, fmt in COLUMNS] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    for r in results:
+        for note in r.notes:
+            lines.append(f"N={r.n}: {note}")
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[Result]) -> str:
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and value != value:  # NaN is not JSON
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps([clean(asdict(r)) for r in results], indent=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 500, 1000], help="GreenModel counts")
+    parser.add_argument("--interval", default="15s", help="spec.scaling.interval of every GreenModel")
+    parser.add_argument("--ticks", type=int, default=3, help="steady-state ticks per GreenModel to measure")
+    parser.add_argument("--per-namespace", type=int, default=100, help="GreenModels per namespace")
+    parser.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, s")
+    parser.add_argument("--concurrency", type=int, default=16, help="creates in flight")
+    parser.add_argument("--converge-timeout", type=float, default=None, help="s; default 120 + N/2")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--json", default=None, help="also write the JSON here")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep kubeconfig and operator.log here")
+    args = parser.parse_args(argv)
+    results = []
+    for n in args.n:
+        results.append(
+            asyncio.run(
+                run_one(
+                    n,
+                    interval=args.interval,
+                    ticks=args.ticks,
+                    per_namespace=args.per_namespace,
+                    scrape_interval_s=args.scrape_interval,
+                    concurrency=args.concurrency,
+                    converge_timeout_s=args.converge_timeout,
+                    log_level=args.log_level,
+                    workdir=None if args.workdir is None else args.workdir / f"n{n}",
+                )
+            )
+        )
+    print(table(results))
+    text = to_json(results)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
