@@ -238,7 +238,7 @@ def test_agent_args_follow_the_cli_contract(rendered: dict[str, list[dict[str, A
     ]
     custom_ds = find(rendered["custom-prometheus"], "DaemonSet")
     custom = _container(custom_ds)["args"]
-    assert {"--backend=simulated", "--dry-run", "--log-level=DEBUG"} <= set(custom)
+    assert {"--backend=simulated", "--dry-run", "--log-level=debug"} <= set(custom)
     assert "runtimeClassName" not in custom_ds["spec"]["template"]["spec"]
 
 
