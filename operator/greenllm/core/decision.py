@@ -21,6 +21,9 @@ class Observation:
     carbon_intensity_g_per_kwh: float | None = None
     tpot_p90_ms: float | None = None
     ttft_p90_ms: float | None = None
+    # Completed requests per second over the rate window (vLLM `vllm:request_success_total`): with the
+    # token rates it gives the mean tokens of a request, which prices the waiting queue (core.step).
+    requests_per_s: float | None = None
 
     @property
     def has_demand(self) -> bool:

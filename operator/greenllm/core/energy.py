@@ -442,7 +442,9 @@ class PowerResponse:
         if x < 1.0:
             q = power_for_response(self.curve, x)  # compute-bound: throughput proportional to clock
         if setting.limit_w is not None:
-            q = min(q, self.limits.clamp(setting.limit_w) / power_w)
+            cap = self.limits.clamp(setting.limit_w)
+            if cap <= q * power_w:  # the cap binds: it is the power (cap / W x W may be off by an ulp)
+                return cap, response_at(self.curve, cap / power_w)
         return q * power_w, response_at(self.curve, q)
 
 
@@ -602,6 +604,9 @@ class _ReplicaBase:
     provenance: str
 
 
+_Hit = tuple[Variant, ReplicaPerformance | None]
+_FastKey = tuple[int, float | None, int | None]  # id(variant), limit W, locked clock MHz
+_IDENTITY_LIMIT = 64  # specs remembered by identity (one per GreenModel and spec generation in use)
 _TASK_PREFERENCE = ("lm-arena-chat", "chat")
 _SOURCE_PREFERENCE = ("ML.ENERGY v3", "ML.ENERGY v2")
 _MEASURED_FP8_MAX_SIZE_RATIO = 2.0  # a measured 8-bit sweep is used only within 2x of the spec's size
@@ -621,6 +626,10 @@ class EnergyModel:
         self._known_params = {normalize_model_name(p.model): p.params_b for p in self._profiles}
         self._base_cache: dict[tuple[object, ...], _ReplicaBase] = {}
         self._perf_cache: dict[tuple[object, ...], ReplicaPerformance | None] = {}
+        # Fast path keyed by object identity: the operator and the simulator hand the same (frozen) spec
+        # and variant objects on every tick, so a lookup needs no name normalising or profile hashing.
+        # Each entry keeps its objects, so an id is never mistaken for a later object's reused id.
+        self._by_identity: dict[int, tuple[GreenModelSpec, dict[_FastKey, _Hit]]] = {}
 
     # ---- public helpers
 
@@ -699,6 +708,23 @@ class EnergyModel:
         self, spec: GreenModelSpec, variant: Variant, setting: PowerSetting
     ) -> ReplicaPerformance | None:
         """One replica of `variant` on `spec.gpu` at `setting`; None if no batch meets spec.slo.tpotP90Ms."""
+        entry = self._by_identity.get(id(spec))
+        if entry is None or entry[0] is not spec:
+            if len(self._by_identity) >= _IDENTITY_LIMIT:
+                self._by_identity.clear()
+            entry = (spec, {})
+            self._by_identity[id(spec)] = entry
+        fast = (id(variant), setting.limit_w, setting.locked_clock_mhz)
+        hit = entry[1].get(fast)
+        if hit is not None and hit[0] is variant:
+            return hit[1]
+        result = self._performance(spec, variant, setting)
+        entry[1][fast] = (variant, result)
+        return result
+
+    def _performance(
+        self, spec: GreenModelSpec, variant: Variant, setting: PowerSetting
+    ) -> ReplicaPerformance | None:
         key = (
             _base_key(spec, variant),
             spec.slo.tpot_p90_ms,

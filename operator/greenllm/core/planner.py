@@ -5,7 +5,9 @@ in [replicas.min, replicas.max]. For one (variant, setting) pair, at demand P pr
 tokens/s and a replica that prefills pc and decodes oc tokens/s (`ReplicaPerformance`):
 
 - Work W = P/pc + O/oc: replica-equivalents kept busy (one replica can do 1.0).
-- Capacity rule: n >= W x (1 + scaling.headroom), i.e. capacity >= demand x (1 + headroom).
+- Capacity rule: n >= W x F with F = 1 + scaling.headroom, i.e. capacity >= demand x (1 + headroom). The
+  decision step may raise F (`PlanSpace(min_capacity=...)`, never lower it) to keep at least the capacity
+  in force while the SLO is breached or requests wait (core.step, "SLO feedback").
 - TPOT rule: the source returns None for a pair that cannot meet slo.tpotP90Ms at any batch.
 - TTFT rule (documented queueing estimate): vLLM schedules waiting prefills ahead of running decodes,
   so a prompt queues behind other prompts only. Each replica is an M/M/1 queue of prefills with mean
@@ -20,14 +22,23 @@ tokens/s and a replica that prefills pc and decodes oc tokens/s (`ReplicaPerform
   [n_need, replicas.max] is at an end or next to a breakpoint m = O / r_k, and only those are
   evaluated. Exact either way, at a few evaluations per pair instead of 64.
 - Budget rule: expected power <= the allowed power (budget module). The decision is the argmin of
-  power over everything meeting all rules (ties: higher quality, then fewer replicas).
+  power over everything meeting all rules (ties: higher quality, then fewer replicas). A replica's power
+  is a convex mix of its prefill power and its decode curve, so it never exceeds the largest of them; the
+  planner clamps to that bound, so float noise never shows 450.00000000000006 W against a 450 W budget.
 - Nothing meets all rules: when something meets the SLOs but not the budget, `budget.onExhausted`:
   Degrade = among all variants above the floor, the configuration within budget that serves the largest
   share of demand (ties: higher quality, lower power); CapReplicas = the current variant with as many
   replicas as the budget allows (at most what the SLOs need); Hold = keep the current configuration.
-  If nothing fits the budget even at replicas.min, the lowest-power configuration at replicas.min, with
-  budget_met False. When no configuration meets the SLOs at all (demand beyond replicas.max), the one
-  within budget that serves the largest share (best effort).
+  If nothing fits the budget even at replicas.min, the lowest-power configuration at replicas.min.
+  Whenever onExhausted acts, `budget_met` is False: the budget cannot pay for what the SLOs need, which
+  is what the BudgetMet condition reports (the decision's own power may well fit the budget). When no
+  configuration meets the SLOs at all (demand beyond replicas.max), the one within budget that serves
+  the largest share of demand x the capacity rule's factor, i.e. the most capacity towards what the rule
+  asks (best effort; budget_met says whether it fits).
+- Degrade search, exact and pruned: a pair's served share within the budget is at most
+  min(1, hi / W, n_b / W), where n_b = P/pc + (allowed - P/pc x prefill W) / (least curve W) bounds the
+  replicas any budget can pay for (each replica's decode part draws at least the curve's least power).
+  Pairs are visited by that bound and the search stops once it falls below the best share found.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from greenllm.core.performance import PowerSetting, ReplicaPerformance
 MEAN_PROMPT_TOKENS = 2048.0
 LN10 = math.log(10.0)
 _EPS = 1e-9  # tolerance on ceilings and budget comparisons (float noise only)
+_BOUND_SLACK = 1e-9  # pruning bounds are loosened by this much so float noise never prunes a winner
 
 
 class PerformanceSource(Protocol):
@@ -105,6 +117,7 @@ class CurveFacts:
     monotone: bool  # every linear piece has a non-negative intercept: power rises with replicas
     min_joules_per_token: float  # least D(r) / r over the curve (attained at a measured point)
     min_power_w: float  # least power anywhere on the curve
+    max_power_w: float  # most power of a replica: the largest of the curve and the prefill power
 
 
 _FACTS_MEMO: dict[int, tuple[ReplicaPerformance, CurveFacts]] = {}
@@ -129,6 +142,7 @@ def curve_facts(perf: ReplicaPerformance) -> CurveFacts:
         monotone,
         min(per_token) if per_token else 0.0,
         min(w for _, w in curve),
+        max(perf.prefill_power_w, max(w for _, w in curve)),
     )
     if len(_FACTS_MEMO) >= _MEMO_LIMIT:
         _FACTS_MEMO.clear()
@@ -149,10 +163,13 @@ class Pair:
         "best_n",
         "best_w",
         "evaluated",
+        "floor_w",
         "lower_w",
         "monotone",
         "n_need",
+        "peak_w",
         "perf",
+        "prefill_replicas",
         "quality",
         "setting",
         "variant",
@@ -208,6 +225,9 @@ class Pair:
         self.n_need: int | None = None if why else need
         facts = curve_facts(perf)
         self.monotone = facts.monotone
+        self.peak_w = facts.max_power_w
+        self.floor_w = facts.min_power_w
+        self.prefill_replicas = prefill_replicas
         # A lower bound on the power of any n >= n_need (to skip exact evaluations, never to decide): the
         # prefill part P/pc x prefill W is fixed; the decode part m x D(O/m) (m = n - P/pc) is at least
         # O x the least J/token of the curve, and at least m x its least power.
@@ -221,14 +241,18 @@ class Pair:
 class PlanSpace:
     """Every (variant, setting) pair of a spec under one demand; evaluates configurations on request."""
 
-    def __init__(self, spec: GreenModelSpec, demand: Demand, source: PerformanceSource):
+    def __init__(
+        self, spec: GreenModelSpec, demand: Demand, source: PerformanceSource, min_capacity: float = 0.0
+    ):
+        """`min_capacity`: capacity every configuration must have, as a multiple of `demand`; it raises the
+        capacity rule's 1 + headroom when larger (module doc)."""
         self.spec = spec
         self.demand = demand
         self.headroom = spec.scaling.headroom
         self.min_replicas = spec.replicas.min
         self.max_replicas = spec.replicas.max
         self.ttft_s = spec.slo.ttft_p90_ms / 1000.0
-        self.headroom_factor = 1.0 + self.headroom
+        self.headroom_factor = max(1.0 + self.headroom, min_capacity)
         self.ttft_k = LN10 * MEAN_PROMPT_TOKENS / self.ttft_s  # TTFT rule: k = this / pc
         self.pairs: list[Pair] = []
         self.unusable: dict[str, str] = {}  # variant -> why it is never considered
@@ -255,7 +279,8 @@ class PlanSpace:
     def power(self, pair: Pair, n: int) -> float:
         if n <= 0:
             return 0.0
-        return n * pair.perf.power_w(self.demand.prompt_tokens_per_s / n, self.demand.output_tokens_per_s / n)
+        w = pair.perf.power_w(self.demand.prompt_tokens_per_s / n, self.demand.output_tokens_per_s / n)
+        return n * (w if w < pair.peak_w else pair.peak_w)  # the clamp removes float noise only (module doc)
 
     def served(self, pair: Pair, n: int) -> float:
         if pair.work <= 0.0:
@@ -288,10 +313,10 @@ class PlanSpace:
     def _shortfall(self, pair: Pair, n: int) -> str:
         if n <= 0:
             return "no replica for a non-zero demand"
-        if n < pair.work * (1.0 + self.headroom) * (1.0 - _EPS):
+        if n < pair.work * self.headroom_factor * (1.0 - _EPS):
             return (
-                f"capacity {n / pair.work * 100:.0f}% of demand < {100 + self.headroom * 100:.0f}% "
-                f"(headroom {self.headroom:g})"
+                f"capacity {n / pair.work * 100:.0f}% of demand < {self.headroom_factor * 100:.0f}% "
+                f"({self.capacity_text()})"
             )
         rho = self.demand.prompt_tokens_per_s / (n * pair.perf.prompt_tokens_per_s)
         ttft = LN10 * MEAN_PROMPT_TOKENS / pair.perf.prompt_tokens_per_s / max(1.0 - rho, _EPS)
@@ -441,28 +466,76 @@ class PlanSpace:
                 return p
         return None
 
-    def most_served(self, pairs: list[Pair], allowed_w: float | None, upto_need: bool) -> Candidate | None:
-        """Within budget, the configuration serving the largest share of demand (ties: quality, power).
-        `upto_need` stops each pair at the replicas its SLOs need (no point paying for more)."""
+    def most_served(
+        self, pairs: list[Pair], allowed_w: float | None, upto_need: bool, wanted: float = 1.0
+    ) -> Candidate | None:
+        """Within budget, the configuration serving the largest share of `wanted` x demand (ties: quality,
+        power, then the pairs' order). `upto_need` stops each pair at the replicas its SLOs need (no point
+        paying for more). Exact branch and bound on an upper bound of each pair's share (module doc)."""
         lo = self.min_replicas
-        found: tuple[float, float, float, int, Pair] | None = None
-        for pair in pairs:
+        bounded: list[tuple[float, float, int, int, Pair]] = []
+        for i, pair in enumerate(pairs):
             hi = self.max_replicas
             if upto_need and pair.n_need is not None:
                 hi = pair.n_need
+            if hi < lo:
+                continue
+            bounded.append((-self._served_bound(pair, hi, allowed_w, wanted), -pair.quality, i, hi, pair))
+        bounded.sort(key=_bound_order)
+        found: tuple[float, float, float, int, int, Pair] | None = None  # served, quality, -W, -i, n, pair
+        for neg_bound, neg_quality, i, hi, pair in bounded:
+            if found is not None:
+                bound = -neg_bound
+                if bound < found[0] or (bound <= found[0] and -neg_quality < found[1]):
+                    break  # every later pair has a lower bound, or the same bound and a lower quality
             got = self._most_n(pair, lo, hi, allowed_w)
             if got is None:
                 continue
             n, w = got
-            key = (self.served(pair, n), pair.quality, -w, n, pair)
-            if found is None or key[:3] > found[:3]:
+            key = (self._share(pair, n, wanted), pair.quality, -w, -i, n, pair)
+            if found is None or key[:4] > found[:4]:
                 found = key
-        return None if found is None else self.candidate(found[4], found[3])
+        return None if found is None else self.candidate(found[5], found[4])
+
+    def _share(self, pair: Pair, n: int, wanted: float) -> float:
+        if pair.work <= 0.0:
+            return 1.0
+        share = n / (pair.work * wanted)
+        return share if share < 1.0 else 1.0
+
+    def _served_bound(self, pair: Pair, hi: int, allowed_w: float | None, wanted: float) -> float:
+        """An upper bound on the share of `wanted` x demand `pair` serves at the most replicas (<= hi)
+        `allowed_w` pays for."""
+        if pair.work <= 0.0:
+            return 1.0
+        n_bound = float(hi)
+        if allowed_w is not None:
+            limit = (allowed_w * (1.0 + _EPS) + _EPS) * (1.0 + _BOUND_SLACK)
+            prefill_w = pair.perf.prefill_power_w
+            least = min(prefill_w, pair.floor_w)  # a replica's power is a mix of these and more
+            if least > 0.0:
+                n_bound = min(n_bound, limit / least)
+            pr = pair.prefill_replicas
+            if prefill_w >= pair.floor_w > 0.0:
+                # n >= P/pc replicas draw at least P/pc x prefill W + (n - P/pc) x the curve's least W.
+                if limit >= pr * prefill_w:
+                    n_bound = min(n_bound, pr + (limit - pr * prefill_w) / pair.floor_w)
+                else:
+                    n_bound = min(n_bound, limit / prefill_w)
+        share = n_bound / (pair.work * wanted)
+        return share if share < 1.0 else 1.0
 
     def cheapest_at_min(self, pairs: list[Pair]) -> Candidate | None:
         n = max(self.min_replicas, 1 if self.demand_positive else 0)
         cands = [self.candidate(p, n) for p in pairs]
         return min(cands, key=lambda c: (c.power_w, -c.quality)) if cands else None
+
+    def capacity_text(self) -> str:
+        """The capacity rule in force, for reasons."""
+        plain = 1.0 + self.headroom
+        if self.headroom_factor > plain * (1.0 + _EPS):
+            return f"capacity kept at {self.headroom_factor:.2f}x demand, above headroom {self.headroom:g}"
+        return f"+{self.headroom * 100:.0f}% headroom"
 
     @property
     def demand_positive(self) -> bool:
@@ -471,6 +544,10 @@ class PlanSpace:
 
 def _lower(pair: Pair) -> float:
     return pair.lower_w
+
+
+def _bound_order(item: tuple[float, float, int, int, Pair]) -> tuple[float, float, int]:
+    return item[0], item[1], item[2]
 
 
 def _better_pair(a: Pair, b: Pair) -> bool:
@@ -488,7 +565,7 @@ class Choice:
 
     candidate: Candidate | None  # None: nothing can run (no variant meets the TPOT SLO) or Hold
     reason: str
-    budget_met: bool
+    budget_met: bool  # False whenever onExhausted acted (the budget cannot pay for the SLOs) or it breaks
     exhausted: bool = False  # the budget, not the SLOs, ruled out every SLO-meeting configuration
     hold: bool = False  # onExhausted Hold: keep the current configuration
 
@@ -515,7 +592,7 @@ def choose(
         return Choice(None, f"no variant can run: {why}", allowed_w is None)
     best = space.best_of(space.pairs, allowed_w)
     if best is not None:
-        headroom = f"+{space.headroom * 100:.0f}% headroom"
+        headroom = space.capacity_text()
         return Choice(
             best,
             f"least power meeting SLOs: {best.label()} = {best.power_w:.0f} W for {demand} ({headroom}); "
@@ -524,7 +601,9 @@ def choose(
         )
     slo_best = space.best_of(space.pairs, None)
     if slo_best is None:
-        c = space.most_served(space.pairs, allowed_w, upto_need=False)
+        # Best effort: the most capacity towards what the capacity rule asks (demand x its factor), so a
+        # configuration that serves the bare demand but not the headroom never wins on quality alone.
+        c = space.most_served(space.pairs, allowed_w, upto_need=False, wanted=space.headroom_factor)
         if c is None:
             c = space.cheapest_at_min(space.pairs)
             assert c is not None
@@ -575,7 +654,7 @@ def choose(
             c,
             f"{breach}{budget_text}; onExhausted CapReplicas: {c.label()} = {c.power_w:.0f} W "
             f"serves {c.served * 100:.0f}% of demand",
-            True,
+            False,
             exhausted=True,
         )
     c = space.most_served(space.pairs, allowed_w, upto_need=True)
@@ -593,7 +672,7 @@ def choose(
         c,
         f"{breach}{budget_text}; onExhausted Degrade: {c.label()} = {c.power_w:.0f} W serves "
         f"{c.served * 100:.0f}% of demand",
-        True,
+        False,
         exhausted=True,
     )
 

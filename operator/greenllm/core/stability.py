@@ -12,7 +12,9 @@ Rules:
   recommendation of the last `scaleUpStabilization`, scale down to the largest recommendation of the
   last `scaleDownStabilization`. A noisy demand thus raises replicas at once (with the default 0 s up
   window) and lowers them only when every recommendation in the down window is lower, so replicas change
-  down at most once per quiet window and never oscillate faster than the windows.
+  down at most once per quiet window and never oscillate faster than the windows. The decision step
+  applies the down-window to the demand instead (`core.step`, rule 2: plan on the window's peak demand,
+  so variant and power setting are sized for it too) and calls this with the up-window only.
 """
 
 from __future__ import annotations

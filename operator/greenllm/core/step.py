@@ -4,8 +4,34 @@
     state, decision = step(spec, state, observation, now, source)   # every spec.scaling.interval
 
 `LoopState` is everything the loop must remember between ticks (period accounting, the decision in
-force, stability timers). It round-trips through `status.controllerState` with `to_status` /
-`from_status`, so an operator restart resumes the same period and the same timers.
+force, stability timers, recent demand). It round-trips through `status.controllerState` with
+`to_status` / `from_status`, so an operator restart resumes the same period and the same timers.
+
+What the planner is asked to serve (`plan_demand`), and why each rule is there:
+
+1. Backlog-aware demand. vLLM counts tokens when it serves them, so a saturated fleet shows a token rate
+   equal to its own capacity, never the demand; the excess waits in the queue
+   (`vllm:num_requests_waiting`). Demand = served rate + the rate that serves the waiting requests
+   within the TTFT p90 SLO: waiting x tokens per request / (slo.ttftP90Ms). The SLO is the drain time
+   because a waiting request meets its TTFT only if its prefill is done within the SLO; the same
+   capacity absorbs the next burst of that size on time. Tokens per request = observed token rates /
+   completed-request rate (`Observation.requests_per_s`) when known, else the trace means
+   (MEAN_PROMPT_TOKENS, MEAN_OUTPUT_TOKENS). A backlog therefore always raises the demand.
+2. Peak of the down-window (burstiness). Rates over the metrics window hide bursts shorter than it (the
+   Azure code trace's 1-s bursts are ~6x its 1-minute mean). The Kubernetes HPA answers a noisy signal
+   by scaling down only to the highest recommendation of `scaleDownStabilization`; the step applies that
+   rule to the demand itself: it plans on the per-component peak of the demands of that window (prompt
+   and output rates each at their highest), so the variant, the power setting and the replica count are
+   all sized for the recent peak, not only the count (a count held for a low-demand setting with less
+   capacity per replica would not hold the capacity).
+3. SLO feedback. When the observation says the SLO is broken (TTFT p90 > slo.ttftP90Ms or TPOT p90 >
+   slo.tpotP90Ms) or requests are waiting, the planner must keep at least the capacity in force
+   (the current replicas / the work of the planned demand on the current variant and setting): no
+   scale-down, no slower setting, no variant with less capacity. Growth comes from rule 1 (a queue
+   raises the demand) rather than from the latency itself: the latency of the metrics window describes
+   the fleet that was ready then, while the decision in force may already include pods still starting,
+   so raising capacity over the decision in force on every breached tick compounds for as long as pods
+   take to start and the window takes to forget (docs/energy-model.md, "Autoscaling rules", measured).
 """
 
 from __future__ import annotations
@@ -21,6 +47,7 @@ from greenllm.core import budget
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 from greenllm.core.planner import (
+    MEAN_PROMPT_TOKENS,
     Choice,
     Demand,
     PerformanceSource,
@@ -32,6 +59,14 @@ from greenllm.core.planner import (
 from greenllm.core.stability import gate_switch, keep_setting, saving, stabilize_replicas
 
 STATE_VERSION = 1
+
+# Mean output tokens of a request when the observation cannot tell (no request rate): the mean
+# GeneratedTokens of the Azure LLM inference code trace (8,819 requests, DERIVED = 27.88;
+# /work/shared/data/traces/AzureLLMInferenceTrace_code_2023.csv, Patel et al., Splitwise, ISCA 2024,
+# CC-BY 4.0). Its prompt counterpart is planner.MEAN_PROMPT_TOKENS (2,048).
+MEAN_OUTPUT_TOKENS = 27.9
+
+Peaks = tuple[tuple[float, float, float], ...]  # (time, prompt tok/s, output tok/s) demands still in window
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +91,7 @@ class LoopState:
     last_scale_up: float | None = None
     last_scale_down: float | None = None
     history: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas) for the current variant
+    demand_peaks: Peaks = ()  # demands of the down-window that can still be its peak (see window_peak)
     # Last budget state.
     allowed_power_w: float | None = None  # None = no budget constrains power
     budget_met: bool = True
@@ -81,6 +117,7 @@ class LoopState:
             "lastScaleUp": self.last_scale_up,
             "lastScaleDown": self.last_scale_down,
             "history": [[t, n] for t, n in self.history],
+            "demandPeaks": [[t, p, o] for t, p, o in self.demand_peaks],
             "allowedPowerW": self.allowed_power_w,
             "budgetMet": self.budget_met,
         }
@@ -97,6 +134,14 @@ class LoopState:
                     t, n = _num(item[0]), _int(item[1])
                     if t is not None and n is not None:
                         history.append((t, n))
+        peaks: list[tuple[float, float, float]] = []
+        raw_peaks = data.get("demandPeaks")
+        if isinstance(raw_peaks, list):
+            for item in raw_peaks:
+                if isinstance(item, list | tuple) and len(item) == 3:
+                    t, pr, out = _num(item[0]), _num(item[1]), _num(item[2])
+                    if t is not None and pr is not None and out is not None:
+                        peaks.append((t, max(pr, 0.0), max(out, 0.0)))
         limit = _num(data.get("powerLimitW"))
         clock = _int(data.get("lockedClockMhz"))
         variant = data.get("variant")
@@ -118,6 +163,7 @@ class LoopState:
             last_scale_up=_num(data.get("lastScaleUp")),
             last_scale_down=_num(data.get("lastScaleDown")),
             history=tuple(sorted(history)),
+            demand_peaks=tuple(sorted(peaks)),
             allowed_power_w=_num(data.get("allowedPowerW")),
             budget_met=budget_met if isinstance(budget_met, bool) else True,
         )
@@ -190,6 +236,101 @@ def _intensity(spec: GreenModelSpec, state: LoopState, observation: Observation)
     return state.carbon_intensity_g_per_kwh
 
 
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the observation says about the SLOs right now."""
+
+    waiting: float  # requests waiting in the servers' queues (0 when unknown)
+    breaches: tuple[str, ...]  # SLO rules the measured latencies break, human-readable
+
+    @property
+    def guarded(self) -> bool:
+        """Capacity must not shrink (module doc, rule 3)."""
+        return self.waiting > 0.0 or bool(self.breaches)
+
+
+def slo_signals(spec: GreenModelSpec, observation: Observation) -> Signals:
+    breaches: list[str] = []
+    ttft, tpot = observation.ttft_p90_ms, observation.tpot_p90_ms
+    if ttft is not None and ttft > spec.slo.ttft_p90_ms:
+        breaches.append(f"TTFT p90 {ttft:.0f} ms > {spec.slo.ttft_p90_ms:g} ms")
+    if tpot is not None and tpot > spec.slo.tpot_p90_ms:
+        breaches.append(f"TPOT p90 {tpot:.0f} ms > {spec.slo.tpot_p90_ms:g} ms")
+    waiting = observation.requests_waiting
+    return Signals(waiting if waiting is not None and waiting > 0.0 else 0.0, tuple(breaches))
+
+
+def estimate_demand(spec: GreenModelSpec, observation: Observation) -> tuple[Demand, str]:
+    """Served token rates plus the rate that serves the waiting requests within the TTFT SLO (module doc,
+    rule 1), with a note for the reason (empty when nothing waits)."""
+    prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0)
+    out = max(observation.output_tokens_per_s or 0.0, 0.0)
+    waiting = observation.requests_waiting
+    if waiting is None or waiting <= 0.0:
+        return Demand(prompt, out), ""
+    rate = observation.requests_per_s
+    if rate is not None and rate > 0.0 and prompt + out > 0.0:
+        per_prompt, per_out, how = prompt / rate, out / rate, "observed"
+    else:
+        per_prompt, per_out, how = MEAN_PROMPT_TOKENS, MEAN_OUTPUT_TOKENS, "trace-mean"
+    drain_s = spec.slo.ttft_p90_ms / 1000.0
+    extra_prompt, extra_out = waiting * per_prompt / drain_s, waiting * per_out / drain_s
+    note = (
+        f"{waiting:.0f} requests waiting ({how} {per_prompt:.0f} prompt + {per_out:.0f} output tokens each) "
+        f"add {extra_prompt:.0f} prompt + {extra_out:.0f} out tok/s to serve them within the TTFT SLO"
+    )
+    return Demand(prompt + extra_prompt, out + extra_out), note
+
+
+def window_peak(history: Peaks, now: float, demand: Demand, window_s: float) -> tuple[Demand, Peaks]:
+    """The per-component peak of the demands of the last `window_s` (this one included), and the entries
+    a later window can still need: an entry that later ones match or exceed in both components never
+    sets a later window's peak, so it is dropped (module doc, rule 2)."""
+    full = (*history, (now, demand.prompt_tokens_per_s, demand.output_tokens_per_s))
+    recent = [e for e in full if now - e[0] <= window_s]
+    kept: list[tuple[float, float, float]] = []
+    top_p, top_o = -math.inf, -math.inf
+    for t, p, o in reversed(recent):
+        if p > top_p or o > top_o:
+            kept.append((t, p, o))
+        top_p, top_o = max(top_p, p), max(top_o, o)
+    kept.reverse()
+    return Demand(top_p, top_o), tuple(kept)
+
+
+def capacity_floor(
+    spec: GreenModelSpec,
+    state: LoopState,
+    demand: Demand,
+    source: PerformanceSource,
+    signals: Signals,
+) -> tuple[float, str]:
+    """The least capacity, as a multiple of `demand`, the planner may choose (module doc, rule 3): the
+    capacity in force while the SLO is broken or requests wait; 0 (no floor) otherwise. With a note for
+    the reason."""
+    if not signals.guarded or state.variant is None or state.replicas <= 0:
+        return 0.0, ""
+    variant = _variant(spec, state.variant)
+    if variant is None or variant.quality < spec.slo.min_quality:
+        return 0.0, ""
+    perf = source.performance(spec, variant, state.setting)
+    if perf is None:
+        return 0.0, ""
+    work = demand.prompt_tokens_per_s / perf.prompt_tokens_per_s
+    work += demand.output_tokens_per_s / perf.output_tokens_per_s
+    if work <= 0.0:
+        return 0.0, ""
+    in_force = state.replicas / work
+    why = list(signals.breaches)
+    if signals.waiting > 0.0:
+        why.append(f"{signals.waiting:.0f} requests waiting")
+    note = (
+        f"{' and '.join(why)}: capacity kept >= the {in_force:.2f}x demand in force "
+        "(no scale-down, slower setting or variant with less capacity)"
+    )
+    return in_force, note
+
+
 def step(
     spec: GreenModelSpec, state: LoopState, observation: Observation, now: float, source: PerformanceSource
 ) -> tuple[LoopState, Decision]:
@@ -201,8 +342,11 @@ def step(
     3. Missing demand (observation.has_demand False): keep the decision in force (never scale down or
        switch); only a spec change that makes it impossible (variant removed or below the quality
        floor, replicas below replicas.min) is repaired, by moving up.
-    4. Plan (planner.choose) under the allowance, then stability (module stability): the variant switch
-       gate, HPA replica windows (a breached budget overrides the down-window), setting hysteresis.
+    4. Demand (module doc): served rates + the waiting queue (rule 1), at its peak over
+       scaling.scaleDownStabilization (rule 2); the capacity floor of the SLO feedback (rule 3).
+    5. Plan (planner.choose) under the allowance, then stability (module stability): the variant switch
+       gate, the HPA up-window on replica counts (the down-window acts on demand, step 4), setting
+       hysteresis.
     """
     period_s = spec.budget.period_seconds
     intensity = _intensity(spec, state, observation)
@@ -235,10 +379,20 @@ def step(
     notes = list(allowance.notes)
     if not observation.has_demand:
         return _without_demand(spec, base, observation, now, source, allowance, notes)
-    demand = Demand(
-        max(observation.prompt_tokens_per_s or 0.0, 0.0), max(observation.output_tokens_per_s or 0.0, 0.0)
-    )
-    space = PlanSpace(spec, demand, source)
+    signals = slo_signals(spec, observation)
+    current_demand, backlog = estimate_demand(spec, observation)
+    down_s = parse_duration(spec.scaling.scale_down_stabilization)
+    demand, peaks = window_peak(state.demand_peaks, now, current_demand, down_s)
+    base = replace(base, demand_peaks=peaks)
+    floor, guard = capacity_floor(spec, state, demand, source, signals)
+    peak = ""
+    if demand != current_demand:
+        peak = (
+            f"planned on the peak of the last {down_s:.0f}s (scaleDownStabilization): {demand.label()}, "
+            f"now {current_demand.label()}"
+        )
+    notes = [backlog, peak, guard, *notes]
+    space = PlanSpace(spec, demand, source, floor)
     allowed = allowance.power_w
     current = state.decision_in_force
     in_force = _variant(spec, state.variant)
@@ -276,6 +430,13 @@ def _finish(
 def _breach(power_w: float | None, allowed: float | None) -> str:
     power = "unknown power" if power_w is None else f"{power_w:.0f} W"
     return f"budget breached: {power} > {allowed or 0.0:.0f} W allowed"
+
+
+def _breach_text(power_w: float | None, allowed: float | None) -> str:
+    """The breach note when `power_w` is over (or not known to be within) `allowed`; else empty."""
+    if allowed is None or (power_w is not None and power_w <= allowed * (1.0 + 1e-9) + 1e-9):
+        return ""
+    return _breach(power_w, allowed)
 
 
 def _join(*parts: str) -> str:
@@ -352,7 +513,7 @@ def _plain(
     decision = to_decision(choice, space, allowed, current)
     reason = _join("first plan" if first else "", choice.reason, *notes)
     if not decision.budget_met:
-        reason = _join(reason, _breach(decision.expected_power_w, allowed))
+        reason = _join(reason, _breach_text(decision.expected_power_w, allowed))
     decision = replace(decision, reason=reason)
     return _finish(
         replace(state, pending_variant=None, pending_since=None), decision, now, ((now, decision.replicas),)
@@ -374,15 +535,15 @@ def _stabilized(
     current_pair = space.find(state.variant, state.setting)
     if choice.hold:
         # onExhausted Hold: the configuration in force stays exactly as it is.
+        # budget_met is False: the budget cannot pay for what the SLOs need (planner module doc).
         power = None if current_pair is None else space.power(current_pair, state.replicas)
-        met = allowed is None or (power is not None and power <= allowed * (1.0 + 1e-9))
         holding = Decision(
             state.variant,
             state.replicas,
             state.setting,
             power,
-            _join(choice.reason, *notes),
-            met,
+            _join(choice.reason, *notes, _breach_text(power, allowed)),
+            False,
             alternatives(space, None, allowed),
         )
         return _finish(replace(state, pending_variant=None, pending_since=None), holding, now)
@@ -418,13 +579,16 @@ def _stabilized(
         final = target
         history: tuple[tuple[float, int], ...] = ((now, final.replicas),)
     else:
+        # The down-window already acts on the demand (module doc, rule 2): the target is sized for the
+        # window's peak and falls only when the peak leaves it. Holding replica counts for the window
+        # again would make a scale-down wait two windows, so only the up-window applies to counts.
         stab = stabilize_replicas(
             state.replicas,
             target.replicas,
             state.history,
             now,
             parse_duration(scaling.scale_up_stabilization),
-            parse_duration(scaling.scale_down_stabilization),
+            0.0,
         )
         history = stab.history
         n = min(max(stab.replicas, spec.replicas.min), spec.replicas.max)
@@ -433,13 +597,10 @@ def _stabilized(
         if n != stab.replicas:
             stability.append(f"replicas moved into spec.replicas [{spec.replicas.min}, {spec.replicas.max}]")
         final = target
-        if n != target.replicas:
+        if n != target.replicas:  # a scale-up held by the up-window: the best setting at n replicas
             held = space.best_at(target.variant, n, allowed)
             assert held is not None
-            if n > target.replicas and target.within(allowed) and not held.within(allowed):
-                stability.append(f"budget overrides the down-window: {held.label()} = {held.power_w:.0f} W")
-            else:
-                final = held
+            final = held
         if current_pair is not None and final.setting != state.setting:
             kept = space.candidate(current_pair, final.replicas)
             qualifies = (
@@ -461,8 +622,10 @@ def _stabilized(
         reason = _join(choice.reason, *stability, *notes)
     else:
         reason = _join(applied, *stability, f"planner: {choice.reason}", *notes)
-    met = final.within(allowed)
-    if not met:
+    # onExhausted acting means the budget cannot pay for the SLOs: BudgetMet is False even when the
+    # configuration it chose fits the budget (planner module doc).
+    met = final.within(allowed) and not choice.exhausted
+    if not final.within(allowed):
         reason = _join(reason, _breach(final.power_w, allowed))
     decision = Decision(
         final.variant,
