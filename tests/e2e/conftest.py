@@ -60,15 +60,15 @@ class ApiError(Exception):
 
 @overload
 async def wait_for(
-    fn: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ..., message: str = ...
+    fn: Callable[[], Awaitable[T | None]], timeout: float = ..., interval: float = ..., message: str = ...
 ) -> T: ...
 @overload
 async def wait_for(
-    fn: Callable[[], T], timeout: float = ..., interval: float = ..., message: str = ...
+    fn: Callable[[], T | None], timeout: float = ..., interval: float = ..., message: str = ...
 ) -> T: ...
 async def wait_for(
     fn: Callable[[], Any],
-    timeout: float = 30.0,
+    timeout: float = 60.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> Any:
@@ -272,10 +272,21 @@ class Operator:
         await self.stop()
         await self.start()
 
-    async def wait_watching(self, *resources: str, since: int = 0, timeout: float = 30.0) -> None:
+    def check_alive(self) -> None:
+        """Fail at once, with kopf's own output, if the operator's thread has ended by itself."""
+        runner = self._runner
+        if runner is not None and runner.future.done():
+            error = runner.future.exception()
+            result = None if error is not None else runner.future.result()
+            cause = error or (result.exception if result is not None else None)
+            output = "" if result is None else result.output[-4000:]
+            raise AssertionError(f"the operator exited while running: {cause!r}\n{output}")
+
+    async def wait_watching(self, *resources: str, since: int = 0, timeout: float = 60.0) -> None:
         """Wait until kopf watches every `resources` (e.g. "greenmodels") in requests after index `since`."""
 
         def watching() -> bool:
+            self.check_alive()
             calls = self.emulator.api_calls[since:]
             seen = {c.resource for c in calls if c.verb == "watch" and c.user_agent.startswith("kopf")}
             return set(resources) <= seen
@@ -316,8 +327,15 @@ class OperatorFactory:
         return operator
 
     async def stop_all(self) -> None:
+        """Stop every operator still running; then re-raise the first error one of them ended with."""
+        errors: list[BaseException] = []
         for operator in self.operators:
-            await operator.stop()
+            try:
+                await operator.stop()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 # ---------------------------------------------------------------------------------------------- fixtures

@@ -13,6 +13,7 @@ import aiohttp
 import kopf
 import kubernetes
 import pytest
+from kopf._core.engines.activities import ActivityError
 
 from tests.e2e.conftest import CLIENT_USER_AGENT, ApiError, KubeClient, OperatorFactory, wait_for
 from tests.kube_emulator import (
@@ -530,3 +531,23 @@ async def test_operator_restarts_within_a_test(
         )
     assert recorder.count("create", "ex") == 1  # a restart resumes; it does not create again
     assert len(operator.runs) == 2 and all(run.exit_code == 0 for run in operator.runs)
+
+
+async def test_an_operator_that_dies_is_reported_at_once(operator_factory: OperatorFactory) -> None:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def broken(**_: Any) -> None:
+        raise kopf.PermanentError("broken on purpose")
+
+    operator = operator_factory(registry=registry)
+    await operator.start()
+    with pytest.raises(AssertionError, match="the operator exited while running"):
+        await operator.wait_watching("kopfexamples")
+    with pytest.raises(ActivityError) as error:  # KopfRunner re-raises what ended the operator
+        await operator.stop()
+    assert isinstance(error.value.__cause__, kopf.PermanentError)

@@ -1,0 +1,405 @@
+"""End to end: the real greenllm operator (`kopf run -A --standalone -m greenllm.controller.handlers`) against
+the emulated Kubernetes API, with the GreenModel CRD's schema applied (pruning, defaults, validation).
+
+Prometheus is unreachable here (a closed loopback port), so the autoscaling daemon holds the first decision
+and reports MetricsAvailable=False; nothing below depends on metrics. There is no Deployment controller and
+no garbage collector: the tests play the Deployment controller where needed and check that the operator
+cleans up itself (and sets ownerReferences so a real cluster's GC would too).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import CLIENT_USER_AGENT, KubeClient, Operator, OperatorFactory, wait_for
+from tests.kube_emulator import KubeEmulator
+
+pytestmark = pytest.mark.e2e
+
+MODULE = "greenllm.controller.handlers"
+GM = "greenllm.io/v1alpha1/greenmodels"
+DEPLOYMENTS = "apps/v1/deployments"
+SERVICES = "v1/services"
+NS = "serving"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "qwen3-8b-minimal.yaml"
+KUBERNETES_CLIENT = "OpenAPI-Generator"  # the operator's own calls (controller/kube.py) use this client
+FINALIZER = "greenllm.io/finalizer"
+DIFFBASE = "greenllm.io/last-handled-configuration"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def operator_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Read by the operator's startup handler (OperatorConfig.from_env) in the operator's thread.
+    monkeypatch.setenv("GREENLLM_METRICS_PORT", "0")  # no metrics HTTP server: restarts would clash on it
+    monkeypatch.setenv("GREENLLM_PROMETHEUS_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("GREENLLM_PROMETHEUS_TIMEOUT", "1")
+    yield
+
+
+@pytest.fixture
+async def operator(operator_factory: OperatorFactory, operator_env: None, client: KubeClient) -> Operator:
+    await client.ensure_namespace(NS)
+    op = operator_factory(MODULE)
+    await op.start()
+    await op.wait_watching("greenmodels", "deployments")
+    return op
+
+
+def green_model(name: str = "qwen3-8b") -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"] = {"name": name, "namespace": NS}
+    return doc
+
+
+async def settled(
+    client: KubeClient, name: str = "qwen3-8b", generation: int | None = None
+) -> dict[str, Any]:
+    """The GreenModel once the operator has handled `generation` (default: the current one) with no
+    handler pending: SpecValid is set for it and kopf has no progress recorded on the object."""
+
+    async def check() -> dict[str, Any] | None:
+        gm = await client.get(GM, name, NS)
+        if gm is None:
+            return None
+        meta = gm["metadata"]
+        want = generation if generation is not None else meta["generation"]
+        valid = condition(gm, "SpecValid")
+        if valid is None or valid.get("observedGeneration") != want:
+            return None
+        if progress(gm):
+            return None
+        return gm
+
+    result: dict[str, Any] = await wait_for(check, message=f"GreenModel {name} to settle")
+    return result
+
+
+def condition(gm: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (gm.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            found: dict[str, Any] = cond
+            return found
+    return None
+
+
+def progress(gm: dict[str, Any]) -> dict[str, Any]:
+    """kopf's per-handler progress records (AnnotationsProgressStorage), kept while a handler is pending."""
+    out = {}
+    for key, value in (gm["metadata"].get("annotations") or {}).items():
+        if key.startswith("greenllm.io/") and key != DIFFBASE:
+            try:
+                record = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "started" in record:
+                out[key] = record
+    return out
+
+
+def owner_ref(gm: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "greenllm.io/v1alpha1",
+        "kind": "GreenModel",
+        "name": gm["metadata"]["name"],
+        "uid": gm["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+async def workloads(client: KubeClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return await client.list(DEPLOYMENTS, NS), await client.list(SERVICES, NS)
+
+
+async def created(client: KubeClient, name: str = "qwen3-8b") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Create the example GreenModel and wait until it is settled with its Deployment; (gm, deployment)."""
+    await client.create(GM, green_model(name))
+    gm = await settled(client, name)
+    deployment = await client.get(DEPLOYMENTS, name, NS)
+    assert deployment is not None
+    return gm, deployment
+
+
+def operator_calls(kube: KubeEmulator, since: int = 0) -> list[tuple[str, str, str | None]]:
+    """(verb, resource, name) of the operator's own writes after request index `since`."""
+    return [
+        (c.verb, c.resource, c.name)
+        for c in kube.api_calls[since:]
+        if c.user_agent != CLIENT_USER_AGENT and c.verb in ("create", "patch", "update", "delete")
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- create
+
+
+async def test_create_makes_owned_deployment_service_and_status(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    gm, deployment = await created(client)
+    spec = gm["spec"]
+    status = gm["status"]
+
+    # Status: the decision, SpecValid, Ready (no pods yet), the recorded reason.
+    assert status["variant"] in {v["name"] for v in spec["variants"]}
+    assert spec["replicas"]["min"] <= status["replicas"] <= spec["replicas"]["max"]
+    assert status["observedGeneration"] == gm["metadata"]["generation"] == 1
+    valid = condition(gm, "SpecValid")
+    assert valid is not None and valid["status"] == "True"
+    ready = condition(gm, "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "Progressing"
+    last = status["lastDecision"]
+    assert last["variant"] == status["variant"] and last["replicas"] == status["replicas"]
+    assert isinstance(last["reason"], str) and last["reason"]
+    assert FINALIZER in gm["metadata"]["finalizers"]
+
+    # The Deployment: labels, owner, replicas, the chosen variant's container with its GPU request.
+    variant = next(v for v in spec["variants"] if v["name"] == status["variant"])
+    labels = {"greenllm.io/model": "qwen3-8b", "greenllm.io/variant": variant["name"]}
+    assert labels.items() <= deployment["metadata"]["labels"].items()
+    assert deployment["metadata"]["ownerReferences"] == [owner_ref(gm)]
+    assert deployment["spec"]["replicas"] == status["replicas"]
+    template = deployment["spec"]["template"]
+    assert labels.items() <= template["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    [container] = template["spec"]["containers"]
+    assert container["image"] == variant["image"] and container["args"] == variant["args"]
+    gpus = str(spec["gpu"]["count"])
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == gpus
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert {"containerPort": spec["port"]}.items() <= container["ports"][0].items()
+
+    # The Service: owned, selecting the model's pods on its port.
+    service = await client.get(SERVICES, "qwen3-8b", NS)
+    assert service is not None
+    assert service["metadata"]["ownerReferences"] == [owner_ref(gm)]
+    assert service["spec"]["selector"] == {"greenllm.io/model": "qwen3-8b"}
+    assert [p["port"] for p in service["spec"]["ports"]] == [spec["port"]]
+
+    # One Decision event about the GreenModel.
+    decisions = await client.events_for(NS, "qwen3-8b", reason="Decision")
+    assert len(decisions) == 1 and decisions[0]["type"] == "Normal"
+    assert decisions[0]["involvedObject"]["uid"] == gm["metadata"]["uid"]
+
+
+async def test_ready_follows_the_deployment(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    _, deployment = await created(client)
+    replicas = deployment["spec"]["replicas"]
+    # Play the Deployment controller: all replicas become ready.
+    await client.patch_status(DEPLOYMENTS, "qwen3-8b", {"replicas": replicas, "readyReplicas": replicas}, NS)
+
+    async def ready() -> dict[str, Any] | None:
+        current = await client.get(GM, "qwen3-8b", NS)
+        cond = condition(current, "Ready") if current else None
+        return cond if cond and cond["status"] == "True" else None
+
+    cond = await wait_for(ready, message="Ready=True after the Deployment's pods are ready")
+    assert cond["reason"] == "Available"
+    assert f"{replicas}/{replicas}" in cond["message"]
+
+
+# ---------------------------------------------------------------------------------------------- updates
+
+
+async def test_spec_change_patches_the_same_deployment(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    gm, deployment = await created(client)
+    variant_name = gm["status"]["variant"]
+    variants = copy.deepcopy(gm["spec"]["variants"])
+    chosen = next(v for v in variants if v["name"] == variant_name)
+    chosen["image"] = "vllm/vllm-openai:v0.11.2"
+    chosen["args"] = [*chosen["args"], "--max-num-seqs", "128"]
+    mark = len(kube.api_calls)
+    await client.patch(GM, "qwen3-8b", {"spec": {"variants": variants, "replicas": {"min": 3}}}, NS)
+
+    gm2 = await settled(client, generation=2)
+    after = await client.get(DEPLOYMENTS, "qwen3-8b", NS)
+    assert after is not None
+    [container] = after["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "vllm/vllm-openai:v0.11.2"
+    assert container["args"][-2:] == ["--max-num-seqs", "128"]
+    assert after["spec"]["replicas"] == gm2["status"]["replicas"] == 3  # clamped up to replicas.min
+    assert after["metadata"]["uid"] == deployment["metadata"]["uid"]  # patched, not re-created
+    assert after["metadata"]["generation"] > deployment["metadata"]["generation"]
+    assert gm2["status"]["observedGeneration"] == 2
+    deployments, services = await workloads(client)
+    assert len(deployments) == 1 and len(services) == 1
+    writes = operator_calls(kube, mark)
+    assert ("patch", "deployments", "qwen3-8b") in writes
+    assert not [w for w in writes if w[0] == "create" and w[1] in ("deployments", "services")]
+
+
+@pytest.mark.parametrize(
+    ("patch", "complaint"),
+    [
+        ({"slo": {"minQuality": 1.5}}, "minQuality"),  # above every variant's quality
+        ({"replicas": {"min": 5, "max": 4}}, "replicas.min"),
+    ],
+    ids=["quality-floor-above-all-variants", "replicas-min-above-max"],
+)
+async def test_invalid_spec_is_reported_once_and_leaves_workloads_alone(
+    kube: KubeEmulator, client: KubeClient, operator: Operator, patch: dict[str, Any], complaint: str
+) -> None:
+    # The CRD's CEL rules would refuse these in a cluster that evaluates them; the emulator (no CEL) lets
+    # them through, which is what an API server without CEL or an older CRD would do. The operator must cope.
+    gm, deployment = await created(client)
+    service = await client.get(SERVICES, "qwen3-8b", NS)
+    assert service is not None
+    mark = len(kube.api_calls)
+    await client.patch(GM, "qwen3-8b", {"spec": patch}, NS)
+
+    gm2 = await settled(client, generation=2)
+    valid = condition(gm2, "SpecValid")
+    assert valid is not None and valid["status"] == "False" and valid["reason"] == "InvalidSpec"
+    assert complaint in valid["message"]
+    # Handled and done: the diff-base holds the invalid spec, and no retry is pending.
+    handled = json.loads(gm2["metadata"]["annotations"][DIFFBASE])
+    assert handled["spec"]["replicas"] == gm2["spec"]["replicas"]
+    assert handled["spec"]["slo"] == gm2["spec"]["slo"]
+    assert progress(gm2) == {}
+    warnings = await client.events_for(NS, "qwen3-8b", reason="InvalidSpec")
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    assert complaint in warnings[0]["message"]
+    # The workloads are exactly as they were.
+    after = await client.get(DEPLOYMENTS, "qwen3-8b", NS)
+    after_svc = await client.get(SERVICES, "qwen3-8b", NS)
+    assert after == deployment and after_svc == service
+    assert not [w for w in operator_calls(kube, mark) if w[1] in ("deployments", "services")]
+    # The decision stays as it was.
+    assert gm2["status"]["lastDecision"] == gm["status"]["lastDecision"]
+
+    # Fixing the spec brings it back; the invalid generation was reported once, not retried.
+    fixed = {key: gm["spec"][key] for key in patch}
+    await client.patch(GM, "qwen3-8b", {"spec": fixed}, NS)
+    gm3 = await settled(client, generation=3)
+    valid = condition(gm3, "SpecValid")
+    assert valid is not None and valid["status"] == "True"
+    assert len(await client.events_for(NS, "qwen3-8b", reason="InvalidSpec")) == 1
+
+
+# ---------------------------------------------------------------------------------------------- restart
+
+
+async def test_restart_keeps_workloads_and_status(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    _, deployment = await created(client)
+    service = await client.get(SERVICES, "qwen3-8b", NS)
+    assert service is not None
+    await operator.stop()
+    before = await client.get(GM, "qwen3-8b", NS)
+    assert before is not None
+
+    mark = len(kube.api_calls)
+    await operator.start()
+    await operator.wait_watching("greenmodels", "deployments", since=mark)
+
+    def resumed() -> bool:  # the resume handler looks the Service up on its way through _ensure()
+        calls = kube.api_calls[mark:]
+        return any(
+            c.verb == "get" and c.resource == "services" and c.user_agent.startswith(KUBERNETES_CLIENT)
+            for c in calls
+        )
+
+    await wait_for(resumed, message="the resume handler to reconcile the existing GreenModel")
+    after = await settled(client)
+
+    deployments, services = await workloads(client)
+    assert [d["metadata"]["uid"] for d in deployments] == [deployment["metadata"]["uid"]]
+    assert [s["metadata"]["uid"] for s in services] == [service["metadata"]["uid"]]
+    assert deployments[0]["spec"] == deployment["spec"]
+    writes = operator_calls(kube, mark)
+    assert not [w for w in writes if w[1] in ("deployments", "services")]
+    for key in ("variant", "replicas", "powerLimitW", "lockedClockMhz", "lastDecision", "observedGeneration"):
+        assert after["status"].get(key) == before["status"].get(key), key
+    for type_ in ("SpecValid", "Ready"):
+        was, now = condition(before, type_), condition(after, type_)
+        assert was is not None and now is not None
+        assert (now["status"], now["reason"], now["lastTransitionTime"]) == (
+            was["status"],
+            was["reason"],
+            was["lastTransitionTime"],
+        )
+    assert len(await client.events_for(NS, "qwen3-8b", reason="Decision")) == 1  # no new decision
+    assert operator.runs[-1].exit_code == 0
+
+
+# ---------------------------------------------------------------------------------------------- delete
+
+
+async def test_delete_removes_owned_workloads(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    gm, deployment = await created(client)
+    # A real cluster's garbage collector would follow these; the emulator has none.
+    service = await client.get(SERVICES, "qwen3-8b", NS)
+    assert service is not None
+    for owned in (deployment, service):
+        assert owned["metadata"]["ownerReferences"] == [owner_ref(gm)]
+    # Something with the same labels but not owned by the GreenModel must survive.
+    bystander = await client.create(
+        SERVICES,
+        {
+            "metadata": {"name": "bystander", "namespace": NS, "labels": {"greenllm.io/model": "qwen3-8b"}},
+            "spec": {"ports": [{"port": 80}]},
+        },
+    )
+    mark = len(kube.api_calls)
+    await client.delete(GM, "qwen3-8b", NS)
+
+    async def gone() -> bool:
+        return await client.get(GM, "qwen3-8b", NS) is None
+
+    await wait_for(gone, message="the GreenModel's finalizer to be released")
+    deployments, services = await workloads(client)
+    assert deployments == []
+    assert [s["metadata"]["uid"] for s in services] == [bystander["metadata"]["uid"]]
+    writes = operator_calls(kube, mark)
+    assert ("delete", "deployments", "qwen3-8b") in writes
+    assert ("delete", "services", "qwen3-8b") in writes
+
+
+async def test_foreign_deployment_is_not_taken_over(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    foreign = await client.create(
+        DEPLOYMENTS,
+        {
+            "metadata": {"name": "qwen3-8b", "namespace": NS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "mine"}},
+                "template": {
+                    "metadata": {"labels": {"app": "mine"}},
+                    "spec": {"containers": [{"name": "c", "image": "mine:1"}]},
+                },
+            },
+        },
+    )
+    await client.create(GM, green_model())
+
+    async def retry_scheduled() -> dict[str, Any] | None:
+        gm = await client.get(GM, "qwen3-8b", NS)
+        records = progress(gm) if gm else {}
+        return records if any(r.get("delayed") for r in records.values()) else None
+
+    await wait_for(retry_scheduled, message="the reconcile handler to back off")
+    assert await client.get(DEPLOYMENTS, "qwen3-8b", NS) == foreign
+    assert not [w for w in operator_calls(kube) if w[1] == "deployments" and w[0] != "create"]
