@@ -27,6 +27,7 @@ and `k8s.io/apiserver/pkg/endpoints/request/requestinfo.go` for the RBAC attribu
 - a registered CRD's openAPIV3Schema is applied like the API server does: unknown fields are pruned,
   defaults filled in, and the structural schema validated (422). CEL `x-kubernetes-validations` rules
   are NOT evaluated: no CEL engine is available here;
+- `emulator.hooks` run before each resource request: to force an interleaving of clients or inject errors;
 - every served API request is recorded as an `ApiCall` (RBAC verb, group, resource, subresource,
   namespace, name, user agent) in `emulator.api_calls`, for checks against rendered Roles.
 
@@ -43,7 +44,7 @@ import datetime
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -583,7 +584,7 @@ def _content_type(request: kmock.Request) -> str:
     return ""
 
 
-def _user_agent(request: kmock.Request) -> str:
+def user_agent_of(request: kmock.Request) -> str:
     return next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
 
 
@@ -615,6 +616,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _history: dict[kmock.resource, list[_Event]] = attrs.field(factory=dict, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _api_calls: list[ApiCall] = attrs.field(factory=list, init=False)
+    # Awaited in order before each resource request is served: a hook may wait (to force an interleaving
+    # between clients) or raise a kmock.KubernetesError (to inject a failure). Tests append and remove them.
+    hooks: list[Callable[[kmock.Request], Awaitable[None]]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -736,6 +740,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._record(request)
+        if request.resource is not None and request.resource.plural:
+            for hook in list(self.hooks):
+                await hook(request)
         # Skip KubernetesEmulator._handle: its state changes (no resourceVersion, no status semantics)
         # are replaced by the _serve_* fallbacks below. User-defined reactions still take precedence.
         return await apps.RawHandler._handle(self, request)
@@ -765,7 +772,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 request.subresource,
                 namespace,
                 request.name,
-                _user_agent(request),
+                user_agent_of(request),
             )
         )
 
@@ -1209,4 +1216,5 @@ __all__ = [
     "parse_field_selector",
     "prune_and_default",
     "strategic_merge_patch",
+    "user_agent_of",
 ]

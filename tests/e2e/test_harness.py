@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import kmock
 import kopf
 import kubernetes
 import pytest
@@ -24,6 +25,7 @@ from tests.kube_emulator import (
     ResourceSpec,
     label_selector_matches,
     parse_field_selector,
+    user_agent_of,
 )
 
 pytestmark = pytest.mark.e2e
@@ -551,3 +553,30 @@ async def test_an_operator_that_dies_is_reported_at_once(operator_factory: Opera
     with pytest.raises(ActivityError) as error:  # KopfRunner re-raises what ended the operator
         await operator.stop()
     assert isinstance(error.value.__cause__, kopf.PermanentError)
+
+
+async def test_hooks_can_hold_requests_and_inject_errors(
+    kube: KubeEmulator, client: KubeClient, ns: str
+) -> None:
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def hold_creates(request: kmock.Request) -> None:
+        if request.method == kmock.method.POST and user_agent_of(request) == CLIENT_USER_AGENT:
+            await release.wait()
+            order.append("create")
+
+    async def fail_gets(request: kmock.Request) -> None:
+        if request.method == kmock.method.GET and request.name == "broken":
+            raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="injected")
+
+    kube.hooks += [hold_creates, fail_gets]
+    creating = asyncio.create_task(client.create("v1/pods", _pod("held")))
+    await client.list("v1/pods", ns)  # served while the create is held
+    order.append("list")
+    release.set()
+    await creating
+    assert order == ["list", "create"]
+    with pytest.raises(ApiError) as err:
+        await client.get("v1/pods", "broken", ns)
+    assert err.value.status == 503
