@@ -455,3 +455,28 @@ async def test_status_writers_do_not_lose_each_others_conditions(
     kube.hooks.remove(interleave)
     types = {c["type"] for c in gm["status"]["conditions"]}
     assert {"SpecValid", "Ready"} <= types
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a GreenModel name that is a valid object name but not a valid Service name (DNS-1035: must start "
+    "with a letter, at most 63 characters) or label value (at most 63 characters) makes the Service or "
+    "Deployment create fail with 422; reconcile then retries every 60 s forever and never reports why",
+)
+@pytest.mark.parametrize("name", ["7b-chat", "m" * 64], ids=["leading-digit", "64-characters"])
+async def test_a_name_kubernetes_cannot_use_is_reported_not_retried(
+    kube: KubeEmulator, client: KubeClient, operator: Operator, name: str
+) -> None:
+    await client.create(GM, green_model(name))
+
+    async def outcome() -> dict[str, Any] | None:
+        gm = await client.get(GM, name, NS)
+        if gm is None:
+            return None
+        retrying = any(r.get("delayed") for r in progress(gm).values())
+        return gm if retrying or condition(gm, "SpecValid") is not None else None
+
+    gm = await wait_for(outcome, message="the operator to report or retry")
+    assert not progress(gm), "a retry is scheduled: the same create will fail again"
+    valid = condition(gm, "SpecValid")
+    assert valid is not None and valid["status"] == "False" and name in valid["message"]
