@@ -236,6 +236,26 @@ class ApiCall(NamedTuple):
     name: str | None
     user_agent: str
 
+    @property
+    def rbac_resource(self) -> str:
+        """The resource as RBAC rules name it: `pods`, or `greenmodels/status` for a subresource."""
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+
+def rule_allows(rule: Mapping[str, Any], call: ApiCall) -> bool:
+    """Whether one PolicyRule of a Role or ClusterRole allows `call` (the RBAC authorizer's matching:
+    `*` wildcards, `resource/subresource` names, `*/subresource`, and resourceNames only for named calls)."""
+    if not (set(rule.get("verbs") or ()) & {"*", call.verb}):
+        return False
+    if not (set(rule.get("apiGroups") or ()) & {"*", call.group}):
+        return False
+    wanted = call.rbac_resource
+    resources = set(rule.get("resources") or ())
+    if not (resources & {"*", wanted} or (call.subresource and f"*/{call.subresource}" in resources)):
+        return False
+    names = rule.get("resourceNames") or ()
+    return not names or (call.name is not None and call.name in names)
+
 
 # ---------------------------------------------------------------------------------------------- errors
 
@@ -1215,6 +1235,7 @@ __all__ = [
     "merge_patch",
     "parse_field_selector",
     "prune_and_default",
+    "rule_allows",
     "strategic_merge_patch",
     "user_agent_of",
 ]

@@ -25,6 +25,7 @@ from tests.kube_emulator import (
     ResourceSpec,
     label_selector_matches,
     parse_field_selector,
+    rule_allows,
     user_agent_of,
 )
 
@@ -580,3 +581,31 @@ async def test_hooks_can_hold_requests_and_inject_errors(
     with pytest.raises(ApiError) as err:
         await client.get("v1/pods", "broken", ns)
     assert err.value.status == 503
+
+
+def test_rbac_rule_matching() -> None:
+    status = ApiCall("patch", "greenllm.io", "greenmodels", "status", "ns", "gm", "kopf")
+    listing = ApiCall("list", "apps", "deployments", None, None, None, "kopf")
+    named = ApiCall("get", "", "pods", None, "ns", "p1", "agent")
+    assert status.rbac_resource == "greenmodels/status"
+    assert rule_allows(
+        {"apiGroups": ["greenllm.io"], "resources": ["greenmodels/status"], "verbs": ["patch"]}, status
+    )
+    assert not rule_allows(
+        {"apiGroups": ["greenllm.io"], "resources": ["greenmodels"], "verbs": ["patch"]}, status
+    )  # the main resource does not grant its status subresource
+    assert rule_allows({"apiGroups": ["*"], "resources": ["*/status"], "verbs": ["*"]}, status)
+    assert rule_allows(
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch"]}, listing
+    )
+    assert not rule_allows({"apiGroups": [""], "resources": ["deployments"], "verbs": ["list"]}, listing)
+    assert not rule_allows(
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"], "resourceNames": ["x"]},
+        listing,
+    )  # resourceNames never allow a list
+    assert rule_allows(
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["p1"]}, named
+    )
+    assert not rule_allows(
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["p2"]}, named
+    )
