@@ -79,3 +79,51 @@ def test_ttft_quantile_covers_the_window_and_scraped_events_only() -> None:
     view = t.view(50.0)  # last scrape at 45: events started in (-10, 45]
     assert view.ttft_quantile_s(0.9, 60.0) == pytest.approx(0.01 * 42)  # 90% of the 46 events 0..45
     assert view.ttft_quantile_s(0.5, 10.0) == pytest.approx(0.01 * 44)  # events 41..45, median is 43
+
+
+def test_completed_requests_are_a_counter_with_a_rate() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    t.start(0.0, 1, 100.0)
+    for k in range(120):
+        t.record_step(
+            float(k + 1),
+            1.0,
+            prompt_served=10.0,
+            output_served=1.0,
+            energy_j=200.0,
+            busy_replica_s=0.5,
+            ready_replicas=2,
+            power_w=200.0,
+            requests_waiting=0.0,
+            requests_running=1.0,
+            first_tokens=[],
+            requests_completed=2.5,
+        )
+    assert t.view(120.0).rate("requests_total", 60.0) == pytest.approx(2.5)
+
+
+def test_the_request_rate_query_is_answered_from_the_counter() -> None:
+    """The controller's `requests_per_s` query (rate of vllm:request_success_total) gets the counter's rate
+    from the simulated Prometheus, like the token rates."""
+    from greenllm.sim.policies import _answer
+
+    t = Telemetry(scrape_interval_s=15.0)
+    t.start(0.0, 1, 100.0)
+    for k in range(60):
+        t.record_step(
+            float(k + 1),
+            1.0,
+            prompt_served=10.0,
+            output_served=1.0,
+            energy_j=200.0,
+            busy_replica_s=0.5,
+            ready_replicas=2,
+            power_w=200.0,
+            requests_waiting=0.0,
+            requests_running=1.0,
+            first_tokens=[],
+            requests_completed=4.0,
+        )
+    view = t.view(60.0)
+    assert _answer(view, "requests_per_s", 60.0, None) == pytest.approx(4.0)
+    assert _answer(view, "prompt_tokens_per_s", 60.0, None) == pytest.approx(10.0)

@@ -528,3 +528,37 @@ def test_results_are_cached_per_key(model: EnergyModel) -> None:
     first = model.performance(spec, variant, PowerSetting(limit_w=450))
     assert model.performance(spec_of(), spec_of().variant("fp8"), PowerSetting(limit_w=450)) is first
     assert model.performance(spec, variant, PowerSetting(limit_w=575)) is not first
+
+
+def test_identity_fast_path_never_serves_a_changed_spec(model: EnergyModel) -> None:
+    """The identity-keyed fast path gives the same object as the full key, and a spec or variant that
+    changed (new objects) never gets the old answer."""
+    spec = spec_of()
+    variant = spec.variant("bf16")
+    cap = PowerSetting(limit_w=450)
+    first = model.performance(spec, variant, cap)
+    assert model.performance(spec, variant, cap) is first  # fast path
+    assert model.performance(spec.model_copy(), variant, cap) is first  # new spec object, same content
+    tighter = spec_of(tpot_ms=20.0)
+    other = model.performance(tighter, tighter.variant("bf16"), cap)
+    assert other is not None
+    assert other.output_tokens_per_s < first.output_tokens_per_s
+    # A variant that is not the spec's own object is looked up by what it is, not where it sits.
+    loose = Variant.model_validate({"name": "bf16", "precision": "int4", "image": "vllm"})
+    assert model.performance(spec, loose, cap) == model.performance(spec, spec.variant("int4"), cap)
+
+
+def test_power_settings_are_cached_per_gpu_and_mode(model: EnergyModel) -> None:
+    auto = model.power_settings(GpuSpec(type="H100-SXM"), Power())
+    assert model.power_settings(GpuSpec(type="H100-SXM"), Power()) is auto
+    fixed = model.power_settings(GpuSpec(type="H100-SXM"), Power(mode=PowerMode.FIXED, limit_w=300))
+    assert fixed == (PowerSetting(limit_w=300),)
+    assert model.power_settings(GpuSpec(type="B200"), Power()) != auto
+
+
+def test_a_binding_cap_is_the_prefill_power_exactly(model: EnergyModel) -> None:
+    """450 / 700 x 700 is 450.00000000000006 in floating point; a cap that binds is the power itself."""
+    spec = spec_of()
+    for watts in (200.0, 325.0, 450.0, 575.0):
+        p = perf(model, spec, "int8", PowerSetting(limit_w=watts))
+        assert p.prefill_power_w == watts

@@ -431,3 +431,149 @@ def test_runner_ups_are_the_least_power_other_variants() -> None:
     shown = [(a.power_w, a.variant) for a in d.alternatives[1:]]
     assert [v for _, v in shown] == [v for _, v in others[:2]]
     assert [w for w, _ in shown] == pytest.approx([w for w, _ in others[:2]])
+
+
+# ------------------------------------------------------------------------- budget semantics, float noise
+
+
+def test_the_reported_degrade_case_is_budget_not_met_without_float_noise() -> None:
+    """`greenllm plan` on the Llama example with powerW 450 at 60000 prompt + 1000 output tok/s: Degrade
+    acts (so BudgetMet is False) and the power it reports is not a hair over the budget."""
+    from pathlib import Path
+
+    from greenllm.calibration import default_energy_model
+    from greenllm.sim.modelfile import load_green_model
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "llama-3.1-8b-h100.yaml"
+    spec = load_green_model(example).spec
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"power_w": 450.0})})
+    d = plan(spec, Demand(60000.0, 1000.0), 450.0, default_energy_model(), binding="power budget 450 W")
+    assert "onExhausted Degrade" in d.reason
+    assert not d.budget_met
+    assert d.expected_power_w is not None
+    assert d.expected_power_w <= 450.0  # exactly, not within a tolerance
+    for a in d.alternatives:
+        assert a.power_w == pytest.approx(round(a.power_w), abs=0.0)  # n x 450 W, no float noise
+
+
+@settings(max_examples=200, deadline=None)
+@given(p=replica_perf(), prompt=st.floats(0.0, 40000.0), out=st.floats(0.0, 20000.0), n=st.integers(1, 40))
+def test_power_never_exceeds_the_replicas_largest_draw(
+    p: ReplicaPerformance, prompt: float, out: float, n: int
+) -> None:
+    spec = make_spec(
+        variants=[{"name": "a", "precision": "fp16", "image": "x"}], replicas={"min": 0, "max": 40}
+    )
+    space = PlanSpace(spec, Demand(prompt, out), TableSource((DEFAULT,), {("a", DEFAULT): p}))
+    peak = max(p.prefill_power_w, max(w for _, w in p.decode_curve))
+    assert space.power(space.pairs[0], n) <= n * peak
+
+
+def exhaustive_most_served(
+    space: PlanSpace, allowed: float | None, upto_need: bool, wanted: float
+) -> tuple[float, float, float] | None:
+    """(share, quality, -power) of the rule of `most_served` without pruning: each pair at the most replicas
+    (up to what its SLOs need if `upto_need`) whose power fits, then the best share, quality, power."""
+    best: tuple[float, float, float] | None = None
+    for pair in space.pairs:
+        hi = pair.n_need if upto_need and pair.n_need is not None else space.max_replicas
+        fits = [
+            n
+            for n in range(space.min_replicas, hi + 1)
+            if allowed is None or space.power(pair, n) <= allowed * (1 + 1e-9) + 1e-9
+        ]
+        if not fits:
+            continue
+        n = max(fits)
+        share = 1.0 if pair.work <= 0 else min(n / (pair.work * wanted), 1.0)
+        key = (share, pair.quality, -space.power(pair, n))
+        if best is None or key > best:
+            best = key
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    perfs=st.lists(replica_perf(), min_size=1, max_size=6),
+    prompt=st.floats(min_value=0.0, max_value=40000.0),
+    out=st.floats(min_value=0.0, max_value=20000.0),
+    rmin=st.integers(min_value=0, max_value=3),
+    rmax=st.integers(min_value=3, max_value=30),
+    allowed=st.one_of(st.none(), st.floats(min_value=0.0, max_value=20000.0)),
+    upto_need=st.booleans(),
+    wanted=st.sampled_from([1.0, 1.2, 2.5]),
+)
+def test_pruned_degrade_search_matches_the_exhaustive_one(
+    perfs: list[ReplicaPerformance],
+    prompt: float,
+    out: float,
+    rmin: int,
+    rmax: int,
+    allowed: float | None,
+    upto_need: bool,
+    wanted: float,
+) -> None:
+    """The branch and bound of `most_served` (share bounds, searches capped at the budget's replica bound)
+    finds the same share, quality and power as trying every pair and replica count."""
+    names = ["a", "b", "c"]
+    settings_ = (DEFAULT, CAP)
+    table = {(names[i % 3], settings_[i // 3 % 2]): p for i, p in enumerate(perfs)}
+    spec = make_spec(
+        variants=[
+            {"name": n, "precision": "fp16", "image": "x", "quality": 1.0 - i * 0.01}
+            for i, n in enumerate(names)
+        ],
+        replicas={"min": rmin, "max": rmax},
+    )
+    space = PlanSpace(spec, Demand(prompt, out), TableSource(settings_, table))
+    want = exhaustive_most_served(space, allowed, upto_need, wanted)
+    got = space.most_served(space.pairs, allowed, upto_need, wanted)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    pair = space.find(got.variant, got.setting)
+    assert pair is not None
+    share = 1.0 if pair.work <= 0 else min(got.replicas / (pair.work * wanted), 1.0)
+    assert (share, got.quality) == (pytest.approx(want[0], rel=1e-12), want[1])
+    assert got.power_w == pytest.approx(-want[2], rel=1e-9, abs=1e-9)
+
+
+# ------------------------------------------------------------------------- capacity floor, best effort
+
+
+def test_min_capacity_raises_the_capacity_rule() -> None:
+    spec = make_spec(variants=[{"name": "fp16", "precision": "fp16", "image": "x"}])
+    src = TableSource((DEFAULT,), {("fp16", DEFAULT): perf(1000.0, 1e9, 100.0, 700.0)})
+    plain = PlanSpace(spec, Demand(0.0, 3000.0), src)
+    assert plain.best_of(plain.pairs, None) is not None
+    raised = PlanSpace(spec, Demand(0.0, 3000.0), src, min_capacity=2.0)
+    best = raised.best_of(raised.pairs, None)
+    assert best is not None
+    assert best.replicas == 6  # 3000 x 2 / 1000
+    lower = PlanSpace(spec, Demand(0.0, 3000.0), src, min_capacity=0.5)  # never below 1 + headroom
+    assert lower.headroom_factor == pytest.approx(1.2)
+    assert "capacity kept at 2.00x demand" in choose(raised, None).reason
+    assert "capacity 167% of demand < 200%" in raised.candidate(raised.pairs[0], 5).why_not
+
+
+def test_best_effort_runs_the_most_capacity_not_the_best_quality() -> None:
+    """Beyond replicas.max both variants serve the bare demand, neither its headroom: best effort runs the
+    one with more capacity (towards the capacity rule), not the higher quality one."""
+    spec = make_spec(
+        variants=[
+            {"name": "hq", "precision": "fp16", "image": "x", "quality": 1.0},
+            {"name": "fast", "precision": "int4", "image": "x", "quality": 0.9},
+        ],
+        replicas={"min": 1, "max": 4},
+    )
+    src = TableSource(
+        (DEFAULT,),
+        {
+            ("hq", DEFAULT): perf(1000.0, 1e9, 100.0, 500.0),
+            ("fast", DEFAULT): perf(1150.0, 1e9, 100.0, 500.0),
+        },
+    )
+    d = plan(spec, Demand(0.0, 4000.0), None, src)  # hq x4 serves 100%, fast x4 serves 115% of 4000
+    assert "SLOs unreachable" in d.reason
+    assert (d.variant, d.replicas) == ("fast", 4)

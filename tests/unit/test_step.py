@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.core.planner import TableSource
-from greenllm.core.step import LoopState, initial_decision, initial_state, step
+from greenllm.core.planner import MEAN_PROMPT_TOKENS, Demand, TableSource
+from greenllm.core.step import (
+    MEAN_OUTPUT_TOKENS,
+    LoopState,
+    estimate_demand,
+    initial_decision,
+    initial_state,
+    step,
+    window_peak,
+)
 
 DEFAULT = PowerSetting()
 CAP = PowerSetting(limit_w=300.0)
@@ -413,3 +421,119 @@ def test_hold_never_keeps_a_variant_below_a_new_quality_floor() -> None:
     _, d = step(spec, s, obs(15.0), 15.0, int4_cheaper())
     assert d.variant == "fp16"
     assert "at once" in d.reason
+
+
+# ------------------------------------------------------------------------- demand: backlog, peak, SLO guard
+
+
+def test_a_backlog_raises_the_demand_with_observed_request_sizes() -> None:
+    """Served 2000 out tok/s at 20 requests/s (100 output tokens each), 30 requests waiting: serving them
+    within the 2 s TTFT SLO adds 30 x 100 / 2 = 1500 out tok/s, so 3500 x 1.2 / 1000 -> 5 replicas."""
+    spec, src = make_spec(), fp16_cheaper()
+    _, calm = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, src)
+    assert calm.replicas == 3
+    queued = obs(0.0, 2000.0, requests_waiting=30.0, requests_per_s=20.0)
+    _, d = step(spec, initial_state(spec, 0.0), queued, 0.0, src)
+    assert d.replicas == 5
+    assert "30 requests waiting (observed 0 prompt + 100 output tokens each)" in d.reason
+
+
+def test_a_backlog_without_a_request_rate_uses_the_trace_means() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    demand, note = estimate_demand(spec, obs(0.0, 2000.0, requests_waiting=10.0))
+    assert demand.output_tokens_per_s == pytest.approx(2000.0 + 10 * MEAN_OUTPUT_TOKENS / 2.0)
+    assert demand.prompt_tokens_per_s == pytest.approx(10 * MEAN_PROMPT_TOKENS / 2.0)
+    assert "trace-mean" in note
+    assert estimate_demand(spec, obs(0.0, 2000.0, requests_waiting=0.0)) == (Demand(0.0, 2000.0), "")
+    _, d = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0, requests_waiting=10.0), 0.0, src)
+    assert "requests waiting" in d.reason
+
+
+def test_the_setting_is_sized_for_the_window_peak_not_just_the_replica_count() -> None:
+    """A 300 W setting halves a replica's capacity but is cheaper at low load. After a peak, the plan keeps
+    capacity for the peak until it leaves the down-window; a replica count held for a slower setting
+    would not."""
+    spec = make_spec(variants=[{"name": "fp16", "precision": "fp16", "image": "vllm"}])
+    src = TableSource(
+        (DEFAULT, CAP),
+        {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("fp16", CAP): perf(500.0, 60.0, 200.0)},
+    )
+    capacity = {DEFAULT: 1000.0, CAP: 500.0}
+    s = started(spec, src, out=5000.0)
+    for t in range(15, 301, 15):
+        s, d = step(spec, s, obs(float(t), 300.0), float(t), src)
+        assert d.replicas * capacity[d.setting] >= 5000.0 * 1.2, t
+        assert "peak of the last 300s" in d.reason
+    s, d = step(spec, s, obs(301.0, 300.0), 301.0, src)
+    assert (d.setting, d.replicas) == (CAP, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(st.floats(0.0, 1e5), st.floats(0.0, 1e4), st.floats(1.0, 120.0)), min_size=1, max_size=40
+    ),
+    window=st.floats(0.0, 600.0),
+)
+def test_window_peak_keeps_what_any_later_window_needs(
+    samples: list[tuple[float, float, float]], window: float
+) -> None:
+    """The pruned history gives the same per-component peak as the whole history, on every tick."""
+    history: tuple[tuple[float, float, float], ...] = ()
+    full: list[tuple[float, float, float]] = []
+    t = 0.0
+    for prompt, out, gap in samples:
+        t += gap
+        full.append((t, prompt, out))
+        peak, history = window_peak(history, t, Demand(prompt, out), window)
+        recent = [e for e in full if t - e[0] <= window]
+        assert peak == Demand(max(e[1] for e in recent), max(e[2] for e in recent))
+        assert len(history) <= len(recent)
+
+
+def test_waiting_requests_or_a_breached_slo_hold_the_capacity() -> None:
+    """After a peak has left the window, a queue or a TTFT p90 over the SLO keeps the capacity in force;
+    once both are gone, the fleet scales down."""
+    spec, src = make_spec(), fp16_cheaper()
+    s = started(spec, src, out=5000.0)
+    assert s.replicas == 6
+    s, d = step(spec, s, obs(400.0, 2000.0, requests_waiting=1.0), 400.0, src)
+    assert d.replicas == 6
+    assert "1 requests waiting: capacity kept" in d.reason
+    s, d = step(spec, s, obs(800.0, 2000.0, ttft_p90_ms=5000.0), 800.0, src)
+    assert d.replicas == 6
+    assert "TTFT p90 5000 ms > 2000 ms" in d.reason
+    s, d = step(spec, s, obs(820.0, 2000.0, tpot_p90_ms=80.0), 820.0, src)
+    assert d.replicas == 6
+    assert "TPOT p90 80 ms > 50 ms" in d.reason
+    s, d = step(spec, s, obs(1200.0, 2000.0, ttft_p90_ms=1500.0), 1200.0, src)
+    assert d.replicas == 3
+
+
+def test_a_breached_slo_never_moves_to_a_slower_setting() -> None:
+    """The 300 W setting is cheaper for this demand with the same replicas but has half the capacity:
+    with the TTFT SLO broken it is refused, without the breach it is taken."""
+    spec = make_spec(variants=[{"name": "fp16", "precision": "fp16", "image": "vllm"}])
+    fast = TableSource((DEFAULT,), {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0)})
+    s = started(spec, fast, out=1300.0)
+    assert (s.setting, s.replicas) == (DEFAULT, 2)
+    both = TableSource(
+        (DEFAULT, CAP),
+        {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("fp16", CAP): perf(800.0, 60.0, 200.0)},
+    )
+    _, held = step(spec, s, obs(15.0, 1300.0, ttft_p90_ms=4000.0), 15.0, both)
+    assert held.replicas * (1000.0 if held.setting == DEFAULT else 800.0) >= 2 * 1000.0
+    _, moved = step(spec, s, obs(15.0, 1300.0), 15.0, both)
+    assert (moved.setting, moved.replicas) == (CAP, 2)
+
+
+def test_demand_peaks_survive_a_restart() -> None:
+    spec, src = make_spec(), fp16_cheaper()
+    s = started(spec, src, out=5000.0)
+    s, _ = step(spec, s, obs(15.0, 2000.0), 15.0, src)
+    restored = LoopState.from_status(json.loads(json.dumps(s.to_status())))
+    assert restored.demand_peaks == s.demand_peaks == ((0.0, 0.0, 5000.0), (15.0, 0.0, 2000.0))
+    _, d = step(spec, restored, obs(30.0, 2000.0), 30.0, src)
+    assert d.replicas == 6
+    broken = LoopState.from_status({"demandPeaks": [[1, 2, 3], [None, 1, 1], "x", [4, -5, 6]]})
+    assert broken.demand_peaks == ((1.0, 2.0, 3.0), (4.0, 0.0, 6.0))

@@ -630,6 +630,7 @@ class EnergyModel:
         # and variant objects on every tick, so a lookup needs no name normalising or profile hashing.
         # Each entry keeps its objects, so an id is never mistaken for a later object's reused id.
         self._by_identity: dict[int, tuple[GreenModelSpec, dict[_FastKey, _Hit]]] = {}
+        self._settings: dict[tuple[str, PowerMode, float | None], tuple[PowerSetting, ...]] = {}
 
     # ---- public helpers
 
@@ -680,7 +681,17 @@ class EnergyModel:
     def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         """Off: the default only. Fixed: the limit clamped to the device. Auto: default first, then power
         caps evenly spaced from the device minimum up to (not including) the default, and locked clocks
-        evenly spaced over the range the clock evidence covers (at most 8 settings)."""
+        evenly spaced over the range the clock evidence covers (at most 8 settings). Cached per
+        (GPU type, mode, limit): the planner asks on every tick."""
+        key = (gpu.type, power.mode, power.limit_w)
+        hit = self._settings.get(key)
+        if hit is None:
+            if len(self._settings) >= _IDENTITY_LIMIT:
+                self._settings.clear()
+            hit = self._settings[key] = self._power_settings(gpu, power)
+        return hit
+
+    def _power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         limits = self.gpu_limits(gpu.type)
         if power.mode is PowerMode.OFF:
             return (PowerSetting(),)

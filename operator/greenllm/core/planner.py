@@ -36,9 +36,11 @@ tokens/s and a replica that prefills pc and decodes oc tokens/s (`ReplicaPerform
   the largest share of demand x the capacity rule's factor, i.e. the most capacity towards what the rule
   asks (best effort; budget_met says whether it fits).
 - Degrade search, exact and pruned: a pair's served share within the budget is at most
-  min(1, hi / W, n_b / W), where n_b = P/pc + (allowed - P/pc x prefill W) / (least curve W) bounds the
-  replicas any budget can pay for (each replica's decode part draws at least the curve's least power).
-  Pairs are visited by that bound and the search stops once it falls below the best share found.
+  min(1, n_b / W), where n_b = P/pc + (allowed - P/pc x prefill W) / D_b bounds the replicas the budget
+  can pay for (each replica's decode part draws at least D_b: the curve's least power, or on a
+  non-decreasing curve its power at the decode rate of n_b replicas, refined once). Pairs are visited by
+  that bound, each searched only up to n_b, and the search stops once the bound falls below the best
+  share found.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class CurveFacts:
     min_joules_per_token: float  # least D(r) / r over the curve (attained at a measured point)
     min_power_w: float  # least power anywhere on the curve
     max_power_w: float  # most power of a replica: the largest of the curve and the prefill power
+    nondecreasing: bool  # decode power never falls as the decode rate rises
 
 
 _FACTS_MEMO: dict[int, tuple[ReplicaPerformance, CurveFacts]] = {}
@@ -143,6 +146,7 @@ def curve_facts(perf: ReplicaPerformance) -> CurveFacts:
         min(per_token) if per_token else 0.0,
         min(w for _, w in curve),
         max(perf.prefill_power_w, max(w for _, w in curve)),
+        all(p1 >= p0 for (_, p0), (_, p1) in itertools.pairwise(curve)),
     )
     if len(_FACTS_MEMO) >= _MEMO_LIMIT:
         _FACTS_MEMO.clear()
@@ -167,13 +171,16 @@ class Pair:
         "lower_w",
         "monotone",
         "n_need",
+        "need_any",
+        "nondecreasing",
         "peak_w",
         "perf",
         "prefill_replicas",
         "quality",
         "setting",
+        "space",
         "variant",
-        "why",
+        "why_code",
         "work",
     )
 
@@ -186,56 +193,69 @@ class Pair:
         out: float,
         space: PlanSpace,
     ):
+        facts = curve_facts(perf)
         self.variant = variant.name
         self.quality = variant.quality
         self.setting = setting
         self.perf = perf
+        self.space = space
         self.evaluated = False  # best_n / best_w set (PlanSpace.evaluate)
         self.best_n: int | None = None  # least-power replica count meeting the SLO rules
         self.best_w = math.inf  # its power
         self.best: Candidate | None = None  # the same as a Candidate, built on demand
+        self.monotone = facts.monotone
+        self.nondecreasing = facts.nondecreasing
+        self.peak_w = facts.max_power_w
+        self.floor_w = min_w = facts.min_power_w
         pc = perf.prompt_tokens_per_s
-        prefill_replicas = prompt / pc
-        work = prefill_replicas + out / perf.output_tokens_per_s
-        self.work = work
+        self.prefill_replicas = prefill_replicas = prompt / pc
+        self.work = work = prefill_replicas + out / perf.output_tokens_per_s
+        need = 0
         if work > 0.0:
             x = work * space.headroom_factor
             need = math.ceil(x - _EPS * x) if x > 1.0 else 1
-        else:
-            need = 0
         if need < space.min_replicas:
             need = space.min_replicas
-        why = ""
+        why = _FEASIBLE
         if prompt > 0.0:
             k = space.ttft_k / pc
             if k >= 1.0:
-                slo_ms = space.ttft_s * 1000
-                why = (
-                    f"TTFT: prefill of a mean {MEAN_PROMPT_TOKENS:.0f}-token prompt at {pc:.0f} tok/s gives "
-                    f"p90 >= {k * slo_ms:.0f} ms > {slo_ms:.0f} ms at any replica count"
-                )
+                why = _TTFT_UNREACHABLE
             else:
                 x = prefill_replicas / (1.0 - k)
                 n_ttft = math.ceil(x - _EPS * x) if x > 1.0 else 1
                 if n_ttft > need:
                     need = n_ttft
-        if not why and need > space.max_replicas:
-            why = f"needs {need} replicas > replicas.max {space.max_replicas}"
-        self.why = why
-        self.n_need: int | None = None if why else need
-        facts = curve_facts(perf)
-        self.monotone = facts.monotone
-        self.peak_w = facts.max_power_w
-        self.floor_w = facts.min_power_w
-        self.prefill_replicas = prefill_replicas
+        if why == _FEASIBLE and need > space.max_replicas:
+            why = _TOO_MANY
+        self.why_code = why
+        self.need_any = need
+        self.n_need: int | None = need if why == _FEASIBLE else None
         # A lower bound on the power of any n >= n_need (to skip exact evaluations, never to decide): the
         # prefill part P/pc x prefill W is fixed; the decode part m x D(O/m) (m = n - P/pc) is at least
         # O x the least J/token of the curve, and at least m x its least power.
         by_energy = out * facts.min_joules_per_token
-        by_idle = (need - prefill_replicas) * facts.min_power_w
-        self.lower_w = prefill_replicas * perf.prefill_power_w + (
-            by_energy if by_energy > by_idle else by_idle
-        )
+        by_idle = (need - prefill_replicas) * min_w
+        decode_w = by_energy if by_energy > by_idle else by_idle
+        self.lower_w = prefill_replicas * perf.prefill_power_w + decode_w
+
+    @property
+    def why(self) -> str:
+        """Why no replica count meets the SLO rules; empty when some does (formatted on demand)."""
+        space = self.space
+        if self.why_code == _TTFT_UNREACHABLE:
+            pc = self.perf.prompt_tokens_per_s
+            slo_ms = space.ttft_s * 1000
+            return (
+                f"TTFT: prefill of a mean {MEAN_PROMPT_TOKENS:.0f}-token prompt at {pc:.0f} tok/s gives "
+                f"p90 >= {space.ttft_k / pc * slo_ms:.0f} ms > {slo_ms:.0f} ms at any replica count"
+            )
+        if self.why_code == _TOO_MANY:
+            return f"needs {self.need_any} replicas > replicas.max {space.max_replicas}"
+        return ""
+
+
+_FEASIBLE, _TTFT_UNREACHABLE, _TOO_MANY = 0, 1, 2  # Pair.why_code
 
 
 class PlanSpace:
@@ -375,6 +395,9 @@ class PlanSpace:
             return hi, self.power(pair, hi)
         limit = allowed_w * (1.0 + _EPS) + _EPS
         if pair.monotone:
+            w_hi = self.power(pair, hi)
+            if w_hi <= limit:
+                return hi, w_hi  # power rises with replicas: the most replicas fit
             w_lo = self.power(pair, lo)
             if w_lo > limit:
                 return None
@@ -478,9 +501,10 @@ class PlanSpace:
             hi = self.max_replicas
             if upto_need and pair.n_need is not None:
                 hi = pair.n_need
+            hi = self._replica_bound(pair, hi, allowed_w)
             if hi < lo:
                 continue
-            bounded.append((-self._served_bound(pair, hi, allowed_w, wanted), -pair.quality, i, hi, pair))
+            bounded.append((-self._share(pair, hi, wanted), -pair.quality, i, hi, pair))
         bounded.sort(key=_bound_order)
         found: tuple[float, float, float, int, int, Pair] | None = None  # served, quality, -W, -i, n, pair
         for neg_bound, neg_quality, i, hi, pair in bounded:
@@ -503,27 +527,34 @@ class PlanSpace:
         share = n / (pair.work * wanted)
         return share if share < 1.0 else 1.0
 
-    def _served_bound(self, pair: Pair, hi: int, allowed_w: float | None, wanted: float) -> float:
-        """An upper bound on the share of `wanted` x demand `pair` serves at the most replicas (<= hi)
-        `allowed_w` pays for."""
-        if pair.work <= 0.0:
-            return 1.0
-        n_bound = float(hi)
-        if allowed_w is not None:
-            limit = (allowed_w * (1.0 + _EPS) + _EPS) * (1.0 + _BOUND_SLACK)
-            prefill_w = pair.perf.prefill_power_w
-            least = min(prefill_w, pair.floor_w)  # a replica's power is a mix of these and more
-            if least > 0.0:
-                n_bound = min(n_bound, limit / least)
+    def _replica_bound(self, pair: Pair, hi: int, allowed_w: float | None) -> int:
+        """At most `hi`, and at least the most replicas of `pair` whose power fits `allowed_w` (module doc):
+        each replica draws at least the least of its prefill power and its curve's least power; n >= P/pc
+        replicas draw at least P/pc x prefill W + (n - P/pc) x D(O / (n - P/pc)), and on a non-decreasing
+        curve D(O / (n - P/pc)) >= D(O / (b - P/pc)) for every n <= b, b being the first bound."""
+        if allowed_w is None:
+            return hi
+        limit = (allowed_w * (1.0 + _EPS) + _EPS) * (1.0 + _BOUND_SLACK)
+        prefill_w = pair.perf.prefill_power_w
+        floor_w = pair.floor_w
+        bound = float(hi)
+        least = prefill_w if prefill_w < floor_w else floor_w
+        if least > 0.0:
+            bound = min(bound, limit / least)
+        if prefill_w >= floor_w > 0.0:
             pr = pair.prefill_replicas
-            if prefill_w >= pair.floor_w > 0.0:
-                # n >= P/pc replicas draw at least P/pc x prefill W + (n - P/pc) x the curve's least W.
-                if limit >= pr * prefill_w:
-                    n_bound = min(n_bound, pr + (limit - pr * prefill_w) / pair.floor_w)
-                else:
-                    n_bound = min(n_bound, limit / prefill_w)
-        share = n_bound / (pair.work * wanted)
-        return share if share < 1.0 else 1.0
+            if limit < pr * prefill_w:
+                bound = min(bound, limit / prefill_w)  # fewer replicas than P/pc: all prefilling
+            else:
+                spare = limit - pr * prefill_w
+                b = pr + spare / floor_w
+                out = self.demand.output_tokens_per_s
+                if pair.nondecreasing and out > 0.0 and b > pr:
+                    d = pair.perf.decode_power_w(out / (b - pr))
+                    if d > floor_w:
+                        b = pr + spare / d
+                bound = min(bound, b)
+        return hi if bound >= hi else math.floor(bound)
 
     def cheapest_at_min(self, pairs: list[Pair]) -> Candidate | None:
         n = max(self.min_replicas, 1 if self.demand_positive else 0)

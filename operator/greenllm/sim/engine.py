@@ -149,6 +149,7 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
             requests_waiting=queue.waiting_requests(end),
             requests_running=queue.running_requests(end),
             first_tokens=served.first_tokens,
+            requests_completed=served.requests_completed,
         )
         run.power_w[k] = power.total_w
         run.ready_replicas[k] = ready

@@ -108,6 +108,7 @@ class DecisionLog:
                 "power_w": obs.power_w,
                 "energy_j_total": obs.energy_j_total,
                 "ttft_p90_ms": obs.ttft_p90_ms,
+                "requests_per_s": obs.requests_per_s,
                 "carbon_intensity_g_per_kwh": obs.carbon_intensity_g_per_kwh,
             },
         }
@@ -222,6 +223,8 @@ def _answer(view: PrometheusView, name: str, window_s: float, since_s: float | N
         return view.rate("prompt_tokens_total", window_s)
     if name == "output_tokens_per_s":
         return view.rate("generation_tokens_total", window_s)
+    if name == "requests_per_s":  # rate(vllm:request_success_total[window]), once the controller asks
+        return view.rate("requests_total", window_s)
     if name == "ttft_p90_ms":
         value = view.ttft_quantile_s(0.9, window_s)
         return None if value is None else value * 1000.0

@@ -27,6 +27,7 @@ class Sample:
     requests_waiting: float  # vllm:num_requests_waiting
     requests_running: float  # vllm:num_requests_running
     ready_replicas: int
+    requests_total: float = 0.0  # vllm:request_success_total (requests completed)
 
 
 @dataclass(slots=True)
@@ -36,6 +37,7 @@ class _Counters:
     energy_j: float = 0.0
     busy_s: float = 0.0
     ready_s: float = 0.0
+    requests: float = 0.0
 
 
 @dataclass
@@ -72,9 +74,11 @@ class Telemetry:
         requests_waiting: float,
         requests_running: float,
         first_tokens: list[tuple[float, float, float]],
+        requests_completed: float = 0.0,
     ) -> None:
         """Advance the exporters by one step ending at `end`; scrape if a scrape falls due."""
         c = self._counters
+        c.requests += requests_completed
         c.prompt += prompt_served
         c.generation += output_served
         c.energy_j += energy_j
@@ -96,6 +100,7 @@ class Telemetry:
                     requests_waiting=requests_waiting,
                     requests_running=requests_running,
                     ready_replicas=ready_replicas,
+                    requests_total=c.requests,
                 )
             )
             self._times.append(end)
