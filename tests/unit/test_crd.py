@@ -156,6 +156,8 @@ def good() -> dict[str, Any]:
         (lambda d: d["spec"].update(power={"mode": "Fixed"}), "power.limitW is required"),
         (lambda d: d["spec"]["slo"].update(minQuality=1.9), "at least one variant must meet"),
         (lambda d: d["spec"]["variants"][0].update(name="Not_A_Label"), "does not match"),
+        (lambda d: d["metadata"].update(name="7b-chat"), "must be a DNS-1035 label"),
+        (lambda d: d["metadata"].update(name="m" * 64), "must be a DNS-1035 label"),
     ],
 )
 def test_schema_refuses_bad_objects(mutate: Any, needle: str) -> None:

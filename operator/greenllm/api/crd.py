@@ -116,6 +116,14 @@ def custom_resource_definition() -> dict[str, Any]:
                             "type": "object",
                             "description": "A model served with the least energy that meets its SLO.",
                             "required": ["spec"],
+                            # The name also names the Service, so it must be a DNS-1035 label.
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": "self.metadata.name.size() <= 63 && "
+                                    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                                    "message": "metadata.name must be a DNS-1035 label (it names the Service)",
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

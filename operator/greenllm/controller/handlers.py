@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from greenllm.api import v1alpha1 as api
@@ -88,52 +91,105 @@ async def reconcile(
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    now = _now()
+    namespace, name = meta["namespace"], meta["name"]
+    kube: Kube = memo.kube
     generation = meta.get("generation")
-    conditions = list(status.get("conditions") or [])
     try:
+        problem = render.name_problem(name)
+        if problem:
+            raise ValueError(problem)
         model = api.GreenModelSpec.model_validate(dict(spec))
         # The energy model refuses (ValueError) a GPU type or model size it has no calibration for.
         for variant in model.variants:
             memo.energy.performance(model, variant, PowerSetting())
         decision = carried_decision(model, status.get("lastDecision")) or initial_decision(model, memo.energy)
-    except ValueError as e:  # pydantic's ValidationError is a ValueError too
+        owner = {"metadata": {"name": name, "namespace": namespace, "uid": meta["uid"]}}
+        ready, ready_message = await apply_workloads(kube, owner, model, decision, logger)
+    except (ValueError, WorkloadRejectedError) as e:  # pydantic's ValidationError is a ValueError too
         # Not raised: a retry cannot fix a spec; the next edit of the spec triggers this handler again.
-        message = _readable(e) if isinstance(e, ValidationError) else f"spec: {e}"
+        message = _readable(e) if isinstance(e, ValidationError) else str(e)
         logger.warning("invalid spec, workloads left as they are: %s", message)
-        patch.status["conditions"] = render.set_condition(
-            conditions, api.ConditionType.SPEC_VALID, False, "InvalidSpec", message, now, generation
-        )
+        await update_status(kube, namespace, name, _spec_invalid(message, generation))
         kopf.warn(body, reason="InvalidSpec", message=message)
         return
 
-    owner = {"metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}}
-    kube: Kube = memo.kube
-    ready, ready_message = await apply_workloads(kube, owner, model, decision, logger)
+    def build(gm: dict[str, Any]) -> dict[str, Any]:
+        now = _now()
+        current = gm.get("status") or {}
+        conditions = render.set_condition(
+            current.get("conditions") or [],
+            api.ConditionType.SPEC_VALID,
+            True,
+            "Valid",
+            "spec accepted",
+            now,
+            generation,
+        )
+        conditions = render.set_condition(
+            conditions,
+            api.ConditionType.READY,
+            ready,
+            "Available" if ready else "Progressing",
+            ready_message,
+            now,
+            generation,
+        )
+        new = {**render.decision_status(decision), "observedGeneration": generation, "conditions": conditions}
+        if not render.same_decision(decision, current.get("lastDecision")):
+            new["lastDecision"] = render.decision_record(decision, now)
+        return new
 
-    conditions = render.set_condition(
-        conditions, api.ConditionType.SPEC_VALID, True, "Valid", "spec accepted", now, generation
-    )
-    conditions = render.set_condition(
-        conditions,
-        api.ConditionType.READY,
-        ready,
-        "Available" if ready else "Progressing",
-        ready_message,
-        now,
-        generation,
-    )
-    patch.status.update(render.decision_status(decision))
-    patch.status["observedGeneration"] = generation
-    patch.status["conditions"] = conditions
-    if not render.same_decision(decision, status.get("lastDecision")):
-        patch.status["lastDecision"] = render.decision_record(decision, now)
+    written = await update_status(kube, namespace, name, build)
+    if written is not None and not render.same_decision(decision, status.get("lastDecision")):
         kopf.info(body, reason="Decision", message=_event_message(decision))
+
+
+def _spec_invalid(message: str, generation: int | None) -> StatusBuilder:
+    def build(gm: dict[str, Any]) -> dict[str, Any]:
+        conditions = (gm.get("status") or {}).get("conditions") or []
+        return {
+            "conditions": render.set_condition(
+                conditions, api.ConditionType.SPEC_VALID, False, "InvalidSpec", message, _now(), generation
+            )
+        }
+
+    return build
+
+
+StatusBuilder = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+async def update_status(kube: Kube, namespace: str, name: str, build: StatusBuilder) -> dict[str, Any] | None:
+    """Read, change and write a GreenModel's status with optimistic concurrency.
+
+    Several writers share status.conditions (reconcile, the loop, the Deployment watcher) and a merge
+    patch replaces the whole list, so each write carries the resourceVersion it was computed from and
+    is recomputed when someone else wrote first (409). `build` returns the status fields to merge, or
+    None for no write. Returns the object as written (None when it is gone or nothing was written).
+    """
+    for _ in range(10):
+        gm = await kube.get_green_model(namespace, name)
+        if gm is None:
+            return None
+        change = build(gm)
+        if change is None:
+            return None
+        try:
+            return await kube.patch_green_model_status(
+                namespace, name, change, resource_version=gm["metadata"].get("resourceVersion")
+            )
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    raise kopf.TemporaryError(f"status of {namespace}/{name} kept changing while being written", delay=1)
+
+
+class WorkloadRejectedError(Exception):
+    """The API server refused a Deployment or Service rendered from the spec (HTTP 422)."""
 
 
 def _event_message(decision: Decision) -> str:
@@ -165,7 +221,7 @@ async def _ensure(
     current = await kube.get(kind, meta["namespace"], meta["name"])
     if current is None:
         logger.info("creating %s %s", kind, meta["name"])
-        return await kube.create(desired)
+        return await _rejected_as_spec_error(kube.create(desired), kind)
     owners = current.get("metadata", {}).get("ownerReferences") or []
     if not any(o.get("uid") == owner["metadata"]["uid"] for o in owners):
         # Never take over an object someone else made; retrying later lets them rename or delete it.
@@ -176,7 +232,20 @@ async def _ensure(
     if change is None:
         return current
     logger.info("patching %s %s: %s", kind, meta["name"], sorted(change.get("spec", {})))
-    return await kube.patch(kind, meta["namespace"], meta["name"], change)
+    return await _rejected_as_spec_error(kube.patch(kind, meta["namespace"], meta["name"], change), kind)
+
+
+async def _rejected_as_spec_error(call: Awaitable[dict[str, Any]], kind: str) -> dict[str, Any]:
+    try:
+        return await call
+    except ApiException as e:
+        if e.status != 422:
+            raise
+        try:
+            reason = json.loads(e.body or "{}").get("message") or e.reason
+        except ValueError:
+            reason = e.reason
+        raise WorkloadRejectedError(f"the API server refused the {kind} rendered from this spec: {reason}") from e
 
 
 @kopf.on.delete(*RESOURCE)
@@ -200,29 +269,30 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == api.KIND), None)
     if owner is None or meta.get("deletionTimestamp"):
         return
-    kube: Kube = memo.kube
-    gm = await kube.get_green_model(meta["namespace"], owner["name"])
-    if gm is None or gm["metadata"].get("uid") != owner.get("uid"):
-        return
-    gm_status = gm.get("status") or {}
     want = (body.get("spec") or {}).get("replicas") or 0
     ready = (body.get("status") or {}).get("readyReplicas") or 0
     is_ready = ready >= want
-    conditions = gm_status.get("conditions") or []
-    current = next((c for c in conditions if c.get("type") == api.ConditionType.READY.value), None)
     message = f"{ready}/{want} replicas ready ({meta['namespace']}/{meta['name']})"
-    if current and current.get("status") == str(is_ready) and current.get("message") == message:
-        return
-    updated = render.set_condition(
-        conditions,
-        api.ConditionType.READY,
-        is_ready,
-        "Available" if is_ready else "Progressing",
-        message,
-        _now(),
-        gm["metadata"].get("generation"),
-    )
-    await kube.patch_green_model_status(meta["namespace"], owner["name"], {"conditions": updated})
+
+    def build(gm: dict[str, Any]) -> dict[str, Any] | None:
+        if gm["metadata"].get("uid") != owner.get("uid"):
+            return None  # a new GreenModel of the same name; its own Deployment will report
+        conditions = (gm.get("status") or {}).get("conditions") or []
+        current = next((c for c in conditions if c.get("type") == api.ConditionType.READY.value), None)
+        if current and current.get("status") == str(is_ready) and current.get("message") == message:
+            return None
+        updated = render.set_condition(
+            conditions,
+            api.ConditionType.READY,
+            is_ready,
+            "Available" if is_ready else "Progressing",
+            message,
+            _now(),
+            gm["metadata"].get("generation"),
+        )
+        return {"conditions": updated}
+
+    await update_status(memo.kube, meta["namespace"], owner["name"], build)
 
 
 # ------------------------------------------------------------------------------------------ autoscaling
@@ -305,57 +375,68 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     state, decision = step(spec, state, observation, now, memo.energy)
 
     changed = not render.same_decision(decision, status.get("lastDecision"))
-    owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
+    generation = gm["metadata"].get("generation")
     if changed:
+        # Planned against `generation`: if the spec moved on meanwhile, applying would roll back what
+        # reconcile just applied. Skip this tick; the next one plans with the new spec.
+        fresh = await kube.get_green_model(namespace, name)
+        if fresh is None or fresh["metadata"].get("generation") != generation:
+            return interval
+        owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
         await apply_workloads(kube, owner, spec, decision, logger)
         kopf.info(subject, reason="Decision", message=_event_message(decision))
         memo.telemetry.decisions.labels(namespace, name).inc()
 
     stamp = _iso(now)
-    generation = gm["metadata"].get("generation")
-    conditions = status.get("conditions") or []
-    conditions = render.set_condition(
-        conditions,
-        api.ConditionType.METRICS_AVAILABLE,
-        metrics_ok,
-        metrics_reason,
-        metrics_message,
-        stamp,
-        generation,
-    )
-    was_met = next(
-        (c.get("status") for c in conditions if c.get("type") == api.ConditionType.BUDGET_MET.value), None
-    )
-    conditions = render.set_condition(
-        conditions,
-        api.ConditionType.BUDGET_MET,
-        decision.budget_met,
-        "WithinBudget" if decision.budget_met else "BudgetExceeded",
-        "" if decision.budget_met else decision.reason,
-        stamp,
-        generation,
-    )
-    if was_met != ("True" if decision.budget_met else "False") and (was_met or not decision.budget_met):
+    budget_was: list[str | None] = []
+
+    def build(latest: dict[str, Any]) -> dict[str, Any] | None:
+        if latest["metadata"].get("generation") != generation:
+            return None  # reconcile owns this generation's status now; the next tick catches up
+        conditions = (latest.get("status") or {}).get("conditions") or []
+        conditions = render.set_condition(
+            conditions,
+            api.ConditionType.METRICS_AVAILABLE,
+            metrics_ok,
+            metrics_reason,
+            metrics_message,
+            stamp,
+            generation,
+        )
+        budget_was[:] = [_condition_status(latest, api.ConditionType.BUDGET_MET)]
+        conditions = render.set_condition(
+            conditions,
+            api.ConditionType.BUDGET_MET,
+            decision.budget_met,
+            "WithinBudget" if decision.budget_met else "BudgetExceeded",
+            "" if decision.budget_met else decision.reason,
+            stamp,
+            generation,
+        )
+        new_status: dict[str, Any] = {
+            **render.decision_status(decision),
+            "observed": _observed(observation, stamp),
+            "period": {
+                "start": _iso(state.period_start),
+                "energyKwh": round(state.energy_kwh, 6),
+                "carbonGrams": round(state.carbon_grams, 3),
+                "lastSampleTime": None if state.last_sample_time is None else _iso(state.last_sample_time),
+            },
+            "controllerState": state.to_status(),
+            "conditions": conditions,
+        }
+        if changed:
+            new_status["lastDecision"] = render.decision_record(decision, stamp)
+        return new_status
+
+    if await update_status(kube, namespace, name, build) is None:
+        return interval
+    was_met, now_met = budget_was[0], "True" if decision.budget_met else "False"
+    if was_met != now_met and (was_met or not decision.budget_met):  # no event for a first "met"
         if decision.budget_met:
             kopf.info(subject, reason="BudgetMet", message="back within budget")
         else:
             kopf.warn(subject, reason="BudgetExceeded", message=decision.reason)
-
-    new_status: dict[str, Any] = {
-        **render.decision_status(decision),
-        "observed": _observed(observation, stamp),
-        "period": {
-            "start": _iso(state.period_start),
-            "energyKwh": round(state.energy_kwh, 6),
-            "carbonGrams": round(state.carbon_grams, 3),
-            "lastSampleTime": None if state.last_sample_time is None else _iso(state.last_sample_time),
-        },
-        "controllerState": state.to_status(),
-        "conditions": conditions,
-    }
-    if changed:
-        new_status["lastDecision"] = render.decision_record(decision, stamp)
-    await kube.patch_green_model_status(namespace, name, new_status)
     _export(memo.telemetry, namespace, name, spec, decision, observation, state)
     return interval
 

@@ -65,15 +65,21 @@ class Kube:
                 return None
             raise
 
-    async def patch_green_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await _call(
+    async def patch_green_model_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge `status`; with `resource_version`, only onto that version of the object (else 409)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await _call(
             self._custom.patch_namespaced_custom_object_status,
             api.GROUP,
             api.VERSION,
             namespace,
             api.PLURAL,
             name,
-            {"status": status},
+            body,
             _content_type=MERGE_PATCH,
         )
 

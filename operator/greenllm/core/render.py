@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,21 @@ TEMPLATE_HASH_ANNOTATION = "greenllm.io/template-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "greenllm"}
 CONTAINER_NAME = "server"
 PORT_NAME = "http"
+
+
+# The GreenModel's name names its Service, so it must be a DNS-1035 label (also a valid label value).
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX = 63
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name the GreenModel's Service and label its pods, or None."""
+    if len(name) <= NAME_MAX and re.fullmatch(NAME_PATTERN, name):
+        return None
+    return (
+        f"metadata.name {name!r} cannot name a Service: use at most {NAME_MAX} lowercase letters, digits "
+        "and '-', starting with a letter and ending with a letter or digit"
+    )
 
 
 def workload_name(owner_name: str) -> str:
