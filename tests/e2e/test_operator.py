@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import CLIENT_USER_AGENT, KubeClient, Operator, OperatorFactory, wait_for
-from tests.kube_emulator import KubeEmulator, user_agent_of
+from tests.kube_emulator import KubeEmulator
 
 pytestmark = pytest.mark.e2e
 
@@ -410,63 +410,54 @@ async def test_foreign_deployment_is_not_taken_over(
 # ---------------------------------------------------------------------------------------------- races
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers.deployment_changed (and tick) write status.conditions as a whole list computed from an "
-    "earlier GET, with no resourceVersion precondition: a concurrent status patch by kopf (reconcile) is "
-    "overwritten, here losing SpecValid",
-)
 async def test_status_writers_do_not_lose_each_others_conditions(
     kube: KubeEmulator, client: KubeClient, operator: Operator
 ) -> None:
-    """Force the interleaving a busy cluster can produce on create: deployment_changed reads the GreenModel
-    before kopf has written reconcile's status, and writes its conditions after."""
-    handler_patch_arrived = asyncio.Event()
-    kopf_patch_applied = asyncio.Event()
+    """Force the interleaving a busy cluster can produce on create: the Deployment watcher reads the
+    GreenModel before reconcile has written its status (decision, SpecValid), and writes its Ready
+    condition after. Whatever the mechanism, neither write may erase the other's conditions.
 
-    def is_status_patch(request: kmock.Request) -> bool:
-        return (
+    (Written against handlers that merged whole condition lists without a resourceVersion precondition,
+    which lost SpecValid here; they now write status with optimistic concurrency.)"""
+    watcher_write_arrived = asyncio.Event()  # a conditions-only status write: the Deployment watcher's
+    decision_applied = asyncio.Event()  # the status write that carries the decision: reconcile's
+    watcher_write_released = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def interleave(request: kmock.Request) -> None:
+        if not (
             request.method == kmock.method.PATCH
             and request.resource == kube.spec(GM).key
             and request.subresource == "status"
-        )
-
-    async def interleave(request: kmock.Request) -> None:
-        if not is_status_patch(request):
+            and isinstance(request.data, dict)
+        ):
             return
-        agent = user_agent_of(request)
-        if agent.startswith(KUBERNETES_CLIENT) and not handler_patch_arrived.is_set():
-            handler_patch_arrived.set()  # deployment_changed: its GET was served before this patch
-            await asyncio.wait_for(kopf_patch_applied.wait(), 30)
-        elif agent.startswith("kopf") and not kopf_patch_applied.is_set():
-            await asyncio.wait_for(handler_patch_arrived.wait(), 30)
-            # This patch is applied as soon as the hook returns (no await in between); the held one after.
-            asyncio.get_running_loop().call_soon(kopf_patch_applied.set)
+        status = request.data.get("status") or {}
+        if "variant" in status and not decision_applied.is_set():
+            await asyncio.wait_for(watcher_write_arrived.wait(), 30)
+            loop.call_soon(decision_applied.set)  # the write is applied as soon as this hook returns
+        elif set(status) == {"conditions"} and not watcher_write_arrived.is_set():
+            watcher_write_arrived.set()  # its GET was served before this write, so before reconcile's
+            await asyncio.wait_for(decision_applied.wait(), 30)
+            loop.call_soon(watcher_write_released.set)
 
     kube.hooks.append(interleave)
     await client.create(GM, green_model())
-    await wait_for(kopf_patch_applied.is_set, message="kopf's status patch")
-
-    async def both_written() -> dict[str, Any] | None:
-        gm = await client.get(GM, "qwen3-8b", NS)
-        return gm if gm and condition(gm, "Ready") and (gm.get("status") or {}).get("lastDecision") else None
-
-    gm = await wait_for(both_written, message="both status writes")
+    await wait_for(watcher_write_released.is_set, message="both status writes, in the forced order")
     kube.hooks.remove(interleave)
+    gm = await client.get(GM, "qwen3-8b", NS)
+    assert gm is not None
     types = {c["type"] for c in gm["status"]["conditions"]}
     assert {"SpecValid", "Ready"} <= types
+    assert gm["status"]["lastDecision"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a GreenModel name that is a valid object name but not a valid Service name (DNS-1035: must start "
-    "with a letter, at most 63 characters) or label value (at most 63 characters) makes the Service or "
-    "Deployment create fail with 422; reconcile then retries every 60 s forever and never reports why",
-)
 @pytest.mark.parametrize("name", ["7b-chat", "m" * 64], ids=["leading-digit", "64-characters"])
 async def test_a_name_kubernetes_cannot_use_is_reported_not_retried(
     kube: KubeEmulator, client: KubeClient, operator: Operator, name: str
 ) -> None:
+    """A valid GreenModel name that cannot name its Service (DNS-1035: a leading letter, at most 63
+    characters) or label its pods (at most 63 characters): reported once, not retried every 60 s."""
     await client.create(GM, green_model(name))
 
     async def outcome() -> dict[str, Any] | None:
@@ -480,3 +471,6 @@ async def test_a_name_kubernetes_cannot_use_is_reported_not_retried(
     assert not progress(gm), "a retry is scheduled: the same create will fail again"
     valid = condition(gm, "SpecValid")
     assert valid is not None and valid["status"] == "False" and name in valid["message"]
+    assert len(await client.events_for(NS, name, reason="InvalidSpec")) == 1
+    deployments, services = await workloads(client)
+    assert deployments == [] and services == []  # nothing half-made
