@@ -173,6 +173,19 @@ class LoopState:
         return None if self.variant is None else (self.variant, self.setting, self.replicas)
 
 
+_DURATIONS: dict[str, float] = {}
+
+
+def _seconds(text: str) -> float:
+    """parse_duration, remembered: the spec's few duration strings are parsed on every tick otherwise."""
+    seconds = _DURATIONS.get(text)
+    if seconds is None:
+        if len(_DURATIONS) >= 256:
+            _DURATIONS.clear()
+        seconds = _DURATIONS[text] = parse_duration(text)
+    return seconds
+
+
 def _num(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -348,7 +361,7 @@ def step(
        gate, the HPA up-window on replica counts (the down-window acts on demand, step 4), setting
        hysteresis.
     """
-    period_s = spec.budget.period_seconds
+    period_s = _seconds(spec.budget.period)
     intensity = _intensity(spec, state, observation)
     account = budget.Account(
         state.period_start,
@@ -365,6 +378,11 @@ def step(
     allowance = budget.allowed_power(
         spec.budget, account.energy_kwh, account.carbon_grams, account.period_start, now, intensity
     )
+    down_s = _seconds(spec.scaling.scale_down_stabilization)
+    current_demand, backlog = estimate_demand(spec, observation)
+    demand, peaks = current_demand, state.demand_peaks
+    if observation.has_demand:
+        demand, peaks = window_peak(state.demand_peaks, now, current_demand, down_s)
     base = replace(
         state,
         period_start=account.period_start,
@@ -375,15 +393,12 @@ def step(
         last_power_w=account.last_power_w,
         carbon_intensity_g_per_kwh=intensity,
         allowed_power_w=allowance.power_w,
+        demand_peaks=peaks,
     )
     notes = list(allowance.notes)
     if not observation.has_demand:
         return _without_demand(spec, base, observation, now, source, allowance, notes)
     signals = slo_signals(spec, observation)
-    current_demand, backlog = estimate_demand(spec, observation)
-    down_s = parse_duration(spec.scaling.scale_down_stabilization)
-    demand, peaks = window_peak(state.demand_peaks, now, current_demand, down_s)
-    base = replace(base, demand_peaks=peaks)
     floor, guard = capacity_floor(spec, state, demand, source, signals)
     peak = ""
     if demand != current_demand:
@@ -405,9 +420,14 @@ def step(
 
 
 def _finish(
-    state: LoopState, decision: Decision, now: float, history: tuple[tuple[float, int], ...] | None = None
+    state: LoopState,
+    decision: Decision,
+    now: float,
+    history: tuple[tuple[float, int], ...] | None = None,
+    pending: tuple[str | None, float | None] | None = None,
 ) -> tuple[LoopState, Decision]:
-    """Record `decision` as the one in force, stamping scale times and the recommendation history."""
+    """Record `decision` as the one in force, stamping scale times, the recommendation history and (when
+    given) the pending variant switch."""
     up, down = state.last_scale_up, state.last_scale_down
     if state.variant is not None and decision.replicas > state.replicas:
         up = now
@@ -423,6 +443,8 @@ def _finish(
         last_scale_down=down,
         history=state.history if history is None else history,
         budget_met=decision.budget_met,
+        pending_variant=state.pending_variant if pending is None else pending[0],
+        pending_since=state.pending_since if pending is None else pending[1],
     )
     return new, decision
 
@@ -465,12 +487,7 @@ def _without_demand(
         why = "nothing decided yet" if state.variant is None else f"variant {state.variant} no longer allowed"
         reason = _join(f"metrics missing (no demand observed), {why}: {first.reason}", *notes)
         decision = replace(first, reason=reason, budget_met=met)
-        return _finish(
-            replace(state, pending_variant=None, pending_since=None, history=()),
-            decision,
-            now,
-            ((now, decision.replicas),),
-        )
+        return _finish(state, decision, now, ((now, decision.replicas),), (None, None))
     replicas = min(max(state.replicas, spec.replicas.min), spec.replicas.max)
     extra = (
         f"replicas {state.replicas} moved into spec.replicas [{spec.replicas.min}, {spec.replicas.max}]"
@@ -515,9 +532,7 @@ def _plain(
     if not decision.budget_met:
         reason = _join(reason, _breach_text(decision.expected_power_w, allowed))
     decision = replace(decision, reason=reason)
-    return _finish(
-        replace(state, pending_variant=None, pending_since=None), decision, now, ((now, decision.replicas),)
-    )
+    return _finish(state, decision, now, ((now, decision.replicas),), (None, None))
 
 
 def _stabilized(
@@ -546,7 +561,7 @@ def _stabilized(
             False,
             alternatives(space, None, allowed),
         )
-        return _finish(replace(state, pending_variant=None, pending_since=None), holding, now)
+        return _finish(state, holding, now, None, (None, None))
 
     target = choice.candidate
     assert target is not None
@@ -567,7 +582,7 @@ def _stabilized(
                 target.variant,
                 target.power_w,
                 threshold,
-                parse_duration(scaling.switch_hold),
+                _seconds(scaling.switch_hold),
                 state.pending_since,
                 now,
             )
@@ -587,7 +602,7 @@ def _stabilized(
             target.replicas,
             state.history,
             now,
-            parse_duration(scaling.scale_up_stabilization),
+            _seconds(scaling.scale_up_stabilization),
             0.0,
         )
         history = stab.history
@@ -636,5 +651,4 @@ def _stabilized(
         met,
         alternatives(space, final, allowed),
     )
-    new_state = replace(state, pending_variant=pending_variant, pending_since=pending_since)
-    return _finish(new_state, decision, now, history)
+    return _finish(state, decision, now, history, (pending_variant, pending_since))
