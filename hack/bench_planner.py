@@ -3,10 +3,13 @@
     PYTHONPATH=operator python hack/bench_planner.py [--ticks 3000] [--seed 1] [--check 300]
 
 Times `planner.plan` (the planner alone: the whole search, choice, runner-ups) and `step.step` (accounting,
-budgets, planner and stability) per tick under random demands spanning 0..64 replicas of work, with the
-performance source being (a) the real energy model on the shipped calibration (it caches per variant and
-setting, as in the operator) and (b) a fixed table of the same curves (planner cost only). Prints p50,
-p99 and max in milliseconds. `--check N` also compares N plans with an exhaustive search over every
+budgets, demand with its queue and down-window peak, SLO guard, planner and stability) per tick under
+random demands spanning 0..64 replicas of work, with the performance source being (a) the real energy
+model on the shipped calibration (it caches per variant and setting, as in the operator) and (b) a fixed
+table of the same curves (planner cost only). One tick in four sees waiting requests and one in four a
+TTFT p90 over the SLO, so the queue and guard paths are timed too; the budget lines run the Degrade
+search (a 3 kW budget below what the SLOs need most of the time). Prints p50, p99 and max in
+milliseconds, wall-clock and CPU. `--check N` also compares N plans with an exhaustive search over every
 replica count and reports mismatches (must be 0: the shortcuts are exact).
 """
 
@@ -121,6 +124,29 @@ def report(name: str, result: tuple[list[float], list[float]]) -> str:
     )
 
 
+def ticker(spec: GreenModelSpec, src: PerformanceSource, series: list[Demand]) -> Callable[[], None]:
+    """One `step` per call over `series`, 15 s apart, carrying the loop state."""
+    state = initial_state(spec, 0.0)
+    ticks = iter(enumerate(series))
+
+    def tick() -> None:
+        nonlocal state
+        i, d = next(ticks)
+        t = 15.0 * i
+        o = Observation(
+            time=t,
+            prompt_tokens_per_s=d.prompt_tokens_per_s,
+            output_tokens_per_s=d.output_tokens_per_s,
+            power_w=1000.0,
+            energy_j_total=1000.0 * t,
+            requests_waiting=float(i % 7) if i % 4 == 1 else 0.0,
+            ttft_p90_ms=spec.slo.ttft_p90_ms * (1.5 if i % 4 == 2 else 0.5),
+        )
+        state, _ = step(spec, state, o, t, src)
+
+    return tick
+
+
 def exhaustive_min(spec: GreenModelSpec, demand: Demand, source: TableSource) -> float | None:
     space = PlanSpace(spec, demand, source)
     best: float | None = None
@@ -155,23 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         it = iter(series * 2)
         plan_ms = timed(lambda src=src, it=it: plan(spec, next(it), None, src), args.ticks)
         print(report(f"plan()  [{label}]", plan_ms))
-        state = initial_state(spec, 0.0)
-        obs_it = iter(enumerate(series))
-
-        def tick(src: PerformanceSource = src, obs_it: Any = obs_it) -> None:
-            nonlocal state
-            i, d = next(obs_it)
-            t = 15.0 * i
-            o = Observation(
-                time=t,
-                prompt_tokens_per_s=d.prompt_tokens_per_s,
-                output_tokens_per_s=d.output_tokens_per_s,
-                power_w=1000.0,
-                energy_j_total=1000.0 * t,
-            )
-            state, _ = step(spec, state, o, t, src)
-
-        print(report(f"step()  [{label}]", timed(tick, args.ticks)))
+        for name, s in (("step() ", spec), ("step() 3 kW budget, Degrade", budget_spec)):
+            print(report(f"{name} [{label}]", timed(ticker(s, src, series), args.ticks)))
         it2 = iter(series)
         exhausted_ms = timed(lambda src=src, it2=it2: plan(budget_spec, next(it2), 3000.0, src), args.ticks)
         print(report(f"plan() 3 kW budget, Degrade [{label}]", exhausted_ms))
