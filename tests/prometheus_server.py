@@ -52,6 +52,8 @@ class PodSeries:
     kepler_joules: float = 0.0
     prompt_tokens: float = 0.0
     output_tokens: float = 0.0
+    requests: float = 0.0
+    tokens_per_request: float = 1500.0  # prompt tokens of one request: sets the completed-request rate
     tpot_count: float = 0.0
 
 
@@ -86,6 +88,7 @@ class FakeFleet(Collector):
             p.kepler_joules += p.power_w * dt
             p.prompt_tokens += p.prompt_tokens_per_s * dt
             p.output_tokens += p.output_tokens_per_s * dt
+            p.requests += p.prompt_tokens_per_s / p.tokens_per_request * dt
             p.tpot_count += p.output_tokens_per_s * dt
 
     def collect(self) -> Iterable[Metric]:
@@ -107,6 +110,7 @@ class FakeFleet(Collector):
         vllm = ["model_name", "namespace", "pod"]
         prompt = CounterMetricFamily("vllm:prompt_tokens", "Prompt tokens", labels=vllm)
         output = CounterMetricFamily("vllm:generation_tokens", "Generation tokens", labels=vllm)
+        success = CounterMetricFamily("vllm:request_success", "Finished requests", labels=vllm)
         waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Waiting", labels=vllm)
         running = GaugeMetricFamily("vllm:num_requests_running", "Running", labels=vllm)
         tpot = HistogramMetricFamily("vllm:time_per_output_token_seconds", "TPOT", labels=vllm)
@@ -120,11 +124,12 @@ class FakeFleet(Collector):
             v = ["model", p.namespace, p.pod]
             prompt.add_metric(v, p.prompt_tokens)
             output.add_metric(v, p.output_tokens)
+            success.add_metric(v, p.requests)
             waiting.add_metric(v, p.waiting)
             running.add_metric(v, p.running)
             buckets = [(str(b), p.tpot_count if p.tpot_s <= b else 0.0) for b in TPOT_BUCKETS]
             tpot.add_metric(v, [*buckets, ("+Inf", p.tpot_count)], p.tpot_count * p.tpot_s)
-        yield from (power, energy, kepler_w, kepler_j, prompt, output, waiting, running, tpot)
+        yield from (power, energy, kepler_w, kepler_j, prompt, output, success, waiting, running, tpot)
         for name, value in self.extra_gauges.items():
             yield GaugeMetricFamily(name, name, value=value)
 

@@ -27,6 +27,7 @@ def test_dcgm_queries_select_the_deployments_pods() -> None:
     assert qs.queries["energy_j"] == f"sum(increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{sel}[15s])) / 1000"
     assert qs.queries["output_tokens_per_s"] == f"sum(rate(vllm:generation_tokens_total{sel}[1m]))"
     assert qs.queries["prompt_tokens_per_s"] == f"sum(rate(vllm:prompt_tokens_total{sel}[1m]))"
+    assert qs.queries["requests_per_s"] == f"sum(rate(vllm:request_success_total{sel}[1m]))"
     histogram = "vllm:time_per_output_token_seconds_bucket"
     assert (
         qs.queries["tpot_p90_ms"]
@@ -106,6 +107,7 @@ def test_observe_builds_an_observation_and_accumulates_energy() -> None:
             "DCGM_FI_DEV_POWER_USAGE": "1400",
             "ENERGY": "21000",
             "generation_tokens": "900",
+            "request_success": "20",
             "prompt_tokens": "30000",
             "waiting": "3",
         }
@@ -114,6 +116,7 @@ def test_observe_builds_an_observation_and_accumulates_energy() -> None:
     assert obs.power_w == 1400 and obs.output_tokens_per_s == 900 and obs.prompt_tokens_per_s == 30000
     assert obs.energy_j_total == 21500.0
     assert obs.requests_waiting == 3 and obs.carbon_intensity_g_per_kwh == 100
+    assert obs.requests_per_s == 20
     assert obs.has_demand
 
 

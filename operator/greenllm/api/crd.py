@@ -121,7 +121,7 @@ def custom_resource_definition() -> dict[str, Any]:
                                 {
                                     "rule": "self.metadata.name.size() <= 63 && "
                                     "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-                                    "message": "metadata.name must be a DNS-1035 label (it names the Service)",
+                                    "message": "metadata.name must be a DNS-1035 label (it names a Service)",
                                 }
                             ],
                             "properties": {

@@ -245,7 +245,8 @@ async def _rejected_as_spec_error(call: Awaitable[dict[str, Any]], kind: str) ->
             reason = json.loads(e.body or "{}").get("message") or e.reason
         except ValueError:
             reason = e.reason
-        raise WorkloadRejectedError(f"the API server refused the {kind} rendered from this spec: {reason}") from e
+        message = f"the API server refused the {kind} rendered from this spec: {reason}"
+        raise WorkloadRejectedError(message) from e
 
 
 @kopf.on.delete(*RESOURCE)

@@ -39,6 +39,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     "kepler_energy_j": f"sum(increase(kepler_pod_gpu_joules_total{_KEPLER_POD}[{{since}}]))",
     "prompt_tokens_per_s": f"sum(rate(vllm:prompt_tokens_total{_POD}[{{window}}]))",
     "output_tokens_per_s": f"sum(rate(vllm:generation_tokens_total{_POD}[{{window}}]))",
+    "requests_per_s": f"sum(rate(vllm:request_success_total{_POD}[{{window}}]))",
     "requests_waiting": f"sum(vllm:num_requests_waiting{_POD})",
     "requests_running": f"sum(vllm:num_requests_running{_POD})",
     "tpot_p90_ms": _p90_ms("vllm:time_per_output_token_seconds_bucket"),
@@ -54,6 +55,7 @@ def fill(template: str, values: Mapping[str, str]) -> str:
 
 
 DEMAND_QUERIES = ("prompt_tokens_per_s", "output_tokens_per_s")
+LOAD_QUERIES = ("requests_per_s", "requests_waiting", "requests_running", "tpot_p90_ms", "ttft_p90_ms")
 
 
 def pod_regex(deployment: str) -> str:
@@ -90,10 +92,7 @@ def build_queries(
         "power_age_s": templates[f"{source}_power_age_s"],
         "energy_j": templates[f"{source}_energy_j"],
         **{name: templates[name] for name in DEMAND_QUERIES},
-        **{
-            name: templates[name]
-            for name in ("requests_waiting", "requests_running", "tpot_p90_ms", "ttft_p90_ms")
-        },
+        **{name: templates[name] for name in LOAD_QUERIES},
     }
     if since_s is None:
         chosen.pop("energy_j")  # nothing to account yet: the first tick only sets the baseline
@@ -162,6 +161,7 @@ def observe(
         time=now,
         prompt_tokens_per_s=values.get("prompt_tokens_per_s"),
         output_tokens_per_s=values.get("output_tokens_per_s"),
+        requests_per_s=values.get("requests_per_s"),
         requests_waiting=values.get("requests_waiting"),
         requests_running=values.get("requests_running"),
         power_w=values.get("power_w"),
