@@ -72,7 +72,7 @@ async def settled(
     client: KubeClient, name: str = "qwen3-8b", generation: int | None = None
 ) -> dict[str, Any]:
     """The GreenModel once the operator has handled `generation` (default: the current one) with no
-    handler pending: SpecValid is set for it and kopf has no progress recorded on the object."""
+    handler pending: SpecValid is set for it, kopf has recorded this spec as handled, and no progress."""
 
     async def check() -> dict[str, Any] | None:
         gm = await client.get(GM, name, NS)
@@ -84,6 +84,9 @@ async def settled(
         if valid is None or valid.get("observedGeneration") != want:
             return None
         if progress(gm):
+            return None
+        handled = (meta.get("annotations") or {}).get(DIFFBASE)  # kopf's record of the last handled spec
+        if handled is None or json.loads(handled).get("spec") != gm.get("spec"):
             return None
         return gm
 
