@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ for _path in (ROOT / "operator", ROOT):  # greenllm, and tests.* for the emulato
 
 import aiohttp  # noqa: E402
 import aiohttp.web  # noqa: E402
+import attrs  # noqa: E402
 import kmock  # noqa: E402
 import yaml  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -60,7 +62,8 @@ from tests.prometheus_server import Exporter, FakeFleet, PodSeries, PrometheusSe
 
 from greenllm.api.crd import custom_resource_definition  # noqa: E402
 from greenllm.api.durations import parse_duration  # noqa: E402
-from greenllm.controller.metrics import pod_regex  # noqa: E402
+from greenllm.api.v1alpha1 import GreenModelSpec  # noqa: E402
+from greenllm.controller import metrics  # noqa: E402
 from greenllm.core.render import workload_name  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "qwen3-8b-minimal.yaml"
@@ -92,8 +95,10 @@ def layout(n: int, per_namespace: int) -> list[tuple[str, str]]:
 def pod_name(deployment: str) -> str:
     """A pod name the operator's PromQL selects for `deployment` (<deployment>-<rs hash>-<suffix>)."""
     name = f"{deployment}-5d8f7c9b6-abcde"
-    if re.fullmatch(pod_regex(deployment), name) is None:
-        raise ValueError(f"{name} is not selected by the operator's pod regex {pod_regex(deployment)}")
+    if re.fullmatch(metrics.pod_regex(deployment), name) is None:
+        raise ValueError(
+            f"{name} is not selected by the operator's pod regex {metrics.pod_regex(deployment)}"
+        )
     return name
 
 
@@ -101,22 +106,36 @@ def pod_name(deployment: str) -> str:
 
 
 def proc_status(pid: int) -> dict[str, int]:
-    """VmHWM / VmRSS (kB) of a live process."""
+    """VmHWM / VmRSS (kB) and Threads of a live process."""
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
+        if key in ("VmHWM", "VmRSS", "Threads"):
             out[key] = int(value.split()[0])
     return out
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (and of its reaped children, which it has none of)."""
+    """User + system CPU time of a live process (all its threads), in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     # Fields after the command: state is field 3 of proc(5), utime 14 and stime 15.
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def source_commit() -> str:
+    """The commit the operator ran from, with "+dirty" when operator/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", "operator")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 # ---------------------------------------------------------------------------------------------- histograms
@@ -227,22 +246,41 @@ class Result:
     loop_errors: float = 0.0
     cpu_ms_per_tick: float = float("nan")  # operator CPU time in the steady window / ticks observed
     cpu_utilisation_steady: float = float("nan")  # operator CPU seconds per second in the steady window
-    cpu_converge_s: float = float("nan")  # operator CPU seconds from start to convergence
+    cpu_converge_s: float = float("nan")  # operator CPU seconds from the first create to convergence
+    bench_cpu_utilisation_converge: float = float("nan")  # emulator + exporter (this process), cores
+    # Contention: the other processes' CPU in the steady window (cores), and the machine's load average.
+    bench_cpu_utilisation_steady: float = float("nan")  # emulator + exporter (this process)
+    prometheus_cpu_utilisation_steady: float = float("nan")
+    load_average_1m: float = float("nan")
+    operator_threads: int = 0
     prometheus_queries_per_tick: float = float("nan")
     api_rps_converge: float = float("nan")
     api_rps_steady: float = float("nan")
     api_calls_per_tick: float = float("nan")
     api_top_converge: dict[str, int] = field(default_factory=dict)  # busiest "verb resource": calls
     api_top_steady: dict[str, int] = field(default_factory=dict)
+    api_peak_rps_steady: float = float("nan")  # the busiest second of operator requests
+    # One GreenModel's PromQL, run sequentially as a tick runs it, timed from here during the steady window:
+    # how much of a tick is Prometheus round-trips under this load (median of the probes).
+    probe_queries_ms: float = float("nan")
     peak_rss_mb: float = float("nan")
     rss_converged_mb: float = float("nan")
     rss_end_mb: float = float("nan")
     operator_startup_s: float = float("nan")
+    operator_commit: str = field(default_factory=lambda: source_commit())
     notes: list[str] = field(default_factory=list)
 
 
 def _operator_calls(calls: Sequence[ApiCall]) -> list[ApiCall]:
     return [c for c in calls if not c.user_agent.startswith(BENCH_USER_AGENT)]
+
+
+def _peak_rate(times: Sequence[float]) -> float:
+    """The most events in any one-second bin."""
+    if not times:
+        return 0.0
+    start = min(times)
+    return float(max(Counter(int(t - start) for t in times).values()))
 
 
 def _top(calls: Sequence[ApiCall], k: int = 8) -> dict[str, int]:
@@ -253,6 +291,7 @@ def _top(calls: Sequence[ApiCall], k: int = 8) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------- the run
 
 
+@attrs.define(kw_only=True)
 class BenchEmulator(KubeEmulator):
     """The test emulator, made to scale past a few thousand requests.
 
@@ -260,8 +299,17 @@ class BenchEmulator(KubeEmulator):
     which walks every request the server has recorded so far, for every reaction: each request costs
     O(requests so far) and a run O(R^2) (profiled: at N=100, 531 requests took 94 s of emulator CPU in
     kmock's filtering). Forgetting a request once it has been served keeps the walk to the requests in
-    flight; the emulator's own record (`api_calls`) is unaffected.
+    flight; the emulator's own record (`api_calls`) is unaffected. `call_times` adds when each of those
+    calls arrived (monotonic seconds), for the request rate's peaks.
     """
+
+    call_times: list[float] = attrs.field(factory=list, init=False)
+
+    def _record(self, request: kmock.Request) -> None:
+        before = len(self._api_calls)
+        super()._record(request)
+        if len(self._api_calls) > before:
+            self.call_times.append(time.monotonic())
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         try:
@@ -286,6 +334,12 @@ class BenchPrometheus(PrometheusServer):
                 "evaluation_interval: 1s", f"evaluation_interval: {interval}"
             )
         )
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("prometheus is not running")
+        return self._proc.pid
 
 
 class OperatorProcess:
@@ -423,6 +477,7 @@ async def run_one(
                 emulator=emulator,
                 operator=operator,
                 prometheus_url=prometheus.url,
+                prometheus_pid=prometheus.pid,
                 kube_url=kube_url,
                 objects=objects,
                 interval=interval,
@@ -442,6 +497,7 @@ async def run_one(
                     memory = proc_status(operator.pid)
                     result.peak_rss_mb = memory["VmHWM"] / 1024
                     result.rss_end_mb = memory["VmRSS"] / 1024
+                    result.operator_threads = memory["Threads"]
                 code = await asyncio.to_thread(operator.stop)
                 if code not in (0, -signal.SIGTERM):
                     result.notes.append(f"operator exit code {code} after SIGTERM")
@@ -456,6 +512,7 @@ class _Bench:
     emulator: BenchEmulator
     operator: OperatorProcess
     prometheus_url: str
+    prometheus_pid: int
     kube_url: str
     objects: Sequence[tuple[str, str]]
     interval: str
@@ -465,6 +522,12 @@ class _Bench:
     first_create: float = 0.0
     calls_before_create: int = 0
     cpu_before_create: float = 0.0
+    bench_cpu_before_create: float = 0.0
+
+    @property
+    def example(self) -> dict[str, Any]:
+        example: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+        return example
 
     def say(self, message: str) -> None:
         if self.progress:
@@ -497,8 +560,7 @@ class _Bench:
     async def create(self) -> None:
         """Namespaces, then every GreenModel, `concurrency` creates in flight."""
         loop = asyncio.get_running_loop()
-        example = yaml.safe_load(EXAMPLE.read_text())
-        interval = self.interval
+        example, interval = self.example, self.interval
         headers = {"User-Agent": BENCH_USER_AGENT, "Content-Type": "application/json"}
         async with aiohttp.ClientSession(base_url=self.kube_url, headers=headers) as session:
 
@@ -511,6 +573,7 @@ class _Bench:
                 await post("/api/v1/namespaces", {"metadata": {"name": ns}})
             self.calls_before_create = len(self.emulator.api_calls)
             self.cpu_before_create = cpu_seconds(self.operator.pid)
+            self.bench_cpu_before_create = cpu_seconds(os.getpid())
             queue = list(reversed(self.objects))
 
             async def creator() -> None:
@@ -564,6 +627,8 @@ class _Bench:
             result.api_rps_converge = len(calls) / max(end - self.first_create, 1e-9)
             result.api_top_converge = _top(calls)
             result.cpu_converge_s = cpu_seconds(self.operator.pid) - self.cpu_before_create
+            bench_cpu = cpu_seconds(os.getpid()) - self.bench_cpu_before_create
+            result.bench_cpu_utilisation_converge = bench_cpu / max(end - self.first_create, 1e-9)
             result.rss_converged_mb = proc_status(self.operator.pid)["VmRSS"] / 1024
         result.converge_s = done - self.first_create
         self.say(f"converged in {result.converge_s:.1f}s; waiting for {result.ticks} ticks per GreenModel")
@@ -576,22 +641,38 @@ class _Bench:
         totals1 = totals0
         q0 = await asyncio.to_thread(prometheus_queries, self.prometheus_url)
         cpu0, calls0, t0 = cpu_seconds(operator.pid), len(self.emulator.api_calls), loop.time()
+        others0 = cpu_seconds(os.getpid()), cpu_seconds(self.prometheus_pid)
         want = result.n * result.ticks
-        # The operator's /metrics grows with N (series per GreenModel): scrape it sparingly.
-        every = min(max(1.0, result.interval_s / 5), 10.0)
+        # The operator's /metrics grows with N (series per GreenModel): scrape it about as often as a
+        # Prometheus would (each scrape costs the operator CPU that the window counts).
+        every = min(max(1.0, result.interval_s), 15.0)
         deadline = t0 + result.ticks * result.interval_s * 4 + 120.0
+        spec = GreenModelSpec.model_validate(self.example["spec"])
+        probe = metrics.prometheus_query(self.prometheus_url, 10.0)
+        probes: list[float] = []
+
+        def probe_once() -> None:
+            ns, name = self.objects[len(probes) * 7919 % len(self.objects)]
+            queries = metrics.build_queries(spec, ns, workload_name(name), since_s=result.interval_s)
+            started = time.perf_counter()
+            metrics.observe(probe, queries, time.time(), 3 * result.interval_s, None)
+            probes.append(time.perf_counter() - started)
+
         while h1.count - h0.count < want:
             if loop.time() >= deadline:
                 result.notes.append(f"only {h1.count - h0.count:.0f} of {want} ticks within the window")
                 break
-            await asyncio.sleep(every)
+            await asyncio.gather(asyncio.sleep(every), asyncio.to_thread(probe_once))
             operator.check_alive()
             histograms, totals1 = await asyncio.to_thread(operator.metrics)
             h1 = histograms[LOOP_HISTOGRAM]
         t1, cpu1, calls1 = loop.time(), cpu_seconds(operator.pid), len(self.emulator.api_calls)
+        others1 = cpu_seconds(os.getpid()), cpu_seconds(self.prometheus_pid)
+        result.load_average_1m = os.getloadavg()[0]
         q1 = await asyncio.to_thread(prometheus_queries, self.prometheus_url)
         window = h1.minus(h0)
-        calls = _operator_calls(self.emulator.api_calls[calls0:calls1])
+        window_calls = self.emulator.api_calls[calls0:calls1]
+        calls = _operator_calls(window_calls)
         result.ticks_observed = window.count
         result.steady_s = t1 - t0
         if window.count > 0:
@@ -603,10 +684,22 @@ class _Bench:
             result.prometheus_queries_per_tick = (q1 - q0) / window.count
             result.api_calls_per_tick = len(calls) / window.count
         result.cpu_utilisation_steady = (cpu1 - cpu0) / max(t1 - t0, 1e-9)
+        result.bench_cpu_utilisation_steady = (others1[0] - others0[0]) / max(t1 - t0, 1e-9)
+        result.prometheus_cpu_utilisation_steady = (others1[1] - others0[1]) / max(t1 - t0, 1e-9)
         errors = "greenllm_loop_errors_total"
         result.loop_errors = totals1.get(errors, 0.0) - totals0.get(errors, 0.0)
         result.api_rps_steady = len(calls) / max(t1 - t0, 1e-9)
         result.api_top_steady = _top(calls)
+        times = self.emulator.call_times[calls0:calls1]
+        result.api_peak_rps_steady = _peak_rate(
+            [
+                t
+                for c, t in zip(window_calls, times, strict=True)
+                if not c.user_agent.startswith(BENCH_USER_AGENT)
+            ]
+        )
+        if probes:
+            result.probe_queries_ms = statistics.median(probes) * 1000
         self.say(f"{window.count:.0f} ticks in {t1 - t0:.1f}s")
 
 
