@@ -18,14 +18,12 @@ from typing import Any
 
 import aiohttp
 import grpc
-import kmock
 import kubernetes
 import pytest
-import yaml
 
 from greenllm.agent.gpu import SimulatedBackend, simulated_h100
 from greenllm.agent.podresources import api_pb2, api_pb2_grpc
-from greenllm.api.crd import custom_resource_definition
+from tests.conftest import write_kubeconfig
 from tests.kube_emulator import KubeEmulator
 
 NODE = "gpu-node-1"
@@ -115,32 +113,9 @@ def sim_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def kube() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    emulator.register_crd(custom_resource_definition())
-    async with emulator, kmock.Server(emulator, host="127.0.0.1"):
-        yield emulator
-
-
-@pytest.fixture
-def kube_url(kube: KubeEmulator) -> str:
-    return str(kube.url).rstrip("/")
-
-
-@pytest.fixture
 def kubeconfig(kube_url: str, tmp_path: Path) -> Path:
     """A kubeconfig for the emulator (for agent subprocesses: pass it as $KUBECONFIG)."""
-    path = tmp_path / "kubeconfig"
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": kube_url}}],
-        "users": [{"name": "agent", "user": {"token": "agent-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "agent"}}],
-        "current-context": "emulator",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_kubeconfig(tmp_path / "kubeconfig", kube_url, "agent")
 
 
 @pytest.fixture

@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import aiohttp
-import kmock
 import kopf
 import kubernetes
 import pytest
-import yaml
 from kopf._core.intents.registries import SmartOperatorRegistry  # what `kopf run` uses by default
 from kopf.testing import KopfRunner
 
-from greenllm.api.crd import custom_resource_definition
+from tests.conftest import write_kubeconfig
 from tests.kube_emulator import MERGE_PATCH, ApiCall, KubeEmulator
 
 T = TypeVar("T")
@@ -342,32 +340,8 @@ class OperatorFactory:
 
 
 @pytest.fixture
-async def kube() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    emulator.register_crd(custom_resource_definition())
-    async with emulator, kmock.Server(emulator, host="127.0.0.1"):
-        yield emulator
-
-
-@pytest.fixture
-def kube_url(kube: KubeEmulator) -> str:
-    return str(kube.url).rstrip("/")
-
-
-@pytest.fixture
 def kubeconfig(kube_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = tmp_path / "kubeconfig"
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": kube_url}}],
-        "users": [{"name": "tester", "user": {"token": "e2e-token"}}],
-        "contexts": [
-            {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": "default"}}
-        ],
-        "current-context": "emulator",
-    }
-    path.write_text(yaml.safe_dump(config))
+    path = write_kubeconfig(tmp_path / "kubeconfig", kube_url, "tester")
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
     # In a pod, the in-cluster config would win over the kubeconfig and reach the real cluster.
