@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 
 from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, OnExhausted, Power, Variant
@@ -258,6 +260,42 @@ class Pair:
 _FEASIBLE, _TTFT_UNREACHABLE, _TOO_MANY = 0, 1, 2  # Pair.why_code
 
 
+Runnable = tuple[tuple[Variant, PowerSetting, ReplicaPerformance], ...]
+_CATALOG_MEMO: dict[tuple[int, int], tuple[GreenModelSpec, object, Runnable, Mapping[str, str]]] = {}
+_CATALOG_LIMIT = 64
+
+
+def catalog(spec: GreenModelSpec, source: PerformanceSource) -> tuple[Runnable, Mapping[str, str]]:
+    """Every (variant, setting) of `spec` the source can run (variants below slo.minQuality left out), in
+    spec and setting order, and why each other variant never runs. Memoised per (spec, source) object
+    pair, both taken as immutable: the operator loop and the simulator pass the same frozen spec and the
+    same energy model on every tick (TableSource's table is read-only); each entry keeps its objects, so
+    an id is never mistaken for a later object's."""
+    key = (id(spec), id(source))
+    hit = _CATALOG_MEMO.get(key)
+    if hit is not None and hit[0] is spec and hit[1] is source:
+        return hit[2], hit[3]
+    runnable: list[tuple[Variant, PowerSetting, ReplicaPerformance]] = []
+    unusable: dict[str, str] = {}
+    settings = source.power_settings(spec.gpu, spec.power)
+    for variant in spec.variants:
+        if variant.quality < spec.slo.min_quality:
+            unusable[variant.name] = f"quality {variant.quality:g} < slo.minQuality {spec.slo.min_quality:g}"
+            continue
+        count = len(runnable)
+        for setting in settings:
+            perf = source.performance(spec, variant, setting)
+            if perf is not None:
+                runnable.append((variant, setting, perf))
+        if len(runnable) == count:
+            unusable[variant.name] = f"cannot meet TPOT p90 {spec.slo.tpot_p90_ms:g} ms at any setting"
+    if len(_CATALOG_MEMO) >= _CATALOG_LIMIT:
+        _CATALOG_MEMO.clear()
+    frozen = MappingProxyType(unusable)
+    _CATALOG_MEMO[key] = (spec, source, tuple(runnable), frozen)
+    return tuple(runnable), frozen
+
+
 class PlanSpace:
     """Every (variant, setting) pair of a spec under one demand; evaluates configurations on request."""
 
@@ -274,26 +312,11 @@ class PlanSpace:
         self.ttft_s = spec.slo.ttft_p90_ms / 1000.0
         self.headroom_factor = max(1.0 + self.headroom, min_capacity)
         self.ttft_k = LN10 * MEAN_PROMPT_TOKENS / self.ttft_s  # TTFT rule: k = this / pc
-        self.pairs: list[Pair] = []
-        self.unusable: dict[str, str] = {}  # variant -> why it is never considered
         self._ordered: list[Pair] | None = None
-        settings = source.power_settings(spec.gpu, spec.power)
+        runnable, unusable = catalog(spec, source)
+        self.unusable: Mapping[str, str] = unusable  # variant -> why it is never considered
         prompt, out = demand.prompt_tokens_per_s, demand.output_tokens_per_s
-        for variant in spec.variants:
-            if variant.quality < spec.slo.min_quality:
-                self.unusable[variant.name] = (
-                    f"quality {variant.quality:g} < slo.minQuality {spec.slo.min_quality:g}"
-                )
-                continue
-            count = len(self.pairs)
-            for setting in settings:
-                perf = source.performance(spec, variant, setting)
-                if perf is not None:
-                    self.pairs.append(Pair(variant, setting, perf, prompt, out, self))
-            if len(self.pairs) == count:
-                self.unusable[variant.name] = (
-                    f"cannot meet TPOT p90 {spec.slo.tpot_p90_ms:g} ms at any setting"
-                )
+        self.pairs: list[Pair] = [Pair(v, st, perf, prompt, out, self) for v, st, perf in runnable]
 
     # ------------------------------------------------------------------ evaluation
     def power(self, pair: Pair, n: int) -> float:
@@ -537,23 +560,23 @@ class PlanSpace:
         limit = (allowed_w * (1.0 + _EPS) + _EPS) * (1.0 + _BOUND_SLACK)
         prefill_w = pair.perf.prefill_power_w
         floor_w = pair.floor_w
-        bound = float(hi)
-        least = prefill_w if prefill_w < floor_w else floor_w
-        if least > 0.0:
-            bound = min(bound, limit / least)
         if prefill_w >= floor_w > 0.0:
             pr = pair.prefill_replicas
             if limit < pr * prefill_w:
-                bound = min(bound, limit / prefill_w)  # fewer replicas than P/pc: all prefilling
+                bound = limit / prefill_w  # fewer replicas than P/pc: all prefilling
             else:
                 spare = limit - pr * prefill_w
-                b = pr + spare / floor_w
+                bound = pr + spare / floor_w  # also <= limit / floor_w, the bound below
                 out = self.demand.output_tokens_per_s
-                if pair.nondecreasing and out > 0.0 and b > pr:
-                    d = pair.perf.decode_power_w(out / (b - pr))
+                if pair.nondecreasing and out > 0.0 and bound > pr:
+                    d = pair.perf.decode_power_w(out / (bound - pr))
                     if d > floor_w:
-                        b = pr + spare / d
-                bound = min(bound, b)
+                        bound = pr + spare / d
+        else:
+            least = prefill_w if prefill_w < floor_w else floor_w
+            if least <= 0.0:
+                return hi
+            bound = limit / least
         return hi if bound >= hi else math.floor(bound)
 
     def cheapest_at_min(self, pairs: list[Pair]) -> Candidate | None:
@@ -728,7 +751,8 @@ def alternatives(
     if len(shown) < want:  # variants that cannot meet the SLOs: the one serving the most first
         have = {p.variant for p in shown} | {chosen_variant}
         stuck = [p for p in space.pairs if p.variant not in have and p.n_need is None]
-        stuck.sort(key=lambda p: -space.served(p, space.max_replicas))
+        top = space.max_replicas
+        stuck.sort(key=lambda p: -(top / p.work if p.work > top else 1.0))  # by share served at the top
         for pair in stuck:
             if len(shown) >= want:
                 break
@@ -830,10 +854,11 @@ class TableSource:
     def __init__(
         self,
         settings: tuple[PowerSetting, ...],
-        table: dict[tuple[str, PowerSetting], ReplicaPerformance],
+        table: Mapping[tuple[str, PowerSetting], ReplicaPerformance],
     ):
         self.settings = settings
-        self.table = table
+        # Read-only: the planner remembers what a source answered for a spec (`catalog`).
+        self.table: Mapping[tuple[str, PowerSetting], ReplicaPerformance] = MappingProxyType(dict(table))
 
     def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         return self.settings
