@@ -10,6 +10,7 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -70,8 +71,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.peering.standalone = True
 
 
+@kopf.on.cleanup()
+async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
+    if "telemetry" in memo:
+        memo.telemetry.stop()
+        del memo["telemetry"]
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """An explicit $KUBECONFIG wins; otherwise the pod's service account, then ~/.kube/config."""
+    if os.environ.get("KUBECONFIG"):
+        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 

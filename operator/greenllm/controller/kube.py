@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +28,14 @@ class Kube:
 
     @classmethod
     def from_environment(cls) -> Kube:
-        """In-cluster service account first, then $KUBECONFIG / ~/.kube/config (running outside)."""
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
+        """As the operator's login: an explicit $KUBECONFIG, else the service account, else ~/.kube/config."""
+        if os.environ.get("KUBECONFIG"):
             config.load_kube_config()  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(client.ApiClient())
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

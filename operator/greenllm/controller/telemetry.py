@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -54,6 +55,7 @@ class Telemetry:
         )
         self.loop_errors = Counter("greenllm_loop_errors", "Ticks that failed", (*LABELS, "kind"), registry=r)
         self._variants: dict[tuple[str, str], str] = {}
+        self._server: WSGIServer | None = None
 
     def set_variant(self, namespace: str, name: str, variant: str) -> None:
         previous = self._variants.get((namespace, name))
@@ -81,4 +83,11 @@ class Telemetry:
 
     def serve(self, port: int) -> None:
         if port > 0:
-            start_http_server(port, registry=self.registry)
+            self._server, _ = start_http_server(port, registry=self.registry)
+
+    def stop(self) -> None:
+        """Free the port, so an operator restarted in the same process can serve again."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
