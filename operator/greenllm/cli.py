@@ -6,10 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
-from pydantic import ValidationError
 
 from greenllm import __version__
 
@@ -43,27 +39,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_green_model(path: Path) -> Any:
-    """A GreenModel from a YAML file, or SystemExit with the file and field that are wrong."""
-    from greenllm.api.v1alpha1 import GreenModel
-
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SystemExit(f"{path}: {e}") from e
-    try:
-        return GreenModel.model_validate(document)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise SystemExit(f"{path}: invalid GreenModel: {problems}") from e
-
-
 def _plan(args: argparse.Namespace) -> int:
     from greenllm.calibration import default_energy_model
     from greenllm.core.decision import Observation
     from greenllm.core.step import initial_decision, initial_state, step
+    from greenllm.modelfile import ModelFileError, load_green_model
 
-    gm = load_green_model(Path(args.file))
+    try:
+        gm = load_green_model(Path(args.file))
+    except ModelFileError as e:
+        raise SystemExit(str(e)) from e
     energy = default_energy_model()
     decision = initial_decision(gm.spec, energy)
     if args.prompt_tokens_per_s is not None or args.output_tokens_per_s is not None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from simkit import EXAMPLE
 
-from greenllm.sim.modelfile import ModelFileError, load_green_model
+from greenllm.modelfile import ModelFileError, load_green_model
 from greenllm.sim.trace import TraceError, default_trace_path, load_trace
 
 

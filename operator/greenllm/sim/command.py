@@ -15,6 +15,7 @@ from greenllm.controller.config import OperatorConfig
 from greenllm.core.decision import Decision
 from greenllm.core.performance import PowerSetting
 from greenllm.core.render import deployment
+from greenllm.modelfile import ModelFileError, load_green_model
 from greenllm.sim.engine import (
     PolicyRun,
     Scenario,
@@ -24,7 +25,6 @@ from greenllm.sim.engine import (
     static_replicas,
 )
 from greenllm.sim.fleet import RolloutStrategy
-from greenllm.sim.modelfile import ModelFileError, load_green_model
 from greenllm.sim.policies import (
     GreenllmPolicy,
     HpaPolicy,
