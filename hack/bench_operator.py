@@ -13,15 +13,17 @@ Measured per N:
   status.variant, and each GreenModel's own latency from its create (p50 / p99 / max);
 - steady state: after convergence, wait until the daemons have run `--ticks` ticks per GreenModel, then
   read the operator's `greenllm_loop_duration_seconds` histogram (the difference over the window: mean and
-  p50 / p99 per tick per GreenModel, interpolated within buckets like PromQL's histogram_quantile), the
-  operator's CPU time per tick, the achieved tick period (interval + loop time + any lag), and the
-  Prometheus queries it made per tick;
+  p50 / p99 per tick per GreenModel, interpolated within buckets like PromQL's histogram_quantile; a
+  quantile beyond the top finite bucket, 10 s, reads as 10 s), the operator's CPU time per tick, the
+  achieved tick period (interval + loop time + any lag), the Prometheus queries it made per tick, and
+  how long one GreenModel's queries take when run from here meanwhile (`probe_queries_ms`);
 - API requests per second the operator sent (from the emulator's `api_calls`), while converging and in
-  the steady state, with the busiest (verb, resource) pairs;
+  the steady state (mean and busiest second), with the busiest (verb, resource) pairs;
 - peak RSS of the operator process (VmHWM) and its RSS at convergence and at the end.
 
 All processes share this machine's cores: wall-clock numbers include contention with the emulator,
-the exporter and Prometheus; the CPU-time numbers are the operator's alone.
+the exporter, Prometheus and whatever else runs (the result records their CPU use and the load average);
+the CPU-time numbers are the operator's alone. `--workdir DIR` keeps each run's operator log.
 """
 
 from __future__ import annotations
@@ -650,10 +652,12 @@ class _Bench:
         spec = GreenModelSpec.model_validate(self.example["spec"])
         probe = metrics.prometheus_query(self.prometheus_url, 10.0)
         probes: list[float] = []
+        probe_queries: list[int] = []  # Prometheus counts these too: they are not the operator's
 
         def probe_once() -> None:
             ns, name = self.objects[len(probes) * 7919 % len(self.objects)]
             queries = metrics.build_queries(spec, ns, workload_name(name), since_s=result.interval_s)
+            probe_queries.append(len(queries.queries) + (queries.carbon_query is not None))
             started = time.perf_counter()
             metrics.observe(probe, queries, time.time(), 3 * result.interval_s, None)
             probes.append(time.perf_counter() - started)
@@ -681,7 +685,7 @@ class _Bench:
             result.loop_p50_ms = window.quantile(0.5) * 1000
             result.loop_p99_ms = window.quantile(0.99) * 1000
             result.cpu_ms_per_tick = (cpu1 - cpu0) * 1000 / window.count
-            result.prometheus_queries_per_tick = (q1 - q0) / window.count
+            result.prometheus_queries_per_tick = (q1 - q0 - sum(probe_queries)) / window.count
             result.api_calls_per_tick = len(calls) / window.count
         result.cpu_utilisation_steady = (cpu1 - cpu0) / max(t1 - t0, 1e-9)
         result.bench_cpu_utilisation_steady = (others1[0] - others0[0]) / max(t1 - t0, 1e-9)
