@@ -441,7 +441,7 @@ def test_the_reported_degrade_case_is_budget_not_met_without_float_noise() -> No
     from pathlib import Path
 
     from greenllm.calibration import default_energy_model
-    from greenllm.sim.modelfile import load_green_model
+    from greenllm.modelfile import load_green_model
 
     example = Path(__file__).resolve().parents[2] / "examples" / "llama-3.1-8b-h100.yaml"
     spec = load_green_model(example).spec
@@ -576,3 +576,24 @@ def test_best_effort_runs_the_most_capacity_not_the_best_quality() -> None:
     d = plan(spec, Demand(0.0, 4000.0), None, src)  # hq x4 serves 100%, fast x4 serves 115% of 4000
     assert "SLOs unreachable" in d.reason
     assert (d.variant, d.replicas) == ("fast", 4)
+
+
+def test_catalog_follows_the_spec_content_not_the_object() -> None:
+    """A spec parsed again with the same content reuses what the source said; a changed spec never gets a
+    stale answer, and neither does another source."""
+    from greenllm.core.planner import catalog
+
+    spec, src = make_spec(), source()
+    runnable, unusable = catalog(spec, src)
+    assert {(v.name, s) for v, s, _ in runnable} == set(src.table)
+    assert catalog(GreenModelSpec.model_validate(spec.model_dump(by_alias=True)), src)[0] is runnable
+    floor = make_spec(slo={"minQuality": 0.95})
+    assert {v.name for v, _, _ in catalog(floor, src)[0]} == {"fp16", "fp8"}
+    assert "slo.minQuality" in catalog(floor, src)[1]["int4"]
+    tighter = make_spec(slo={"tpotP90Ms": 20})
+    assert catalog(tighter, src)[0] is not runnable
+    fewer = TableSource((DEFAULT,), {("fp16", DEFAULT): perf(1000.0, 20000.0, 100.0, 700.0)})
+    only, why = catalog(spec, fewer)
+    assert [(v.name, s) for v, s, _ in only] == [("fp16", DEFAULT)]
+    assert "TPOT" in why["int4"]
+    assert not unusable

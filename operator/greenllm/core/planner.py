@@ -67,7 +67,10 @@ _BOUND_SLACK = 1e-9  # pruning bounds are loosened by this much so float noise n
 
 
 class PerformanceSource(Protocol):
-    """What the planner needs from the energy model (greenllm.core.energy.EnergyModel satisfies it)."""
+    """What the planner needs from the energy model (greenllm.core.energy.EnergyModel satisfies it).
+
+    Answers may depend on the GPU, the model, the TPOT SLO, the power settings and the variant only, and
+    must not change for the same arguments: the planner remembers them (`catalog`)."""
 
     def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         """The per-GPU power settings the planner may choose from (just one for mode Fixed / Off)."""
@@ -261,20 +264,28 @@ _FEASIBLE, _TTFT_UNREACHABLE, _TOO_MANY = 0, 1, 2  # Pair.why_code
 
 
 Runnable = tuple[tuple[Variant, PowerSetting, ReplicaPerformance], ...]
-_CATALOG_MEMO: dict[tuple[int, int], tuple[GreenModelSpec, object, Runnable, Mapping[str, str]]] = {}
+_CATALOG_MEMO: dict[tuple[object, ...], tuple[object, Runnable, Mapping[str, str]]] = {}
 _CATALOG_LIMIT = 64
+
+
+def _catalog_key(spec: GreenModelSpec, source: PerformanceSource) -> tuple[object, ...]:
+    """What a source's answers may depend on (PerformanceSource), and the source itself."""
+    gpu, model, slo, power = spec.gpu, spec.model, spec.slo, spec.power
+    variants = tuple((v.name, v.quality, v.precision, v.profile) for v in spec.variants)
+    return (id(source), gpu.type, gpu.count, model.name, model.params_billions, slo.tpot_p90_ms,
+            slo.min_quality, power.mode, power.limit_w, variants)  # fmt: skip
 
 
 def catalog(spec: GreenModelSpec, source: PerformanceSource) -> tuple[Runnable, Mapping[str, str]]:
     """Every (variant, setting) of `spec` the source can run (variants below slo.minQuality left out), in
-    spec and setting order, and why each other variant never runs. Memoised per (spec, source) object
-    pair, both taken as immutable: the operator loop and the simulator pass the same frozen spec and the
-    same energy model on every tick (TableSource's table is read-only); each entry keeps its objects, so
-    an id is never mistaken for a later object's."""
-    key = (id(spec), id(source))
+    spec and setting order, and why each other variant never runs. Memoised per source object and the
+    spec fields a source's answers may depend on, so an operator that parses the spec again on every
+    tick still asks the source once: sources are taken as immutable (the energy model is; TableSource's
+    table is read-only), and each entry keeps its source, so an id is never mistaken for a later one's."""
+    key = _catalog_key(spec, source)
     hit = _CATALOG_MEMO.get(key)
-    if hit is not None and hit[0] is spec and hit[1] is source:
-        return hit[2], hit[3]
+    if hit is not None and hit[0] is source:
+        return hit[1], hit[2]
     runnable: list[tuple[Variant, PowerSetting, ReplicaPerformance]] = []
     unusable: dict[str, str] = {}
     settings = source.power_settings(spec.gpu, spec.power)
@@ -291,9 +302,9 @@ def catalog(spec: GreenModelSpec, source: PerformanceSource) -> tuple[Runnable, 
             unusable[variant.name] = f"cannot meet TPOT p90 {spec.slo.tpot_p90_ms:g} ms at any setting"
     if len(_CATALOG_MEMO) >= _CATALOG_LIMIT:
         _CATALOG_MEMO.clear()
-    frozen = MappingProxyType(unusable)
-    _CATALOG_MEMO[key] = (spec, source, tuple(runnable), frozen)
-    return tuple(runnable), frozen
+    frozen, pairs = MappingProxyType(unusable), tuple(runnable)
+    _CATALOG_MEMO[key] = (source, pairs, frozen)
+    return pairs, frozen
 
 
 class PlanSpace:
