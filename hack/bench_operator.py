@@ -322,28 +322,6 @@ class BenchEmulator(KubeEmulator):
                 reaction._requests[:] = [r for r in reaction._requests if r is not request]
 
 
-class BenchPrometheus(PrometheusServer):
-    """tests/prometheus_server.PrometheusServer with a configurable scrape interval (it scrapes every 1 s;
-    at N=1000 that would spend a core rendering the exporter's ~20k series)."""
-
-    def __init__(self, target_port: int, scrape_interval_s: float) -> None:
-        super().__init__(target_port)
-        config = self._dir / "prometheus.yml"
-        text = config.read_text()
-        interval = f"{scrape_interval_s:g}s"
-        config.write_text(
-            text.replace("scrape_interval: 1s", f"scrape_interval: {interval}").replace(
-                "evaluation_interval: 1s", f"evaluation_interval: {interval}"
-            )
-        )
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("prometheus is not running")
-        return self._proc.pid
-
-
 class OperatorProcess:
     """`python -m greenllm.cli run` against the emulator, its log in `workdir`."""
 
@@ -417,12 +395,12 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def fleet_and_prometheus(pods: Sequence[PodSeries], scrape_interval_s: float) -> Iterator[BenchPrometheus]:
+def fleet_and_prometheus(pods: Sequence[PodSeries], scrape_interval_s: float) -> Iterator[PrometheusServer]:
     fleet = FakeFleet()
     for pod in pods:
         fleet.set_pod(pod)
     exporter = Exporter(fleet)
-    prometheus = BenchPrometheus(exporter.port, scrape_interval_s)
+    prometheus = PrometheusServer(exporter.port, scrape_interval_s=scrape_interval_s)
     try:
         prometheus.start()
         yield prometheus

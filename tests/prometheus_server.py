@@ -172,12 +172,13 @@ class Exporter:
 class PrometheusServer:
     """`prometheus` scraping the exporter every second, with its own config and data directory."""
 
-    def __init__(self, target_port: int, port: int | None = None) -> None:
+    def __init__(self, target_port: int, port: int | None = None, scrape_interval_s: float = 1.0) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._dir = Path(tempfile.mkdtemp(prefix="greenllm-prom-"))
+        every = f"{scrape_interval_s:g}s"
         (self._dir / "prometheus.yml").write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"global:\n  scrape_interval: {every}\n  evaluation_interval: {every}\n"
             "scrape_configs:\n  - job_name: fleet\n    honor_labels: true\n"
             f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
         )
@@ -203,6 +204,12 @@ class PrometheusServer:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"prometheus did not start: {(self._dir / 'prometheus.log').read_text()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("prometheus is not running")
+        return self._proc.pid
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -20,6 +20,7 @@ class OperatorConfig:
     priority: int = 0
     peering_lifetime_s: int = 60  # how long a silent peer (e.g. a crashed leader) still counts
     prometheus_timeout_s: float = 5.0
+    io_threads: int = 64  # threads for blocking Prometheus and Kubernetes calls
     rate_window: str = "1m"  # PromQL range for rate() and histogram quantiles
     queries: dict[str, str] = field(default_factory=dict)  # overrides of metrics.DEFAULT_QUERIES by name
 
@@ -41,6 +42,7 @@ class OperatorConfig:
             peering_lifetime_s=int(env.get("GREENLLM_PEERING_LIFETIME", defaults.peering_lifetime_s)),
             prometheus_timeout_s=float(env.get("GREENLLM_PROMETHEUS_TIMEOUT", defaults.prometheus_timeout_s)),
             rate_window=env.get("GREENLLM_RATE_WINDOW", defaults.rate_window),
+            io_threads=int(env.get("GREENLLM_IO_THREADS", defaults.io_threads)),
             queries=json.loads(env.get("GREENLLM_QUERIES", "{}")),
         )
 
@@ -56,6 +58,7 @@ class OperatorConfig:
             "GREENLLM_PEERING_LIFETIME": str(self.peering_lifetime_s),
             "GREENLLM_PROMETHEUS_TIMEOUT": str(self.prometheus_timeout_s),
             "GREENLLM_RATE_WINDOW": self.rate_window,
+            "GREENLLM_IO_THREADS": str(self.io_threads),
             "GREENLLM_QUERIES": json.dumps(self.queries),
         }
         if self.default_carbon_intensity_g_per_kwh is not None:

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -51,6 +53,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.kube = Kube.from_environment()
     memo.energy = default_energy_model()
     memo.prometheus = {}  # URL -> metrics.Query, built on first use
+    # Every tick holds a thread for its Prometheus queries, and Kubernetes calls share the pool: the
+    # default (min(32, cores + 4)) made ticks queue behind each other at a few hundred GreenModels.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=config.io_threads))
     if "telemetry" not in memo:
         memo.telemetry = Telemetry()
         memo.telemetry.serve(config.metrics_port)
@@ -174,16 +179,19 @@ def _spec_invalid(message: str, generation: int | None) -> StatusBuilder:
 StatusBuilder = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
-async def update_status(kube: Kube, namespace: str, name: str, build: StatusBuilder) -> dict[str, Any] | None:
+async def update_status(
+    kube: Kube, namespace: str, name: str, build: StatusBuilder, read: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Read, change and write a GreenModel's status with optimistic concurrency.
 
     Several writers share status.conditions (reconcile, the loop, the Deployment watcher) and a merge
     patch replaces the whole list, so each write carries the resourceVersion it was computed from and
     is recomputed when someone else wrote first (409). `build` returns the status fields to merge, or
     None for no write. Returns the object as written (None when it is gone or nothing was written).
+    `read`: the object as the caller just read it, to save the first GET.
     """
     for _ in range(10):
-        gm = await kube.get_green_model(namespace, name)
+        gm, read = read or await kube.get_green_model(namespace, name), None
         if gm is None:
             return None
         change = build(gm)
@@ -319,6 +327,10 @@ async def autoscale(
     A daemon rather than a timer because each GreenModel has its own interval.
     """
     namespace, name = meta["namespace"], meta["name"]
+    # GreenModels created together would tick together forever; a stable per-object phase (a share of
+    # the interval, from the uid) spreads the load on Prometheus and the API server after the first tick.
+    phase = (zlib.crc32(str(meta.get("uid")).encode()) % 1000) / 1000
+    ticks = 0
     while not stopped:
         interval = 15.0
         started = time.monotonic()
@@ -328,7 +340,8 @@ async def autoscale(
             logger.exception("autoscaling tick failed")
             memo.telemetry.loop_errors.labels(namespace, name, type(e).__name__).inc()
         memo.telemetry.loop_duration.observe(time.monotonic() - started)
-        await stopped.wait(interval)
+        ticks += 1
+        await stopped.wait(interval * (1 + phase) if ticks == 1 else interval)
 
 
 def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
@@ -388,12 +401,14 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
 
     changed = not render.same_decision(decision, status.get("lastDecision"))
     generation = gm["metadata"].get("generation")
+    latest = gm  # the newest read of the object, to build the status write on
     if changed:
         # Planned against `generation`: if the spec moved on meanwhile, applying would roll back what
         # reconcile just applied. Skip this tick; the next one plans with the new spec.
         fresh = await kube.get_green_model(namespace, name)
         if fresh is None or fresh["metadata"].get("generation") != generation:
             return interval
+        latest = fresh
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
         await apply_workloads(kube, owner, spec, decision, logger)
         kopf.info(subject, reason="Decision", message=_event_message(decision))
@@ -441,7 +456,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
             new_status["lastDecision"] = render.decision_record(decision, stamp)
         return new_status
 
-    if await update_status(kube, namespace, name, build) is None:
+    if await update_status(kube, namespace, name, build, read=latest) is None:
         return interval
     was_met, now_met = budget_was[0], "True" if decision.budget_met else "False"
     if was_met != now_met and (was_met or not decision.budget_met):  # no event for a first "met"

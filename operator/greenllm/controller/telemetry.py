@@ -51,7 +51,7 @@ class Telemetry:
             "greenllm_loop_duration_seconds",
             "Time of one autoscaling tick",
             registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.loop_errors = Counter("greenllm_loop_errors", "Ticks that failed", (*LABELS, "kind"), registry=r)
         self._variants: dict[tuple[str, str], str] = {}
