@@ -124,7 +124,7 @@ async def reconcile(
             memo.energy.performance(model, variant, PowerSetting())
         decision = carried_decision(model, status.get("lastDecision")) or initial_decision(model, memo.energy)
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": meta["uid"]}}
-        ready, ready_message = await apply_workloads(kube, owner, model, decision, logger)
+        deployment = await apply_workloads(kube, owner, model, decision, logger)
     except (ValueError, WorkloadRejectedError) as e:  # pydantic's ValidationError is a ValueError too
         # Not raised: a retry cannot fix a spec; the next edit of the spec triggers this handler again.
         message = _readable(e) if isinstance(e, ValidationError) else str(e)
@@ -145,15 +145,7 @@ async def reconcile(
             now,
             generation,
         )
-        conditions = render.set_condition(
-            conditions,
-            api.ConditionType.READY,
-            ready,
-            "Available" if ready else "Progressing",
-            ready_message,
-            now,
-            generation,
-        )
+        conditions = render.with_ready(conditions, deployment, now, generation)
         new = {**render.decision_status(decision), "observedGeneration": generation, "conditions": conditions}
         if not render.same_decision(decision, current.get("lastDecision")):
             new["lastDecision"] = render.decision_record(decision, now)
@@ -217,16 +209,13 @@ def _event_message(decision: Decision) -> str:
 
 async def apply_workloads(
     kube: Kube, owner: dict[str, Any], spec: api.GreenModelSpec, decision: Decision, logger: kopf.Logger
-) -> tuple[bool, str]:
-    """Create or patch the Deployment and Service; return (ready, message) from the Deployment."""
-    namespace, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
-    desired_deploy = render.deployment(owner, spec, decision)
-    desired_svc = render.service(owner, spec)
-    deploy = await _ensure(kube, desired_deploy, render.deployment_patch, owner, logger)
-    await _ensure(kube, desired_svc, render.service_patch, owner, logger)
-    ready = (deploy.get("status") or {}).get("readyReplicas") or 0
-    want = decision.replicas
-    return ready >= want, f"{ready}/{want} replicas ready ({namespace}/{name})"
+) -> dict[str, Any]:
+    """Create or patch the Deployment and Service; return the Deployment as the API server has it."""
+    deployment = await _ensure(
+        kube, render.deployment(owner, spec, decision), render.deployment_patch, owner, logger
+    )
+    await _ensure(kube, render.service(owner, spec), render.service_patch, owner, logger)
+    return deployment
 
 
 async def _ensure(
@@ -289,28 +278,13 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == api.KIND), None)
     if owner is None or meta.get("deletionTimestamp"):
         return
-    want = (body.get("spec") or {}).get("replicas") or 0
-    ready = (body.get("status") or {}).get("readyReplicas") or 0
-    is_ready = ready >= want
-    message = f"{ready}/{want} replicas ready ({meta['namespace']}/{meta['name']})"
 
     def build(gm: dict[str, Any]) -> dict[str, Any] | None:
         if gm["metadata"].get("uid") != owner.get("uid"):
             return None  # a new GreenModel of the same name; its own Deployment will report
         conditions = (gm.get("status") or {}).get("conditions") or []
-        current = next((c for c in conditions if c.get("type") == api.ConditionType.READY.value), None)
-        if current and current.get("status") == str(is_ready) and current.get("message") == message:
-            return None
-        updated = render.set_condition(
-            conditions,
-            api.ConditionType.READY,
-            is_ready,
-            "Available" if is_ready else "Progressing",
-            message,
-            _now(),
-            gm["metadata"].get("generation"),
-        )
-        return {"conditions": updated}
+        updated = render.with_ready(conditions, body, _now(), gm["metadata"].get("generation"))
+        return None if updated == conditions else {"conditions": updated}
 
     await update_status(memo.kube, meta["namespace"], owner["name"], build)
 

@@ -200,6 +200,25 @@ def set_condition(
     return out
 
 
+def with_ready(
+    conditions: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any], now: str, generation: int | None
+) -> list[dict[str, Any]]:
+    """Conditions with Ready taken from the Deployment: all of its wanted replicas ready."""
+    meta = deployment.get("metadata") or {}
+    want = (deployment.get("spec") or {}).get("replicas") or 0
+    ready_replicas = (deployment.get("status") or {}).get("readyReplicas") or 0
+    ready = ready_replicas >= want
+    return set_condition(
+        conditions,
+        api.ConditionType.READY,
+        ready,
+        "Available" if ready else "Progressing",
+        f"{ready_replicas}/{want} replicas ready ({meta.get('namespace')}/{meta.get('name')})",
+        now,
+        generation,
+    )
+
+
 def decision_record(decision: Decision, now: str) -> dict[str, Any]:
     record = api.DecisionRecord(
         time=now,
