@@ -361,7 +361,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     query = _prometheus(memo, spec.metrics.prometheus_url or config.prometheus_url)
     try:
         observation = await asyncio.to_thread(
-            metrics.observe, query, queries, now, max(3 * interval, 30.0), state.last_energy_j
+            metrics.observe, query, queries, now, metrics.max_age_s(interval), state.last_energy_j
         )
         metrics_ok = observation.has_demand
         metrics_reason = "Observed" if metrics_ok else "NoData"

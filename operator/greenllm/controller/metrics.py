@@ -106,6 +106,12 @@ def build_queries(
     )
 
 
+def max_age_s(interval_s: float) -> float:
+    """How old a power reading may be before it counts as stale: three ticks, at least 30 s
+    (two missed DCGM scrapes at the usual 15 s scrape interval are normal, not a dead exporter)."""
+    return max(3 * interval_s, 30.0)
+
+
 class MetricsError(Exception):
     """Prometheus could not be asked or answered garbage; the message says which query."""
 

@@ -19,6 +19,7 @@ from typing import Any
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec, Variant
 from greenllm.controller.metrics import build_queries, observe
+from greenllm.controller.metrics import max_age_s as metrics_max_age_s
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.planner import PerformanceSource
@@ -196,7 +197,7 @@ class GreenllmPolicy(Policy):
             value = _answer(view, names[promql], self._window_s, since_rounded)
             return [] if value is None else [{"metric": {}, "value": [epoch, repr(value)]}]
 
-        max_age_s = max(3 * self.interval_s, 30.0)  # as controller.handlers.tick
+        max_age_s = metrics_max_age_s(self.interval_s)  # the operator loop's own rule
         obs = observe(query, queries, epoch, max_age_s, state.last_energy_j)
         self._state, decision = step(self.spec, state, obs, epoch, self.source)
         return DecisionLog(
