@@ -37,7 +37,13 @@ def test_defaults_fill_every_section() -> None:
 def test_wire_names_are_camel_case() -> None:
     s = api.GreenModelSpec.model_validate(spec(slo={"tpotP90Ms": 40, "minQuality": 0.9}))
     dumped = s.model_dump(by_alias=True)
-    assert dumped["slo"] == {"tpotP90Ms": 40, "ttftP90Ms": 2000.0, "minQuality": 0.9}
+    assert dumped["slo"] == {
+        "tpotP90Ms": 40,
+        "ttftP90Ms": 2000.0,
+        "minQuality": 0.9,
+        "attainment": 0.99,
+        "attainmentWindow": "1h",
+    }
     assert "onExhausted" in dumped["budget"] and "powerW" in dumped["budget"]
 
 

@@ -118,6 +118,18 @@ class Slo(_Model):
     tpot_p90_ms: float = Field(default=50.0, gt=0, description="p90 time per output token, ms.")
     ttft_p90_ms: float = Field(default=2000.0, gt=0, description="p90 time to first token, ms.")
     min_quality: float = Field(default=0.0, ge=0, le=2, description="Variants below this are never run.")
+    attainment: float = Field(
+        default=0.99,
+        gt=0,
+        le=1,
+        description="Share of requests that must meet both the TTFT and the TPOT SLO (the error budget is "
+        "the rest).",
+    )
+    attainment_window: Duration = Field(
+        default="1h",
+        description="Window over which attainment is measured and the largest burst is remembered (the "
+        "warm replica floor covers the bursts of this window).",
+    )
 
 
 class Replicas(_Model):
@@ -271,6 +283,36 @@ class Observed(_Model):
     carbon_intensity_g_per_kwh: float | None = None
     tpot_p90_ms: float | None = None
     ttft_p90_ms: float | None = None
+    attainment: float | None = Field(
+        default=None, description="Share of requests within both SLOs over the attainment window."
+    )
+    peak_waiting_requests: float | None = Field(
+        default=None, description="Most requests waiting at once (fast-tier gauge) over the burst window."
+    )
+
+
+class SettingStatus(_Model):
+    """One per-GPU power setting; both null = the GPU's defaults."""
+
+    power_limit_w: float | None = None
+    locked_clock_mhz: int | None = None
+
+
+class SwitchRuleStatus(_Model):
+    """When the node agent moves a GPU from `efficient` to `burst` and back (core.fasttier)."""
+
+    burst_at_waiting: float = Field(
+        ge=0, description="Requests waiting on the pod at or above which the burst setting applies."
+    )
+    hold_seconds: float = Field(ge=0, description="Burst is kept this long after a queue was last seen.")
+
+
+class FastTierStatus(_Model):
+    """The two settings the node agent switches between, about once a second, from each pod's own queue."""
+
+    efficient: SettingStatus = Field(description="Least energy per token while the queue is short.")
+    burst: SettingStatus = Field(description="The capacity the SLOs need once requests queue.")
+    rule: SwitchRuleStatus
 
 
 class PeriodAccount(_Model):
@@ -289,6 +331,11 @@ class GreenModelStatus(_Model):
     replicas: int | None = None
     power_limit_w: float | None = Field(default=None, description="Per-GPU power limit; null = GPU default.")
     locked_clock_mhz: int | None = None
+    fast_tier: FastTierStatus | None = Field(
+        default=None,
+        description="Efficient and burst settings the node agent switches between; null = apply powerLimitW "
+        "and lockedClockMhz as they are.",
+    )
     observed: Observed = Field(default_factory=Observed)
     period: PeriodAccount = Field(default_factory=PeriodAccount)
     conditions: list[Condition] = Field(default_factory=list)

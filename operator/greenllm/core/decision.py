@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting
 
 
@@ -24,6 +25,11 @@ class Observation:
     # Completed requests per second over the rate window (vLLM `vllm:request_success_total`): with the
     # token rates it gives the mean tokens of a request, which prices the waiting queue (core.step).
     requests_per_s: float | None = None
+    # Share of requests within both the TTFT and the TPOT SLO over the attainment window (vLLM histograms:
+    # the bucket at the SLO over the count), and the most requests that waited at once in the burst window
+    # (the node agent's per-GPU peak gauge, summed over the GreenModel's GPUs).
+    attainment: float | None = None
+    peak_waiting_requests: float | None = None
 
     @property
     def has_demand(self) -> bool:
@@ -50,3 +56,6 @@ class Decision:
     reason: str
     budget_met: bool = True
     alternatives: tuple[Option, ...] = field(default_factory=tuple)
+    # The fast tier (node agent, per GPU, about once a second): `setting` is its efficient setting; None =
+    # no switching, `setting` applies as it is (power mode Off or Fixed, or no burst setting worth having).
+    fast_tier: FastTier | None = None
