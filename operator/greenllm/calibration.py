@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 
@@ -277,3 +278,20 @@ def load_calibration() -> Calibration:
 def default_energy_model() -> EnergyModel:
     """The energy model on the shipped calibration, built once per process."""
     return EnergyModel(load_calibration())
+
+
+@cache
+def energy_model_at(
+    idle_w: float | None = None, prefill_utilization: float | None = None, cap_saving_scale: float = 1.0
+) -> EnergyModel:
+    """The energy model at one of its uncertainty corners (`greenllm simulate --sensitivity`): H100 idle
+    power per GPU (MEASURED 145 W; 70 W is the corner), the prefill share of peak (ASSUMPTION 0.5; 0.35),
+    and the share of the power-cap savings the compute-bound response claims that are real (1; 0.5)."""
+    cal = load_calibration()
+    if idle_w is not None:
+        cal = replace(
+            cal, gpus=tuple(replace(g, idle_w=idle_w) if g.profile_gpu == "H100" else g for g in cal.gpus)
+        )
+    if prefill_utilization is not None:
+        cal = replace(cal, prefill_utilization=prefill_utilization)
+    return EnergyModel(cal, cap_saving_scale=cap_saving_scale)

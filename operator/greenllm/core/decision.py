@@ -59,3 +59,5 @@ class Decision:
     # The fast tier (node agent, per GPU, about once a second): `setting` is its efficient setting; None =
     # no switching, `setting` applies as it is (power mode Off or Fixed, or no burst setting worth having).
     fast_tier: FastTier | None = None
+    # vLLM's --max-num-batched-tokens for the variant's pods (core.burst.token_budget); None = leave vLLM's.
+    token_budget: int | None = None

@@ -385,6 +385,26 @@ def power_for_response(curve: Sequence[tuple[float, float]], r: float) -> float:
     return 1.0  # pragma: no cover
 
 
+def _scaled_clock(clock: ClockEvidence | None, scale: float) -> ClockEvidence | None:
+    """The clock evidence with only `scale` of its measured energy saving."""
+    return None if clock is None else replace(clock, energy_change=clock.energy_change * scale)
+
+
+def scaled_savings(curve: Sequence[tuple[float, float]], scale: float) -> tuple[tuple[float, float], ...]:
+    """The response with only `scale` of each point's energy saving: energy per unit of work q / r becomes
+    1 - scale x (1 - q / r), so r' = q / (1 - scale x (1 - q / r)); scale 1 is the curve itself."""
+    if scale == 1.0:
+        return tuple(curve)
+    out = []
+    for q, r in curve:
+        if r <= 0.0:
+            out.append((q, r))
+            continue
+        saving = 1.0 - q / r
+        out.append((q, min(1.0, q / (1.0 - scale * saving))))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class PowerResponse:
     """How one GPU type responds to a power setting, per GPU."""
@@ -615,14 +635,22 @@ _MEASURED_FP8_MAX_SIZE_RATIO = 2.0  # a measured 8-bit sweep is used only within
 class EnergyModel:
     """Capacity and power of one replica, per variant and power setting. Results are cached per key."""
 
-    def __init__(self, calibration: Calibration) -> None:
+    def __init__(self, calibration: Calibration, *, cap_saving_scale: float = 1.0) -> None:
+        """`cap_saving_scale` < 1 keeps only that share of the energy a power cap or a lower clock saves by
+        the compute-bound response and the clock evidence (an uncertainty corner, not calibration)."""
+        if not 0.0 < cap_saving_scale <= 1.0:
+            raise ValueError(f"cap_saving_scale must be in (0, 1], got {cap_saving_scale}")
         self._cal = calibration
         self._gpus: dict[str, GpuRecord] = {}
         for g in calibration.gpus:
             for alias in (g.name, *g.aliases):
                 self._gpus[normalize_gpu_name(alias)] = g
         self._profiles = fit_all(calibration)
-        self._curve = compute_bound_response(calibration.cap_sweeps)
+        self._curve = scaled_savings(compute_bound_response(calibration.cap_sweeps), cap_saving_scale)
+        if cap_saving_scale != 1.0:
+            self._gpus = {
+                k: replace(g, clock=_scaled_clock(g.clock, cap_saving_scale)) for k, g in self._gpus.items()
+            }
         self._known_params = {normalize_model_name(p.model): p.params_b for p in self._profiles}
         self._base_cache: dict[tuple[object, ...], _ReplicaBase] = {}
         self._perf_cache: dict[tuple[object, ...], ReplicaPerformance | None] = {}
@@ -941,11 +969,18 @@ def _evaluate(
     prefill_w, prefill_rel = response.prefill(base.prefill_power_w, setting)
     if prefill_rel <= 0.0:
         return None
+    batches: list[tuple[float, float, float]] = []
+    if not base.slo_declared:
+        for p in base.points:
+            watts, time_factor = response.decode(p.power_w, setting)
+            if math.isfinite(time_factor):
+                batches.append((p.batch, p.itl_ms * time_factor / 1000.0, watts * base.gpus))
     return ReplicaPerformance(
         output_tokens_per_s=curve[-1][0],
         prompt_tokens_per_s=base.prompt_tokens_per_s * prefill_rel,
         prefill_power_w=prefill_w * base.gpus,
         decode_curve=tuple(curve),
+        batch_curve=tuple(batches),
     )
 
 

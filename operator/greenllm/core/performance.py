@@ -40,6 +40,10 @@ class ReplicaPerformance:
     decode_curve: tuple[
         tuple[float, float], ...
     ]  # (output tokens/s, whole-replica W), ascending, starts at 0
+    # (batch, median decode step s, whole-replica W) at this setting over every measured batch, not cut at
+    # the SLO: what one decode iteration of `batch` running requests takes and draws (the simulator's
+    # per-request TPOT). Empty when the source has no batch data (a declared profile).
+    batch_curve: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def idle_power_w(self) -> float:
@@ -68,3 +72,39 @@ class ReplicaPerformance:
         i = bisect_left(curve, (rate, float("-inf")))
         (r0, p0), (r1, p1) = curve[i - 1], curve[i]
         return p0 + (p1 - p0) * (rate - r0) / (r1 - r0)
+
+    def decode_step_s(self, batch: float, slo_s: float) -> float:
+        """Median decode iteration time with `batch` running requests (at least one).
+
+        Linear in batch between measured batches; beyond the largest measured batch the iteration grows
+        in proportion to the batch (the replica is throughput-bound there). Without batch data (a
+        declared profile) the iteration takes the TPOT SLO up to the batch the profile sustains within
+        it, as the profile declares, and proportionally more beyond."""
+        b = max(batch, 1.0)
+        curve = self.batch_curve
+        if not curve:
+            return max(slo_s, b / self.output_tokens_per_s)
+        if b <= curve[0][0]:
+            return curve[0][1]
+        last = curve[-1]
+        if b >= last[0]:
+            return last[1] * b / last[0]
+        i = bisect_left(curve, (b, float("-inf"), float("-inf")))
+        (b0, t0, _), (b1, t1, _) = curve[i - 1], curve[i]
+        return t0 + (t1 - t0) * (b - b0) / (b1 - b0)
+
+    def decode_batch_power_w(self, batch: float) -> float:
+        """Whole-replica power while decoding `batch` requests (idle at 0, linear between batches)."""
+        curve = self.batch_curve
+        if batch <= 0.0:
+            return self.idle_power_w
+        if not curve:
+            return self.decode_curve[-1][1]
+        if batch <= curve[0][0]:
+            b0, w0 = curve[0][0], curve[0][2]
+            return self.idle_power_w + (w0 - self.idle_power_w) * batch / b0
+        if batch >= curve[-1][0]:
+            return curve[-1][2]
+        i = bisect_left(curve, (batch, float("-inf"), float("-inf")))
+        (b0, _, w0), (b1, _, w1) = curve[i - 1], curve[i]
+        return w0 + (w1 - w0) * (batch - b0) / (b1 - b0)

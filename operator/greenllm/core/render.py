@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from greenllm.api import v1alpha1 as api
-from greenllm.core.decision import Decision
+from greenllm.core.decision import Decision, Observation
+from greenllm.core.performance import PowerSetting
 
 MODEL_LABEL = "greenllm.io/model"
 VARIANT_LABEL = "greenllm.io/variant"
@@ -57,14 +58,25 @@ def _selector(owner_name: str) -> dict[str, str]:
     return {MODEL_LABEL: owner_name}
 
 
-def _pod_template(owner_name: str, spec: api.GreenModelSpec, variant: api.Variant) -> dict[str, Any]:
+def serving_args(variant: api.Variant, token_budget: int | None) -> list[str]:
+    """The variant's args, plus the prompt-chunk budget greenllm chose when the variant sets none (it keeps
+    a decode step within the TPOT SLO while prompts are chunked: core.burst.token_budget)."""
+    args = list(variant.args)
+    if token_budget is not None and not any(a.startswith("--max-num-batched-tokens") for a in args):
+        args += ["--max-num-batched-tokens", str(token_budget)]
+    return args
+
+
+def _pod_template(
+    owner_name: str, spec: api.GreenModelSpec, variant: api.Variant, token_budget: int | None = None
+) -> dict[str, Any]:
     gpu_count = str(spec.gpu.count)
     requests = {**variant.resources.requests, spec.gpu.resource_name: gpu_count}
     limits = {**variant.resources.limits, spec.gpu.resource_name: gpu_count}
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": variant.image,
-        "args": list(variant.args),
+        "args": serving_args(variant, token_budget),
         "env": [{"name": e.name, "value": e.value} for e in variant.env],
         "ports": [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}],
         "resources": {"requests": requests, "limits": limits},
@@ -86,7 +98,9 @@ def template_hash(template: Mapping[str, Any]) -> str:
 
 def deployment(owner: Mapping[str, Any], spec: api.GreenModelSpec, decision: Decision) -> dict[str, Any]:
     name = workload_name(owner["metadata"]["name"])
-    template = _pod_template(owner["metadata"]["name"], spec, spec.variant(decision.variant))
+    template = _pod_template(
+        owner["metadata"]["name"], spec, spec.variant(decision.variant), decision.token_budget
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -250,6 +264,62 @@ def decision_status(decision: Decision) -> dict[str, Any]:
         "powerLimitW": decision.setting.limit_w,
         "lockedClockMhz": decision.setting.locked_clock_mhz,
     }
+
+
+def _setting_status(setting: PowerSetting) -> api.SettingStatus:
+    return api.SettingStatus(power_limit_w=setting.limit_w, locked_clock_mhz=setting.locked_clock_mhz)
+
+
+def fast_tier_status(decision: Decision) -> dict[str, Any] | None:
+    """status.fastTier: the two settings the node agent switches between and its rule; None = no switching
+    (the agent applies powerLimitW / lockedClockMhz as they are)."""
+    tier = decision.fast_tier
+    if tier is None:
+        return None
+    status = api.FastTierStatus(
+        efficient=_setting_status(tier.efficient),
+        burst=_setting_status(tier.burst),
+        rule=api.SwitchRuleStatus(burst_at_waiting=tier.rule.burst_at_waiting, hold_seconds=tier.rule.hold_s),
+    )
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def carried_fast_tier(
+    spec: api.GreenModelSpec, decision: Decision, recorded: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """status.fastTier to keep beside a decision carried over from status.lastDecision (which records no
+    fast tier): the recorded one while it still fits, i.e. the power mode is still Auto and its efficient
+    setting is the carried decision's; else None, so a spec edit (say, power mode Off) never leaves the
+    agent a burst setting the spec no longer allows until the next tick."""
+    if not recorded or spec.power.mode is not api.PowerMode.AUTO:
+        return None
+    try:
+        tier = api.FastTierStatus.model_validate(recorded)
+    except ValueError:
+        return None
+    if tier.efficient != _setting_status(decision.setting):
+        return None
+    return tier.model_dump(by_alias=True, mode="json")
+
+
+def observed_status(observation: Observation, stamp: str) -> dict[str, Any]:
+    """status.observed: what the tick at `stamp` saw (null = unknown)."""
+    power, output = observation.power_w, observation.output_tokens_per_s
+    # Joules per generated token, as ML.ENERGY reports it (prefill energy is included in the power).
+    per_token = power / output if power is not None and output else None
+    observed = api.Observed(
+        time=stamp,
+        power_w=power,
+        output_tokens_per_second=output,
+        prompt_tokens_per_second=observation.prompt_tokens_per_s,
+        joules_per_token=None if per_token is None else round(per_token, 4),
+        carbon_intensity_g_per_kwh=observation.carbon_intensity_g_per_kwh,
+        tpot_p90_ms=observation.tpot_p90_ms,
+        ttft_p90_ms=observation.ttft_p90_ms,
+        attainment=None if observation.attainment is None else round(observation.attainment, 6),
+        peak_waiting_requests=observation.peak_waiting_requests,
+    )
+    return observed.model_dump(by_alias=True, mode="json")
 
 
 def same_decision(decision: Decision, last: Mapping[str, Any] | None) -> bool:

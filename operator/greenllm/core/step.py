@@ -46,6 +46,14 @@ from typing import Any
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
 from greenllm.core import budget
+from greenllm.core.burst import (
+    MAX_MARGIN,
+    FloorState,
+    burst_floor,
+    chunked_prefill_rate,
+    fast_tier_for,
+    token_budget,
+)
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 from greenllm.core.planner import (
@@ -97,6 +105,8 @@ class LoopState:
     # Last budget state.
     allowed_power_w: float | None = None  # None = no budget constrains power
     budget_met: bool = True
+    # The warm floor's error budget (core.burst).
+    floor: FloorState = field(default_factory=FloorState)
 
     def to_status(self) -> dict[str, Any]:
         """JSON-able form for status.controllerState (camelCase keys, floats and ints only)."""
@@ -122,6 +132,9 @@ class LoopState:
             "demandPeaks": [[t, p, o] for t, p, o in self.demand_peaks],
             "allowedPowerW": self.allowed_power_w,
             "budgetMet": self.budget_met,
+            "floorMargin": self.floor.margin,
+            "floorRaisedAt": self.floor.raised_at,
+            "floorLoweredAt": self.floor.lowered_at,
         }
 
     @classmethod
@@ -168,6 +181,11 @@ class LoopState:
             demand_peaks=tuple(sorted(peaks)),
             allowed_power_w=_num(data.get("allowedPowerW")),
             budget_met=budget_met if isinstance(budget_met, bool) else True,
+            floor=FloorState(
+                margin=min(max(_num(data.get("floorMargin")) or 1.0, 1.0), MAX_MARGIN),
+                raised_at=_num(data.get("floorRaisedAt")),
+                lowered_at=_num(data.get("floorLoweredAt")),
+            ),
         )
 
     @property
@@ -239,7 +257,10 @@ def initial_decision(spec: GreenModelSpec, source: PerformanceSource) -> Decisio
         f"no metrics yet: highest-quality variant {best.name} (quality {best.quality:g} >= slo.minQuality "
         f"{spec.slo.min_quality:g}) x{replicas} (replicas.min, at least 1) at {setting.label()}{caveat}"
     )
-    return Decision(best.name, replicas, setting, None, reason, True, ())
+    budget_tokens = token_budget(
+        best, source.performance(spec, best, PowerSetting()), spec.slo.tpot_p90_ms / 1e3
+    )
+    return Decision(best.name, replicas, setting, None, reason, True, (), token_budget=budget_tokens)
 
 
 def _intensity(spec: GreenModelSpec, state: LoopState, observation: Observation) -> float | None:
@@ -349,7 +370,79 @@ def capacity_floor(
 def step(
     spec: GreenModelSpec, state: LoopState, observation: Observation, now: float, source: PerformanceSource
 ) -> tuple[LoopState, Decision]:
-    """One tick of the loop. In order:
+    """One tick of the loop: the plan for the observed demand (`plan_step`), then the burst rules
+    (`with_burst_rules`): the warm floor under the error budget and the fast tier's two settings."""
+    planned_state, decision = plan_step(spec, state, observation, now, source)
+    return with_burst_rules(spec, state, planned_state, decision, observation, now, source)
+
+
+def with_burst_rules(
+    spec: GreenModelSpec,
+    before: LoopState,
+    state: LoopState,
+    decision: Decision,
+    observation: Observation,
+    now: float,
+    source: PerformanceSource,
+) -> tuple[LoopState, Decision]:
+    """Raise the replicas to the warm floor (core.burst) and publish the efficient / burst settings."""
+    variant = _variant(spec, decision.variant)
+    if variant is None:
+        return state, decision
+    settings = source.power_settings(spec.gpu, spec.power)
+    perf = {s: p for s in settings if (p := source.performance(spec, variant, s)) is not None}
+    per_prompt, per_output = MEAN_PROMPT_TOKENS, MEAN_OUTPUT_TOKENS
+    rate = observation.requests_per_s
+    if rate is not None and rate > 0 and observation.has_demand:
+        per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
+        per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
+    tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output))
+    burst_perf = perf.get(tier.burst if tier is not None else decision.setting)
+    floor_state = before.floor
+    replicas = decision.replicas
+    notes: list[str] = []
+    if burst_perf is not None and decision.budget_met:
+        slo_s = spec.slo.tpot_p90_ms / 1000.0
+        floor = burst_floor(
+            spec,
+            before.floor,
+            now,
+            attainment=observation.attainment,
+            peak_waiting=observation.peak_waiting_requests,
+            prompt_tokens_per_request=per_prompt,
+            burst_prefill_tokens_per_s=chunked_prefill_rate(
+                burst_perf, token_budget(variant, perf.get(PowerSetting()), slo_s), slo_s
+            ),
+            hold_s=_seconds(spec.scaling.scale_down_stabilization),
+        )
+        floor_state = floor.state
+        if floor.replicas > replicas:
+            replicas = floor.replicas
+            notes.append(floor.note)
+    if tier is not None:
+        notes.append(
+            f"fast tier: {tier.efficient.label()} while no request waits, {tier.burst.label()} once one does"
+        )
+    setting = tier.efficient if tier is not None else decision.setting
+    budget_tokens = token_budget(variant, perf.get(PowerSetting()), spec.slo.tpot_p90_ms / 1000.0)
+    new = replace(
+        decision,
+        replicas=replicas,
+        setting=setting,
+        fast_tier=tier,
+        token_budget=budget_tokens,
+        reason=_join(decision.reason, *notes),
+    )
+    new_state = replace(state, replicas=replicas, setting=setting, floor=floor_state)
+    if replicas > state.replicas:
+        new_state = replace(new_state, last_scale_up=now)
+    return new_state, new
+
+
+def plan_step(
+    spec: GreenModelSpec, state: LoopState, observation: Observation, now: float, source: PerformanceSource
+) -> tuple[LoopState, Decision]:
+    """The plan for the observed demand. In order:
 
     1. Accounting (budget.record/roll): energy since the last sample from the energy counter (a decrease
        is a reset), else from power; carbon = energy x intensity; the period rolls over at its end.

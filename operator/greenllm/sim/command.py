@@ -7,38 +7,43 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from greenllm.api.durations import parse_duration
+from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.controller.config import OperatorConfig
+from greenllm.core.burst import energy_per_request_j, fast_tier_for, token_budget
 from greenllm.core.decision import Decision
+from greenllm.core.energy import EnergyModel
 from greenllm.core.performance import PowerSetting
+from greenllm.core.planner import MEAN_PROMPT_TOKENS
 from greenllm.core.render import deployment
+from greenllm.core.step import MEAN_OUTPUT_TOKENS
 from greenllm.modelfile import ModelFileError, load_green_model
+from greenllm.sim.baselines import Evaluator, Found, best_static, clairvoyant, frontier, smallest_count
 from greenllm.sim.engine import (
     PolicyRun,
     Scenario,
     peak_utilization,
     rate_for_peak_replicas,
-    run_policy,
     static_replicas,
 )
 from greenllm.sim.fleet import RolloutStrategy
 from greenllm.sim.policies import (
+    ClairvoyantPolicy,
     GreenllmPolicy,
     HpaPolicy,
-    OraclePolicy,
     PerfTable,
-    Policy,
     SimulationError,
-    StaticPolicy,
     top_variant,
 )
 from greenllm.sim.report import Summary, ratios, summarize, table
-from greenllm.sim.trace import TraceError, load_trace
+from greenllm.sim.trace import SCALE_MODES, Trace, TraceError, load_trace
 
-POLICIES = ("greenllm", "static", "hpa", "oracle")
+POLICIES = ("greenllm", "static", "best-static", "hpa", "clairvoyant", "instant")
 
 # Default grid intensity: Ember yearly average generation emissions intensity, World, 2024 = 472.94 gCO2/kWh
 # (/work/shared/data/carbon/ember_yearly_average_selected.csv, row "World,World,2024,472.94,..."; Ember data
@@ -93,8 +98,9 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="greenllm simulate",
-        description="Replay a request trace through greenllm's decision loop and the static, hpa and oracle "
-        "baselines on a simulated fleet; report energy, carbon and SLO attainment.",
+        description="Replay a request trace, request by request, through greenllm's two-tier control loop "
+        "and the baselines (static, best-static, hpa, clairvoyant, instant) on a simulated fleet; report "
+        "energy, carbon and the share of requests within both the TTFT and the TPOT SLO.",
     )
     p.add_argument("--model", required=True, type=Path, help="GreenModel YAML file")
     p.add_argument(
@@ -118,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="pick the rate factor that makes the static baseline need N replicas at the peak",
+    )
+    p.add_argument(
+        "--scale-mode",
+        choices=SCALE_MODES,
+        default="copies",
+        help="how the rate is scaled: copies (each request K times at its own time: bursts K times "
+        "larger) or shifted (K copies of the trace, each shifted by a seeded random offset: K independent "
+        "user populations)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the copies and offsets (0)")
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="re-run the comparison at the energy model's uncertainty corners (idle 70 W per H100, prefill "
+        "utilisation 0.35, power caps saving half) and print the ratios at each",
     )
     p.add_argument(
         "--peak-window",
@@ -211,48 +232,54 @@ def _policies(text: str) -> list[str]:
     return [n for n in POLICIES if n in names]
 
 
-def simulate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the scenario the arguments describe; the result is what --json prints."""
-    from greenllm.calibration import default_energy_model
+def _scaled(
+    base: Trace, args: argparse.Namespace, spec_peak: Callable[[Trace], float], headroom: float
+) -> tuple[Trace, float]:
+    """The trace at the requested rate: --rate-scale K, or the K at which the peak rule (highest-quality
+    variant, default power, busiest `--peak-window`, spec headroom) needs --scale-to-peak-replicas."""
+    if args.scale_to_peak_replicas is None:
+        factor = args.rate_scale if args.rate_scale is not None else 1.0
+        return base.replicated(factor, args.scale_mode, args.seed), factor
+    wanted = args.scale_to_peak_replicas
+    factor = rate_for_peak_replicas(spec_peak(base), headroom, wanted)
+    if args.scale_mode == "copies":
+        return base.replicated(factor, "copies", args.seed), factor
+    # Shifted copies smooth the peak: find the largest K whose superposed trace needs `wanted` (bisection).
+    lo, hi = factor, factor * 2.0
+    while static_replicas(spec_peak(base.replicated(hi, "shifted", args.seed)), headroom) <= wanted:
+        lo, hi = hi, hi * 2.0
+    for _ in range(30):
+        mid = (lo + hi) / 2.0
+        if static_replicas(spec_peak(base.replicated(mid, "shifted", args.seed)), headroom) <= wanted:
+            lo = mid
+        else:
+            hi = mid
+    return base.replicated(lo, "shifted", args.seed), lo
 
-    try:
-        window_s = parse_duration(args.rate_window)
-    except ValueError as exc:
-        raise SimulationError(f"--rate-window: {exc}") from exc
-    names = _policies(args.policies)
-    model = load_green_model(args.model)
-    spec = model.spec
-    trace = load_trace(args.trace)
-    if args.start is not None or args.duration is not None:
-        trace = trace.window(args.start or 0.0, args.duration)
 
-    source = default_energy_model()
+@dataclass(frozen=True)
+class Comparison:
+    """One run of the chosen policies on one energy model."""
+
+    summaries: dict[str, Summary]
+    runs: dict[str, PolicyRun]
+    notes: dict[str, str]
+
+
+def compare(
+    spec: GreenModelSpec,
+    trace: Trace,
+    source: EnergyModel,
+    names: list[str],
+    args: argparse.Namespace,
+    carbon: float,
+    gpus: int,
+    tick: Callable[[int], None] | None = None,
+) -> Comparison:
     perf = PerfTable(spec, source)
     top = top_variant(spec).name
-    peak_window = args.peak_window if args.peak_window is not None else parse_duration(spec.scaling.interval)
-    peak_busy = peak_utilization(trace, spec, perf, top, peak_window)
-    headroom = spec.scaling.headroom
-    if args.scale_to_peak_replicas is not None:
-        factor = rate_for_peak_replicas(peak_busy, headroom, args.scale_to_peak_replicas)
-    else:
-        factor = args.rate_scale if args.rate_scale is not None else 1.0
-    trace = trace.scaled(factor)
-    n_static = static_replicas(peak_busy * factor, headroom)
-    gpus = args.gpus if args.gpus is not None else max(spec.replicas.max, n_static) * spec.gpu.count
-    if gpus < spec.gpu.count:
-        raise SimulationError(f"--gpus {gpus} cannot hold one replica of {spec.gpu.count} GPUs")
-    if "static" in names and n_static * spec.gpu.count > gpus:
-        raise SimulationError(
-            f"static needs {n_static} replicas ({n_static * spec.gpu.count} GPUs), only {gpus} GPUs given"
-        )
-    if args.carbon_intensity is not None:
-        carbon, carbon_source = args.carbon_intensity, "--carbon-intensity"
-    elif spec.metrics.carbon_intensity.grams_per_kwh is not None:
-        carbon, carbon_source = spec.metrics.carbon_intensity.grams_per_kwh, "spec.metrics.carbonIntensity"
-    else:
-        carbon, carbon_source = DEFAULT_CARBON_G_PER_KWH, DEFAULT_CARBON_SOURCE
-
-    # The rollout parameters and readiness probe of the Deployment the operator renders.
+    tpot_s = spec.slo.tpot_p90_ms / 1000.0
+    budgets = {v.name: token_budget(v, perf.find(v.name, PowerSetting()), tpot_s) for v in spec.variants}
     owner = {"metadata": {"name": "sim", "namespace": "sim", "uid": "sim"}}
     rendered = deployment(owner, spec, Decision(top, 1, PowerSetting(), None, "simulate"))
     scenario = Scenario(
@@ -265,41 +292,140 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         scrape_interval_s=args.scrape_interval,
         metrics_lag_s=args.metrics_lag,
         strategy=RolloutStrategy.from_deployment(rendered),
+        token_budgets=budgets,
     )
-    policies: list[Policy] = []
+    ev = Evaluator(scenario, spec.slo.attainment, tick)
+    max_n = min(spec.replicas.max, scenario.max_replicas)
+    interval_s = parse_duration(spec.scaling.interval)
+    settings = source.power_settings(spec.gpu, spec.power)
+    request = (
+        float(trace.prompt_tokens.mean()) if len(trace) else MEAN_PROMPT_TOKENS,
+        float(trace.output_tokens.mean()) if len(trace) else MEAN_OUTPUT_TOKENS,
+    )
+    runs: dict[str, PolicyRun] = {}
+    notes: dict[str, str] = {}
+    found: dict[str, Found] = {}
     for name in names:
         if name == "greenllm":
-            policies.append(
-                GreenllmPolicy(
-                    spec,
-                    source,
-                    start_epoch=trace.start_epoch,
-                    carbon_g_per_kwh=carbon,
-                    window=args.rate_window,
-                )
+            policy = GreenllmPolicy(
+                spec, source, start_epoch=trace.start_epoch, carbon_g_per_kwh=carbon, window=args.rate_window
             )
+            runs[name], _ = ev.run(policy)
         elif name == "static":
-            policies.append(StaticPolicy(top, n_static))
+            found[name] = smallest_count(ev, top, PowerSetting(), 1, max_n, "static")
+        elif name == "best-static":
+            found[name] = best_static(ev, spec, perf, settings, request, max_n)
         elif name == "hpa":
-            policies.append(HpaPolicy(spec, top, window_s=window_s, max_replicas=scenario.max_replicas))
+            runs[name], _ = ev.run(
+                HpaPolicy(spec, top, window_s=parse_duration(args.rate_window), max_replicas=max_n)
+            )
         else:
-            policies.append(OraclePolicy(spec, perf, scenario.step_s, scenario.max_replicas))
+            pairs = frontier(spec, perf, settings, request)
+            # The variant whose burst setting (default power) prefills fastest per joule, with greenllm's
+            # fast tier for it.
+            choice = min(
+                (x for x in pairs if x[1].is_default),
+                key=lambda x: energy_per_request_j(x[2], *request),
+            )
+            variant = spec.variant(choice[0])
+            perfs = {s: p for s in settings if (p := perf.find(variant.name, s)) is not None}
+            tier = fast_tier_for(spec, variant, settings, perfs, request)
+            found[name] = clairvoyant(
+                ev,
+                name,
+                variant.name,
+                tier,
+                tier.efficient if tier is not None else PowerSetting(),
+                choice[2],
+                budgets[variant.name],
+                interval_s=interval_s,
+                min_replicas=spec.replicas.min,
+                max_replicas=max_n,
+                instant=name == "instant",
+            )
+    for name, f in found.items():
+        runs[name] = f.run
+        target = f.policy.initial()
+        what = f"{target.replicas} x {target.variant} at {target.setting.label()}"
+        if isinstance(f.policy, ClairvoyantPolicy):
+            what = f"{target.variant}, margin {f.policy.margin:.2f} over the foreseen need"
+        met = "" if f.met else f"; nothing searched meets {spec.slo.attainment:.0%}: the closest"
+        notes[name] = what + met
+    runs = {n: runs[n] for n in names}
+    summaries = {n: summarize(r, carbon, scenario.ttft_slo_s, scenario.tpot_slo_s) for n, r in runs.items()}
+    return Comparison(summaries, runs, notes)
+
+
+SENSITIVITY = (
+    ("centre", {}),
+    ("idle 70 W", {"idle_w": 70.0}),
+    ("prefill U 0.35", {"prefill_utilization": 0.35}),
+    ("caps save half", {"cap_saving_scale": 0.5}),
+    ("all three", {"idle_w": 70.0, "prefill_utilization": 0.35, "cap_saving_scale": 0.5}),
+)
+
+
+def simulate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the scenario the arguments describe; the result is what --json prints."""
+    from greenllm.calibration import default_energy_model, energy_model_at
+
+    try:
+        parse_duration(args.rate_window)
+    except ValueError as exc:
+        raise SimulationError(f"--rate-window: {exc}") from exc
+    names = _policies(args.policies)
+    model = load_green_model(args.model)
+    spec = model.spec
+    base = load_trace(args.trace)
+    if args.start is not None or args.duration is not None:
+        base = base.window(args.start or 0.0, args.duration)
+    try:
+        source = default_energy_model()
+        perf = PerfTable(spec, source)
+        top = top_variant(spec).name
+        perf(top, PowerSetting())
+    except ValueError as exc:
+        raise SimulationError(str(exc)) from exc
+    peak_window = args.peak_window if args.peak_window is not None else parse_duration(spec.scaling.interval)
+    headroom = spec.scaling.headroom
+
+    def spec_peak(t: Trace) -> float:
+        return peak_utilization(t, spec, perf, top, peak_window)
+
+    trace, factor = _scaled(base, args, spec_peak, headroom)
+    n_peak = static_replicas(spec_peak(trace), headroom)
+    gpus = args.gpus if args.gpus is not None else max(spec.replicas.max, n_peak) * spec.gpu.count
+    if gpus < spec.gpu.count:
+        raise SimulationError(f"--gpus {gpus} cannot hold one replica of {spec.gpu.count} GPUs")
+    if args.carbon_intensity is not None:
+        carbon, carbon_source = args.carbon_intensity, "--carbon-intensity"
+    elif spec.metrics.carbon_intensity.grams_per_kwh is not None:
+        carbon, carbon_source = spec.metrics.carbon_intensity.grams_per_kwh, "spec.metrics.carbonIntensity"
+    else:
+        carbon, carbon_source = DEFAULT_CARBON_G_PER_KWH, DEFAULT_CARBON_SOURCE
 
     from tqdm import tqdm
 
     started = time.perf_counter()
-    runs: dict[str, PolicyRun] = {}
     show = not args.no_progress and sys.stderr.isatty()
-    with tqdm(
-        total=scenario.steps * len(policies), file=sys.stderr, disable=not show, unit="step", desc="simulate"
-    ) as bar:
-        for policy in policies:
-            bar.set_postfix_str(policy.name)
-            runs[policy.name] = run_policy(scenario, policy, bar.update)
+    with tqdm(file=sys.stderr, disable=not show, unit="step", desc="simulate") as bar:
+        result = compare(spec, trace, source, names, args, carbon, gpus, bar.update)
+        sensitivity: dict[str, dict[str, float | None]] = {}
+        if args.sensitivity:
+            for label, corner in SENSITIVITY:
+                cmp = (
+                    result
+                    if not corner
+                    else compare(
+                        spec, trace, energy_model_at(**corner), names, args, carbon, gpus, bar.update
+                    )
+                )
+                sensitivity[label] = {
+                    **{f"over_{n}": r for n, r in ratios(cmp.summaries).items()},
+                    **{f"attainment_{n}": s.slo_attainment for n, s in cmp.summaries.items()},
+                }
     elapsed = time.perf_counter() - started
-
-    arrived = trace.total_prompt_tokens + trace.total_output_tokens
-    summaries: dict[str, Summary] = {n: summarize(r, carbon, arrived) for n, r in runs.items()}
+    runs = result.runs
     if args.decisions_out is not None and "greenllm" in runs:
         args.decisions_out.parent.mkdir(parents=True, exist_ok=True)
         with args.decisions_out.open("w", encoding="utf-8") as out:
@@ -308,32 +434,36 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     if args.plot is not None:
         from greenllm.sim.plot import write_plot
 
-        demand_prompt, demand_output = trace.binned(scenario.step_s, scenario.steps)
+        steps = next(iter(runs.values())).steps
+        demand_prompt, demand_output = trace.binned(args.step, steps)
         by_quality = [v.name for v in sorted(spec.variants, key=lambda v: v.quality)]
-        title = (
-            f"{spec.model.name} on {spec.gpu.type}: {trace.name} x{factor:.3g} (static {n_static} replicas)"
-        )
-        write_plot(args.plot, runs, demand_prompt, demand_output, by_quality, scenario.step_s, title)
+        title = f"{spec.model.name} on {spec.gpu.type}: {trace.name} x{factor:.3g} ({args.scale_mode})"
+        write_plot(args.plot, runs, demand_prompt, demand_output, by_quality, args.step, title)
     return {
-        "policies": {n: s.as_json() for n, s in summaries.items()},
-        "ratios": {"greenllm_energy_over": ratios(summaries)},
+        "policies": {n: s.as_json() for n, s in result.summaries.items()},
+        "ratios": {"greenllm_energy_over": ratios(result.summaries)},
+        "baselines": result.notes,
+        "sensitivity": sensitivity,
         "scenario": {
             "model": spec.model.name,
             "gpu": spec.gpu.type,
             "trace": trace.name,
-            "requests": trace.total_requests,
-            "tokens_arrived": arrived,
-            "duration_s": scenario.steps * scenario.step_s,
+            "requests": len(trace),
+            "tokens_arrived": trace.total_prompt_tokens + trace.total_output_tokens,
+            "duration_s": next(iter(runs.values())).steps * args.step,
             "rate_scale": factor,
-            "static_replicas": n_static,
+            "scale_mode": args.scale_mode,
+            "seed": args.seed,
+            "peak_rule_replicas": n_peak,
             "peak_window_s": peak_window,
             "top_variant": top,
             "gpus": gpus,
-            "step_s": scenario.step_s,
-            "startup_delay_s": scenario.startup_s,
-            "scrape_interval_s": scenario.scrape_interval_s,
-            "metrics_lag_s": scenario.metrics_lag_s,
+            "step_s": args.step,
+            "startup_delay_s": args.startup_delay,
+            "scrape_interval_s": args.scrape_interval,
+            "metrics_lag_s": args.metrics_lag,
             "rate_window": args.rate_window,
+            "attainment_target": spec.slo.attainment,
             "carbon_g_per_kwh": carbon,
             "carbon_source": carbon_source,
             "wall_time_s": round(elapsed, 3),
@@ -352,17 +482,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        s = result["scenario"]
-        print(
-            f"{s['model']} on {s['gpu']}, trace {s['trace']} x{s['rate_scale']:.4g} "
-            f"({s['requests']:.0f} requests, {s['duration_s'] / 60:.1f} min); "
-            f"static = {s['static_replicas']} x {s['top_variant']}; "
-            f"carbon {s['carbon_g_per_kwh']} g/kWh ({s['carbon_source']})"
-        )
-        print()
-        summaries = {n: Summary(**v) for n, v in result["policies"].items()}
-        print(table(summaries))
+        print(report_text(result))
     return 0
+
+
+def report_text(result: dict[str, Any]) -> str:
+    """The human-readable report of a `simulate` result."""
+    s = result["scenario"]
+    lines = [
+        f"{s['model']} on {s['gpu']}, trace {s['trace']} x{s['rate_scale']:.4g} ({s['scale_mode']}, "
+        f"{s['requests']:.0f} requests, {s['duration_s'] / 60:.1f} min), target {s['attainment_target']:.0%} "
+        f"of requests within both SLOs; carbon {s['carbon_g_per_kwh']} g/kWh",
+        "",
+        table({n: Summary(**v) for n, v in result["policies"].items()}),
+    ]
+    if result.get("baselines"):
+        lines.append("")
+        lines += [f"{name}: {what}" for name, what in result["baselines"].items()]
+    if result.get("sensitivity"):
+        lines += ["", "sensitivity (greenllm energy over each policy; greenllm attainment):"]
+        for corner, values in result["sensitivity"].items():
+            over = ", ".join(
+                f"{k[5:]} {v:.2f}" for k, v in values.items() if k.startswith("over_") and v is not None
+            )
+            att = values.get("attainment_greenllm")
+            lines.append(f"  {corner:<15} {over}" + ("" if att is None else f"; attainment {att:.2%}"))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

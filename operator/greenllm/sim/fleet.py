@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.sim.fluidqueue import GroupLoad, ServerGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,8 @@ class Target:
 
     variant: str
     replicas: int
-    setting: PowerSetting
+    setting: PowerSetting  # the efficient setting when `fast_tier` is set
+    fast_tier: FastTier | None = None
 
 
 @dataclass(slots=True)
@@ -88,14 +89,6 @@ def _resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
 PerfLookup = Callable[[str, PowerSetting], ReplicaPerformance]
 
 
-@dataclass(frozen=True, slots=True)
-class FleetPower:
-    """Power drawn during one step, W (whole fleet), and the ready groups it was computed for."""
-
-    total_w: float
-    starting_w: float
-
-
 class Fleet:
     def __init__(
         self,
@@ -126,28 +119,13 @@ class Fleet:
     def holding_gpus(self) -> int:
         return sum(1 for p in self.pods if p.started is not None)
 
-    def groups(self, now: float) -> list[tuple[str, ServerGroup]]:
-        """Ready replicas grouped by variant, with their performance at the current setting."""
-        counts: dict[str, int] = {}
-        for pod in self.pods:
-            if pod.is_ready(now):
-                counts[pod.variant] = counts.get(pod.variant, 0) + 1
-        return [(v, ServerGroup(self._perf(v, self.setting), n)) for v, n in sorted(counts.items())]
-
-    def power_w(
-        self, now: float, dt: float, groups: list[tuple[str, ServerGroup]], loads: list[GroupLoad]
-    ) -> FleetPower:
-        """Average power over the step [now, now + dt) given what each ready group served."""
-        total = 0.0
-        for (_, group), load in zip(groups, loads, strict=True):
-            per_replica_prompt = load.prompt_tokens / (group.replicas * dt)
-            per_replica_output = load.output_tokens / (group.replicas * dt)
-            total += group.replicas * group.perf.power_w(per_replica_prompt, per_replica_output)
-        starting = 0.0
-        for pod in self.pods:
-            if pod.started is not None and not pod.is_ready(now):
-                starting += self._perf(pod.variant, self.setting).idle_power_w
-        return FleetPower(total_w=total + starting, starting_w=starting)
+    def starting_power_w(self, now: float) -> float:
+        """Pods holding GPUs but not ready yet draw their variant's idle power."""
+        return sum(
+            self._perf(p.variant, self.setting).idle_power_w
+            for p in self.pods
+            if p.started is not None and not p.is_ready(now)
+        )
 
     # -- control ----------------------------------------------------------------------------------------
     def apply(self, target: Target, now: float) -> None:

@@ -1,31 +1,35 @@
-"""The four policies compared on one trace: greenllm, static, hpa and oracle.
+"""The policies compared on one trace.
 
 `greenllm` runs the operator's own loop: `controller.metrics.build_queries` and `observe` turn the
-simulated Prometheus into an `Observation`, and `core.step.step` decides, every `spec.scaling.interval`.
-`static` and `hpa` are what teams run today (highest-quality variant, default power). `oracle` is the
-lower bound: every simulation step it takes the cheapest configuration that can serve the queued and
-arriving work of that step, knowing it exactly, with no start-up delay and no switching cost.
-Only the oracle is ever handed the `Truth`; the others read the `PrometheusView` of past scrapes.
+simulated Prometheus into an `Observation`, `core.step.step` decides every `spec.scaling.interval`, and
+the engine runs the node agent's fast tier per replica per second. `static` (a constant fleet) and `hpa`
+are what teams run without greenllm. `clairvoyant` knows the future requests but decides at greenllm's
+interval and waits for the same pod start-up. `instant` resizes every second with no start-up: it cannot
+be reached by any real fleet and is not a bound. Only `clairvoyant` and `instant` are handed the `Truth`;
+the others read the `PrometheusView` of past scrapes.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec, Variant
 from greenllm.controller.metrics import build_queries, observe
 from greenllm.controller.metrics import max_age_s as metrics_max_age_s
 from greenllm.core.decision import Decision, Observation
+from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.planner import PerformanceSource
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
 from greenllm.sim.fleet import Target
 from greenllm.sim.telemetry import PrometheusView
+from greenllm.sim.trace import Trace
 
 
 class SimulationError(Exception):
@@ -70,9 +74,9 @@ def top_variant(spec: GreenModelSpec) -> Variant:
 
 @dataclass(frozen=True, slots=True)
 class Truth:
-    """The exact work in front of the fleet: handed to the oracle only."""
+    """The requests themselves: handed to the clairvoyant policies only."""
 
-    work: Callable[[float, float], tuple[float, float]]  # (start, dt) -> prompt, output tokens to serve
+    trace: Trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,15 @@ class DecisionLog:
 
     def as_json(self) -> dict[str, Any]:
         obs = self.observation
+        tier = self.target.fast_tier
         return {
             "t": round(self.t, 6),
             "variant": self.target.variant,
             "replicas": self.target.replicas,
             "power_limit_w": self.target.setting.limit_w,
             "locked_clock_mhz": self.target.setting.locked_clock_mhz,
+            "efficient": _setting_json(self.target.setting if tier is None else tier.efficient),
+            "burst": None if tier is None else _setting_json(tier.burst),
             "demand_prompt_tokens_per_s": self.demand_prompt_tokens_per_s,
             "demand_output_tokens_per_s": self.demand_output_tokens_per_s,
             "expected_power_w": self.expected_power_w,
@@ -111,14 +118,21 @@ class DecisionLog:
                 "ttft_p90_ms": obs.ttft_p90_ms,
                 "requests_per_s": obs.requests_per_s,
                 "carbon_intensity_g_per_kwh": obs.carbon_intensity_g_per_kwh,
+                "attainment": obs.attainment,
+                "peak_waiting_requests": obs.peak_waiting_requests,
             },
         }
+
+
+def _setting_json(setting: PowerSetting) -> dict[str, Any]:
+    return {"power_limit_w": setting.limit_w, "locked_clock_mhz": setting.locked_clock_mhz}
 
 
 class Policy(ABC):
     name: str
     interval_s: float  # decide every interval_s of simulated time (0: every simulation step)
-    instant: bool = False  # the fleet changes at once, without start-up delay (the oracle only)
+    instant: bool = False  # the fleet changes at once, without start-up delay (`instant` only)
+    clairvoyant: bool = False  # handed the Truth
 
     @abstractmethod
     def initial(self) -> Target:
@@ -130,17 +144,20 @@ class Policy(ABC):
 
 
 class StaticPolicy(Policy):
-    name = "static"
+    """A constant fleet: one variant, a count and a power setting that never change."""
 
-    def __init__(self, variant: str, replicas: int) -> None:
+    def __init__(
+        self, variant: str, replicas: int, setting: PowerSetting | None = None, name: str = "static"
+    ):
+        self.name = name
         self.interval_s = math.inf
-        self._target = Target(variant, replicas, PowerSetting())
+        self._target = Target(variant, replicas, setting or PowerSetting())
 
     def initial(self) -> Target:
         return self._target
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
-        return DecisionLog(now, self._target, None, None, "static: sized for the trace's peak")
+        return DecisionLog(now, self._target, None, None, f"{self.name}: constant fleet")
 
 
 class GreenllmPolicy(Policy):
@@ -168,6 +185,7 @@ class GreenllmPolicy(Policy):
         self._carbon = carbon_g_per_kwh
         self._window = window
         self._window_s = parse_duration(window)
+        self._long_s = parse_duration(spec.slo.attainment_window)
         self._state: LoopState | None = None
 
     def initial(self) -> Target:
@@ -194,7 +212,7 @@ class GreenllmPolicy(Policy):
         since_rounded = None if since_s is None else float(max(1, round(since_s)))
 
         def query(promql: str) -> Any:
-            value = _answer(view, names[promql], self._window_s, since_rounded)
+            value = _answer(view, names[promql], self._window_s, since_rounded, self._long_s)
             return [] if value is None else [{"metric": {}, "value": [epoch, repr(value)]}]
 
         max_age_s = metrics_max_age_s(self.interval_s)  # the operator loop's own rule
@@ -212,8 +230,14 @@ class GreenllmPolicy(Policy):
         )
 
 
-def _answer(view: PrometheusView, name: str, window_s: float, since_s: float | None) -> float | None:
+def _answer(
+    view: PrometheusView, name: str, window_s: float, since_s: float | None, long_s: float
+) -> float | None:
     """The value Prometheus would return for the controller's query `name`."""
+    if name == "attainment":
+        return view.attainment(long_s)
+    if name == "peak_waiting_requests":
+        return view.max_over_time("waiting_peak", long_s)
     if name in ("power_w", "requests_waiting", "requests_running"):
         return view.gauge(name)
     if name == "power_age_s":
@@ -229,12 +253,12 @@ def _answer(view: PrometheusView, name: str, window_s: float, since_s: float | N
     if name == "ttft_p90_ms":
         value = view.ttft_quantile_s(0.9, window_s)
         return None if value is None else value * 1000.0
-    # tpot_p90_ms: the fluid model keeps every replica within its TPOT SLO and keeps no per-token times.
+    # tpot_p90_ms: the simulated histogram is kept as the share within the SLO only (see attainment).
     return None
 
 
 def _target(decision: Decision) -> Target:
-    return Target(decision.variant, decision.replicas, decision.setting)
+    return Target(decision.variant, decision.replicas, decision.setting, decision.fast_tier)
 
 
 class HpaPolicy(Policy):
@@ -299,51 +323,65 @@ class HpaPolicy(Policy):
         return DecisionLog(now, Target(self._variant, desired, PowerSetting()), prompt, output, why)
 
 
-class OraclePolicy(Policy):
-    """Per simulation step, the least-power configuration that can serve that step's work."""
+def prompt_need(
+    trace: Trace, horizon_steps: int, ttft_s: float, prefill_tokens_per_s: float, step_s: float = 1.0
+) -> list[float]:
+    """Per step k, the replicas that prefill every prompt arriving in [k, k + TTFT) within the TTFT SLO at
+    `prefill_tokens_per_s` each (a fluid bound: no routing imbalance, no decode)."""
+    steps = horizon_steps
+    idx = np.minimum((trace.arrival_s // step_s).astype(np.int64), steps - 1)
+    per_step = np.bincount(idx, weights=trace.prompt_tokens, minlength=steps).astype(np.float64)
+    span = max(1, round(ttft_s / step_s))
+    window = np.convolve(per_step, np.ones(span), mode="full")[span - 1 : span - 1 + steps]
+    need: list[float] = (window / (prefill_tokens_per_s * ttft_s)).tolist()
+    return need
 
-    name = "oracle"
-    instant = True
 
-    def __init__(self, spec: GreenModelSpec, perf: PerfTable, dt: float, max_replicas: int) -> None:
-        self.interval_s = 0.0
-        self._dt = dt
-        self._min = spec.replicas.min
-        self._max = min(spec.replicas.max, max_replicas)
-        settings = perf.source.power_settings(spec.gpu, spec.power)
-        self._options: list[tuple[str, PowerSetting, ReplicaPerformance]] = []
-        for v in spec.variants:
-            if v.quality < spec.slo.min_quality:
-                continue
-            for s in settings:
-                p = perf.find(v.name, s)
-                if p is not None:
-                    self._options.append((v.name, s, p))
-        if not self._options:
-            raise SimulationError("no variant above slo.minQuality has a profile within the TPOT SLO")
+class ClairvoyantPolicy(Policy):
+    """Knows every future request. Every `interval_s` it asks for the replicas that the work of the next
+    start-up + interval will need (pods asked for now are ready only after start-up), `margin` times the
+    fluid need of `prompt_need`; the fast tier runs as greenllm's. `instant=True` is the unreachable
+    variant: every second, exactly that second's need, with pods ready at once."""
+
+    clairvoyant = True
+
+    def __init__(
+        self,
+        name: str,
+        variant: str,
+        tier: FastTier | None,
+        setting: PowerSetting,
+        need: list[float],
+        *,
+        interval_s: float,
+        lookahead_steps: int,
+        margin: float,
+        min_replicas: int,
+        max_replicas: int,
+        instant: bool = False,
+    ) -> None:
+        self.name = name
+        self.instant = instant
+        self.interval_s = 0.0 if instant else interval_s
+        self._variant = variant
+        self._tier = tier
+        self._setting = setting
+        self._need = need
+        self._ahead = lookahead_steps
+        self.margin = margin
+        self._min = max(min_replicas, 1)
+        self._max = max_replicas
+
+    def _count(self, now: float) -> int:
+        k = int(now)
+        window = self._need[k : k + max(self._ahead, 1)]
+        top = max(window) if window else 0.0
+        return min(max(math.ceil(self.margin * top - 1e-9), self._min), self._max)
 
     def initial(self) -> Target:
-        name, setting, _ = self._options[0]
-        return Target(name, max(self._min, 1), setting)
+        return Target(self._variant, self._count(0.0), self._setting, self._tier)
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
-        assert truth is not None, "the oracle needs the truth"
-        prompt, output = truth.work(now, self._dt)
-        best: tuple[float, Target] | None = None
-        for name, setting, p in self._options:
-            busy = (prompt / p.prompt_tokens_per_s + output / p.output_tokens_per_s) / self._dt
-            need = max(self._min, math.ceil(busy - 1e-9))
-            if need > self._max:
-                need = self._max  # cannot serve it all; the least shortfall among these is still cheapest
-            # Fewest replicas is nearly always cheapest (idle power); a couple more are checked in case a
-            # concave power curve makes spreading the load pay.
-            for n in range(need, min(need + 2, self._max) + 1):
-                watts = 0.0 if n == 0 else n * p.power_w(prompt / (n * self._dt), output / (n * self._dt))
-                shortfall = max(0.0, busy - n)
-                key = shortfall * 1e12 + watts
-                if best is None or key < best[0]:
-                    best = (key, Target(name, n, setting))
-        assert best is not None
-        return DecisionLog(
-            now, best[1], prompt / self._dt, output / self._dt, "oracle: cheapest for the work"
-        )
+        assert truth is not None, f"{self.name} needs the truth"
+        target = Target(self._variant, self._count(now), self._setting, self._tier)
+        return DecisionLog(now, target, None, None, f"{self.name}: x{self.margin:.2f} the need it foresees")

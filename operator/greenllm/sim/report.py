@@ -1,10 +1,12 @@
-"""Per-policy totals, ratios and the text table of `greenllm simulate`."""
+"""Per-policy results as users judge them (per request, TTFT and TPOT both), ratios and the text table."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from greenllm.sim.engine import PolicyRun
 
@@ -17,41 +19,104 @@ class Summary:
     joules_per_token: float | None  # per token served, prompt and output
     joules_per_output_token: float | None
     carbon_g: float
-    slo_attainment: float  # tokens served within the latency SLO / tokens that arrived
+    slo_attainment: float  # requests meeting both the TTFT and the TPOT SLO / requests that arrived
+    ttft_attainment: float
+    tpot_attainment: float
+    token_share_on_time: float  # tokens of requests meeting both SLOs / tokens that arrived (secondary)
+    ttft_p50_s: float | None
+    ttft_p90_s: float | None
+    ttft_p99_s: float | None
+    tpot_p50_s: float | None
+    tpot_p90_s: float | None
+    tpot_p99_s: float | None
+    minutes_p90_ok: float  # active minutes whose p90 TTFT and p90 TPOT are both within the SLO
     tokens_served: float
-    prompt_tokens_served: float
-    output_tokens_served: float
-    tokens_unserved: float
     quality_weighted_tokens: float
     changes: int
     peak_replicas: int
     mean_replicas: float
     mean_power_w: float
+    fast_switches: int = 0
+    burst_share: float = 0.0  # share of ready replica-seconds at the burst setting
+    energy_split_kwh: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def summarize(run: PolicyRun, carbon_g_per_kwh: float, tokens_arrived: float) -> Summary:
-    served = run.prompt_served + run.output_served
-    on_time = run.prompt_on_time + run.output_on_time
+def request_outcomes(run: PolicyRun, ttft_slo_s: float, tpot_slo_s: float) -> tuple[Any, Any, Any]:
+    """Per request: TTFT met, TPOT met (a one-token request has no TPOT: met once it finished), both."""
+    ttft_ok = np.nan_to_num(run.ttft_s, nan=np.inf) <= ttft_slo_s + 1e-9
+    no_tpot = np.isnan(run.tpot_s) & run.finished & (run.output_tokens <= 1.0)
+    tpot_ok = no_tpot | (np.nan_to_num(run.tpot_s, nan=np.inf) <= tpot_slo_s + 1e-9)
+    return ttft_ok, tpot_ok, ttft_ok & tpot_ok
+
+
+def _pct(values: Any, q: float) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, q)) if finite.size else None
+
+
+def _minutes_ok(run: PolicyRun, ttft_slo_s: float, tpot_slo_s: float) -> float:
+    """Share of minutes with arrivals whose requests' p90 TTFT and p90 TPOT are within the SLO (a request
+    that never got its first token counts as infinitely late)."""
+    if run.arrival_s.size == 0:
+        return 1.0
+    minute = (run.arrival_s // 60.0).astype(np.int64)
+    ttft = np.nan_to_num(run.ttft_s, nan=np.inf)
+    tpot = np.where(np.isnan(run.tpot_s) & ~run.finished, np.inf, run.tpot_s)
+    ok = 0
+    minutes = np.unique(minute)
+    for m in minutes:
+        sel = minute == m
+        t90 = np.percentile(ttft[sel], 90)
+        tp = tpot[sel]
+        tp = tp[~np.isnan(tp)]
+        p90 = np.percentile(tp, 90) if tp.size else 0.0
+        ok += int(t90 <= ttft_slo_s + 1e-9 and p90 <= tpot_slo_s + 1e-9)
+    return ok / len(minutes)
+
+
+def summarize(run: PolicyRun, carbon_g_per_kwh: float, ttft_slo_s: float, tpot_slo_s: float) -> Summary:
+    ttft_ok, tpot_ok, both = request_outcomes(run, ttft_slo_s, tpot_slo_s)
+    n = max(run.arrival_s.size, 1)
+    tokens = run.prompt_tokens + run.output_tokens
+    served = float(tokens[run.finished].sum())
     kwh = run.energy_j / J_PER_KWH
     seconds = run.steps * run.step_s
+    ready_s = float(run.ready_replicas.sum()) * run.step_s
     return Summary(
         energy_kwh=kwh,
         joules_per_token=run.energy_j / served if served > 0 else None,
-        joules_per_output_token=run.energy_j / run.output_served if run.output_served > 0 else None,
+        joules_per_output_token=(
+            run.energy_j / float(run.output_tokens[run.finished].sum()) if served > 0 else None
+        ),
         carbon_g=kwh * carbon_g_per_kwh,
-        slo_attainment=min(on_time / tokens_arrived, 1.0) if tokens_arrived > 0 else 1.0,  # float noise
+        slo_attainment=float(both.sum()) / n,
+        ttft_attainment=float(ttft_ok.sum()) / n,
+        tpot_attainment=float(tpot_ok.sum()) / n,
+        token_share_on_time=float(tokens[both].sum() / tokens.sum()) if tokens.sum() > 0 else 1.0,
+        ttft_p50_s=_pct(run.ttft_s, 50),
+        ttft_p90_s=_pct(run.ttft_s, 90),
+        ttft_p99_s=_pct(run.ttft_s, 99),
+        tpot_p50_s=_pct(run.tpot_s, 50),
+        tpot_p90_s=_pct(run.tpot_s, 90),
+        tpot_p99_s=_pct(run.tpot_s, 99),
+        minutes_p90_ok=_minutes_ok(run, ttft_slo_s, tpot_slo_s),
         tokens_served=served,
-        prompt_tokens_served=run.prompt_served,
-        output_tokens_served=run.output_served,
-        tokens_unserved=run.prompt_unserved + run.output_unserved,
         quality_weighted_tokens=run.quality_weighted_tokens,
         changes=run.changes,
         peak_replicas=run.peak_replicas,
         mean_replicas=float(run.ready_replicas.mean()) if run.steps else 0.0,
         mean_power_w=run.energy_j / seconds if seconds > 0 else 0.0,
+        fast_switches=run.fast_switches,
+        burst_share=run.burst_replica_s / ready_s if ready_s > 0 else 0.0,
+        energy_split_kwh={
+            "warm_idle": run.energy_idle_j / J_PER_KWH,
+            "starting": run.energy_starting_j / J_PER_KWH,
+            "prefill": run.energy_prefill_j / J_PER_KWH,
+            "decode": run.energy_decode_j / J_PER_KWH,
+        },
     )
 
 
@@ -67,42 +132,32 @@ def ratios(summaries: Mapping[str, Summary], subject: str = "greenllm") -> dict[
     }
 
 
-_COLUMNS = (
-    ("policy", "{:<9}", None),
-    ("energy kWh", "{:>11.4f}", "energy_kwh"),
-    ("J/token", "{:>9.4f}", "joules_per_token"),
-    ("carbon g", "{:>10.1f}", "carbon_g"),
-    ("SLO met", "{:>8.2%}", "slo_attainment"),
-    ("tokens served", "{:>14.4g}", "tokens_served"),
-    ("quality-wtd tokens", "{:>19.4g}", "quality_weighted_tokens"),
-    ("changes", "{:>8d}", "changes"),
-    ("peak repl", "{:>10d}", "peak_replicas"),
-    ("mean repl", "{:>10.2f}", "mean_replicas"),
-    ("mean W", "{:>9.0f}", "mean_power_w"),
-)
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
 
 
 def table(summaries: Mapping[str, Summary], subject: str = "greenllm") -> str:
-    header = " ".join(
-        f"{title:<9}" if attr is None else title.rjust(len(fmt.format(0 if "d" in fmt else 0.0)))
-        for title, fmt, attr in _COLUMNS
+    """The comparison, within 100 columns, with a legend."""
+    header = (
+        f"{'policy':<12} {'kWh':>7} {'SLO met':>8} {'TTFT ok':>8} {'TPOT ok':>8} {'TTFT p90':>9} "
+        f"{'TPOT p90':>9} {'min ok':>7} {'J/tok':>7} {'repl':>6} {'chg':>5}"
     )
     lines = [header, "-" * len(header)]
     for name, s in summaries.items():
-        cells = []
-        for _, fmt, attr in _COLUMNS:
-            if attr is None:
-                cells.append(fmt.format(name))
-                continue
-            value = getattr(s, attr)
-            width = len(fmt.format(0 if "d" in fmt else 0.0))
-            cells.append("-".rjust(width) if value is None else fmt.format(value))
-        lines.append(" ".join(cells))
+        jt = "-" if s.joules_per_token is None else f"{s.joules_per_token:.3f}"
+        lines.append(
+            f"{name:<12} {s.energy_kwh:>7.3f} {s.slo_attainment:>8.2%} {s.ttft_attainment:>8.2%} "
+            f"{s.tpot_attainment:>8.2%} {_ms(s.ttft_p90_s):>6} ms {_ms(s.tpot_p90_s):>6} ms "
+            f"{s.minutes_p90_ok:>7.1%} {jt:>7} {s.mean_replicas:>6.2f} {s.changes:>5d}"
+        )
+    lines += [
+        "",
+        "SLO met: requests whose TTFT and TPOT are both within spec.slo; TTFT ok / TPOT ok: each alone;",
+        "min ok: minutes with arrivals whose p90 TTFT and p90 TPOT are within the SLO; J/tok: energy per",
+        "token served (prompt + output); repl: mean ready replicas; chg: decisions that changed the target.",
+    ]
     rel = ratios(summaries, subject)
     if rel:
-        lines.append("")
-        lines.append(
-            f"{subject} energy / "
-            + ", ".join(f"{name}: {'-' if r is None else f'{r:.3f}x'}" for name, r in rel.items())
-        )
+        parts = [f"{'-' if r is None else f'{r:.2f} x'} the energy of {name}" for name, r in rel.items()]
+        lines.append(f"{subject} uses " + ", ".join(parts))
     return "\n".join(lines)

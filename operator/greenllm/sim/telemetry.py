@@ -28,6 +28,15 @@ class Sample:
     requests_running: float  # vllm:num_requests_running
     ready_replicas: int
     requests_total: float = 0.0  # vllm:request_success_total (requests completed)
+    # vLLM's TTFT and per-request TPOT histograms, read as the operator reads them: the count within the SLO
+    # (the bucket at the SLO) and the total count.
+    ttft_ok_total: float = 0.0
+    ttft_count_total: float = 0.0
+    tpot_ok_total: float = 0.0
+    tpot_count_total: float = 0.0
+    # greenllm_agent_waiting_requests_peak summed over the pods: the most requests that waited at once on
+    # each pod since the previous scrape (the fast tier's 1-s reads).
+    waiting_peak: float = 0.0
 
 
 @dataclass(slots=True)
@@ -38,6 +47,11 @@ class _Counters:
     busy_s: float = 0.0
     ready_s: float = 0.0
     requests: float = 0.0
+    ttft_ok: float = 0.0
+    ttft_count: float = 0.0
+    tpot_ok: float = 0.0
+    tpot_count: float = 0.0
+    waiting_peak: float = 0.0  # reset at every scrape
 
 
 @dataclass
@@ -75,10 +89,18 @@ class Telemetry:
         requests_running: float,
         first_tokens: list[tuple[float, float, float]],
         requests_completed: float = 0.0,
+        latency: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        waiting_peak: float = 0.0,
     ) -> None:
-        """Advance the exporters by one step ending at `end`; scrape if a scrape falls due."""
+        """Advance the exporters by one step ending at `end`; scrape if a scrape falls due. `latency` is
+        (TTFT within SLO, TTFT count, TPOT within SLO, TPOT count) of this step's requests."""
         c = self._counters
         c.requests += requests_completed
+        c.ttft_ok += latency[0]
+        c.ttft_count += latency[1]
+        c.tpot_ok += latency[2]
+        c.tpot_count += latency[3]
+        c.waiting_peak = max(c.waiting_peak, waiting_peak)
         c.prompt += prompt_served
         c.generation += output_served
         c.energy_j += energy_j
@@ -101,8 +123,14 @@ class Telemetry:
                     requests_running=requests_running,
                     ready_replicas=ready_replicas,
                     requests_total=c.requests,
+                    ttft_ok_total=c.ttft_ok,
+                    ttft_count_total=c.ttft_count,
+                    tpot_ok_total=c.tpot_ok,
+                    tpot_count_total=c.tpot_count,
+                    waiting_peak=c.waiting_peak,
                 )
             )
+            c.waiting_peak = 0.0
             self._times.append(end)
             while self._next_scrape <= end + 1e-9:
                 self._next_scrape += self.scrape_interval_s
@@ -205,6 +233,25 @@ class PrometheusView:
     def gauge(self, name: str) -> float | None:
         latest = self._latest()
         return None if latest is None else float(getattr(latest, name))
+
+    def max_over_time(self, name: str, range_s: float) -> float | None:
+        """`max_over_time(gauge[range])`: None without a sample in range."""
+        values = [float(getattr(s, name)) for s in self._in_range(range_s)]
+        return max(values) if values else None
+
+    def attainment(self, range_s: float) -> float | None:
+        """Share of requests within both SLOs over the range, as the operator computes it from vLLM's
+        histograms: 1 - TTFT misses - TPOT misses (a union bound), None without requests in range."""
+        ttft_ok = self.increase("ttft_ok_total", range_s)
+        ttft_n = self.increase("ttft_count_total", range_s)
+        if ttft_ok is None or ttft_n is None or ttft_n <= 0:
+            return None
+        miss = 1.0 - ttft_ok / ttft_n
+        tpot_ok = self.increase("tpot_ok_total", range_s)
+        tpot_n = self.increase("tpot_count_total", range_s)
+        if tpot_ok is not None and tpot_n is not None and tpot_n > 0:
+            miss += 1.0 - tpot_ok / tpot_n
+        return min(max(1.0 - miss, 0.0), 1.0)
 
     def gauge_age_s(self) -> float | None:
         latest = self._latest()

@@ -26,6 +26,7 @@ PROMPT_COLUMNS = ("contexttokens", "input_tokens", "prompt_tokens", "context_tok
 OUTPUT_COLUMNS = ("generatedtokens", "output_tokens", "generated_tokens", "completion_tokens")
 
 DEFAULT_TRACE = "AzureLLMInferenceTrace_code_2023.csv"
+SCALE_MODES = ("copies", "shifted")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 FloatArray = npt.NDArray[np.float64]
@@ -82,6 +83,46 @@ class Trace:
             output_tokens=self.output_tokens * factor,
             duration_s=self.duration_s,
             weight=self.weight * factor,
+        )
+
+    def replicated(self, factor: float, mode: str, seed: int = 0) -> Trace:
+        """The trace at `factor` times its request rate, as whole requests (weight 1 each).
+
+        `copies`: every request `floor(factor)` times at its own time, and once more with probability
+        `factor - floor(factor)`: aligned copies, bursts `factor` times as large. `shifted`: the same number
+        of copies, copy j > 0 shifted by its own seeded random offset in [0, duration), wrapping round the
+        end: `factor` independent user populations of the same kind, bursts no larger than theirs.
+        """
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"rate scale must be a positive number, got {factor}")
+        if mode not in SCALE_MODES:
+            raise ValueError(f"scale mode must be one of {', '.join(SCALE_MODES)}, got {mode!r}")
+        if self.weight != 1.0:
+            raise ValueError("replicate an unscaled trace")
+        rng = np.random.default_rng(seed)
+        whole = math.floor(factor)
+        frac = factor - whole
+        span = max(self.duration_s, 1e-9)
+        times: list[FloatArray] = []
+        prompts: list[FloatArray] = []
+        outputs: list[FloatArray] = []
+        for j in range(whole + (1 if frac > 0 else 0)):
+            keep = np.ones(len(self), dtype=bool) if j < whole else rng.random(len(self)) < frac
+            arrival = self.arrival_s[keep]
+            if mode == "shifted" and j > 0:
+                arrival = np.mod(arrival + rng.uniform(0.0, span), span)
+            times.append(arrival)
+            prompts.append(self.prompt_tokens[keep])
+            outputs.append(self.output_tokens[keep])
+        t = np.concatenate(times)
+        order = np.argsort(t, kind="stable")
+        return Trace(
+            name=self.name,
+            start_epoch=self.start_epoch,
+            arrival_s=t[order],
+            prompt_tokens=np.concatenate(prompts)[order],
+            output_tokens=np.concatenate(outputs)[order],
+            duration_s=self.duration_s,
         )
 
     def window(self, start_s: float, duration_s: float | None) -> Trace:

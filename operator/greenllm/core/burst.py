@@ -1,0 +1,178 @@
+"""The slow tier's burst rules: the two fast-tier settings, and a warm replica floor under an error budget.
+
+Replicas take a minute to start, so a fleet sized for the last minute's rate meets every burst after a
+quiet spell with too few replicas (the 1-s load of the Azure code trace is up to 9x its 1-minute mean).
+The slow tier therefore keeps a *warm floor*: enough replicas to prefill the largest queue the fast tier
+saw within `slo.attainmentWindow` inside the TTFT SLO, at the burst setting,
+
+    floor = ceil(margin x peak waiting requests x prompt tokens per request / (burst prefill rate x TTFT)),
+
+and an error budget steers the margin: when the attainment measured over the same window (vLLM's TTFT and
+TPOT histograms) falls under `slo.attainment`, the margin rises at once by the share of the error budget
+that was overspent; it falls back only slowly, while at most half the error budget is spent, one step per
+`scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
+the TTFT SLO and the hold are the spec's, the prefill rate is the energy model's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
+from greenllm.core.fasttier import FastTier
+from greenllm.core.performance import PowerSetting, ReplicaPerformance
+
+# vLLM V1's default token budget per engine iteration for the OpenAI server on an 80 GB-class GPU
+# (vllm/engine/arg_utils.py, v0.11.1); a variant's `--max-num-batched-tokens` arg overrides it.
+VLLM_MAX_BATCHED_TOKENS = 8192
+MAX_MARGIN = 4.0
+
+
+def explicit_token_budget(variant: Variant) -> int | None:
+    """`--max-num-batched-tokens` as the variant's own args set it, else None."""
+    args = variant.args
+    for i, arg in enumerate(args):
+        value: str | None = None
+        if arg == "--max-num-batched-tokens" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--max-num-batched-tokens="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                n = int(value)
+            except ValueError:
+                continue
+            if n >= 1:
+                return n
+    return None
+
+
+# vLLM refuses a token budget below max_num_seqs; below this the budget would starve long prompts.
+MIN_TOKEN_BUDGET = 512
+TOKEN_BUDGET_STEP = 256
+
+
+def token_budget(variant: Variant, burst: ReplicaPerformance | None, tpot_slo_s: float) -> int:
+    """The prompt-chunk budget of one vLLM iteration that keeps a decode step within the TPOT SLO.
+
+    With chunked prefill every iteration of a replica with queued prompts carries a full chunk next to
+    its decodes, so each running request's inter-token time is d + chunk / P: vLLM's default budget
+    (8,192 tokens; 132 ms of prefill on an H100 at fp8) puts every request that decodes during a burst far
+    over a 50 ms TPOT. The budget greenllm renders (Sarathi-Serve's rule) is the largest chunk whose
+    iteration with a one-request decode stays within the SLO at the burst setting:
+    (TPOT SLO - d(1)) x P, rounded down to 256 tokens, at least 512. A variant's own
+    `--max-num-batched-tokens` wins; without a profile the vLLM default stays."""
+    explicit = explicit_token_budget(variant)
+    if explicit is not None:
+        return explicit
+    if burst is None:
+        return VLLM_MAX_BATCHED_TOKENS
+    room = tpot_slo_s - burst.decode_step_s(1.0, tpot_slo_s)
+    raw = room * burst.prompt_tokens_per_s
+    budget = int(raw // TOKEN_BUDGET_STEP) * TOKEN_BUDGET_STEP
+    return min(max(budget, MIN_TOKEN_BUDGET), VLLM_MAX_BATCHED_TOKENS)
+
+
+def chunked_prefill_rate(perf: ReplicaPerformance, budget_tokens: int, slo_s: float) -> float:
+    """Prompt tokens/s of a replica with a queue: each iteration carries one decode step (batch 1) and a
+    full prompt chunk, so the chunk's share of the iteration is what prefill gets."""
+    chunk = float(budget_tokens)
+    iteration = perf.decode_step_s(1.0, slo_s) + chunk / perf.prompt_tokens_per_s
+    return chunk / iteration
+
+
+def energy_per_request_j(perf: ReplicaPerformance, prompt: float, output: float) -> float:
+    """Energy of one request of this size on a saturated replica (prefill and decode at full rate)."""
+    decode_w = perf.decode_curve[-1][1]
+    return (
+        prompt / perf.prompt_tokens_per_s * perf.prefill_power_w
+        + output / perf.output_tokens_per_s * decode_w
+    )
+
+
+def fast_tier_for(
+    spec: GreenModelSpec,
+    variant: Variant,
+    settings: tuple[PowerSetting, ...],
+    perf: dict[PowerSetting, ReplicaPerformance],
+    request: tuple[float, float],
+) -> FastTier | None:
+    """`efficient`: the setting with the least energy per request of the observed size; `burst`: the GPU's
+    default (the most capacity). None when power is not greenllm's to set (mode Off or Fixed) or the two
+    are the same."""
+    if spec.power.mode is not PowerMode.AUTO:
+        return None
+    burst = PowerSetting()
+    if burst not in perf:
+        return None
+    best = burst
+    best_j = energy_per_request_j(perf[burst], *request)
+    for s in settings:
+        p = perf.get(s)
+        if p is None:
+            continue
+        j = energy_per_request_j(p, *request)
+        if j < best_j * (1.0 - 1e-9):
+            best, best_j = s, j
+    if best == burst:
+        return None
+    del variant
+    return FastTier(efficient=best, burst=burst)
+
+
+@dataclass(frozen=True, slots=True)
+class FloorState:
+    margin: float = 1.0
+    raised_at: float | None = None  # last raise of the margin (or first observation)
+    lowered_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    replicas: int
+    state: FloorState
+    note: str
+
+
+def burst_floor(
+    spec: GreenModelSpec,
+    state: FloorState,
+    now: float,
+    *,
+    attainment: float | None,
+    peak_waiting: float | None,
+    prompt_tokens_per_request: float,
+    burst_prefill_tokens_per_s: float,
+    hold_s: float,
+) -> Floor:
+    """The warm floor for this tick and the new error-budget state (module doc)."""
+    target = spec.slo.attainment
+    margin = state.margin
+    raised, lowered = state.raised_at, state.lowered_at
+    why: list[str] = []
+    budget = max(1.0 - target, 1e-6)
+    if attainment is not None and attainment < target:
+        overspent = (target - attainment) / budget
+        if raised is None or now - raised >= hold_s:
+            margin = min(margin * (1.0 + min(overspent, 1.0)), MAX_MARGIN)
+            raised = now
+            why.append(f"attainment {attainment:.2%} < {target:.2%}: floor margin raised to {margin:.2f}")
+    elif attainment is not None and attainment >= target + budget / 2.0 and margin > 1.0:
+        since = max(raised or -math.inf, lowered or -math.inf)
+        if now - since >= hold_s:
+            margin = max(1.0, margin / (1.0 + spec.scaling.headroom))
+            lowered = now
+            why.append(f"attainment {attainment:.2%} spends under half the error budget: margin {margin:.2f}")
+    replicas = 0
+    if peak_waiting is not None and peak_waiting > 0 and burst_prefill_tokens_per_s > 0:
+        ttft_s = spec.slo.ttft_p90_ms / 1000.0
+        work = peak_waiting * prompt_tokens_per_request
+        replicas = math.ceil(margin * work / (burst_prefill_tokens_per_s * ttft_s) - 1e-9)
+        why.append(
+            f"warm floor {replicas}: {peak_waiting:.0f} requests waited at once within "
+            f"{spec.slo.attainment_window} (x{margin:.2f} margin, {prompt_tokens_per_request:.0f} prompt "
+            f"tokens each, prefilled within the TTFT SLO at the burst setting)"
+        )
+    replicas = min(replicas, spec.replicas.max)
+    return Floor(replicas, FloorState(margin, raised, lowered), "; ".join(why))
