@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from greenllm.api import v1alpha1 as api
 from greenllm.controller import metrics
@@ -140,3 +141,101 @@ def test_prometheus_errors_name_the_query() -> None:
     qs = metrics.build_queries(spec(), "n", "d")
     with pytest.raises(metrics.MetricsError, match="power_w: ConnectionError: refused"):
         metrics.observe(broken, qs, 1000.0, 45, None)
+
+
+# ------------------------------------------------------------------------------- attainment and peak queue
+
+
+def slo_spec(**slo: Any) -> api.GreenModelSpec:
+    return api.GreenModelSpec.model_validate(
+        {
+            "model": {"name": "m"},
+            "variants": [{"name": "bf16", "precision": "bf16", "image": "i"}],
+            "slo": slo,
+        }
+    )
+
+
+def test_attainment_is_one_query_on_the_buckets_at_the_slos() -> None:
+    qs = metrics.build_queries(slo_spec(ttftP90Ms=2000, tpotP90Ms=50, attainmentWindow="1h30m"), "ns", "d")
+    sel = 'namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"'
+    ttft, tpot = "vllm:time_to_first_token_seconds", "vllm:request_time_per_output_token_seconds"
+    assert qs.queries["attainment"] == (
+        f'clamp(sum(rate({ttft}_bucket{{{sel},le="1.0"}}[5400s])) / sum(rate({ttft}_count{{{sel}}}[5400s]))'
+        f' + sum(rate({tpot}_bucket{{{sel},le="0.05"}}[5400s])) / sum(rate({tpot}_count{{{sel}}}[5400s]))'
+        " - 1, 0, 1)"
+    )
+
+
+def test_peak_waiting_takes_each_pods_highest_over_the_window() -> None:
+    qs = metrics.build_queries(slo_spec(attainmentWindow="1.5h"), "ns", "d")
+    assert qs.queries["peak_waiting_requests"] == (
+        "sum(max by (pod) (max_over_time(greenllm_agent_waiting_requests_peak"
+        '{namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"}[5400s])))'  # PromQL 2.x has no "1.5h"
+    )
+
+
+@pytest.mark.parametrize(
+    ("buckets", "slo_s", "le"),
+    [
+        (metrics.VLLM_TTFT_BUCKETS_S, 2.5, "2.5"),  # exactly on an edge: that bucket
+        (metrics.VLLM_TTFT_BUCKETS_S, 2.0, "1.0"),  # between edges: the one below (conservative)
+        (metrics.VLLM_TTFT_BUCKETS_S, 10.0, "10.0"),
+        (metrics.VLLM_TTFT_BUCKETS_S, 0.001, "0.001"),  # the smallest edge
+        (metrics.VLLM_TTFT_BUCKETS_S, 0.0005, None),  # below it: unknown, not 0
+        (metrics.VLLM_TTFT_BUCKETS_S, 1e6, "2560.0"),  # above the largest finite edge: the largest
+        (metrics.VLLM_TPOT_BUCKETS_S, 50 / 1000, "0.05"),  # ms -> s as build_queries converts
+        (metrics.VLLM_TPOT_BUCKETS_S, 75 / 1000, "0.075"),
+        (metrics.VLLM_TPOT_BUCKETS_S, 60 / 1000, "0.05"),
+        (metrics.VLLM_TPOT_BUCKETS_S, 5 / 1000, None),
+    ],
+)
+def test_slo_bucket(buckets: tuple[float, ...], slo_s: float, le: str | None) -> None:
+    assert metrics.slo_bucket(buckets, slo_s) == le
+
+
+def test_every_slo_bucket_is_spelled_as_vllms_exporter_spells_le() -> None:
+    # vLLM's histograms are prometheus_client Histograms: its exposition is the ground truth for `le`.
+    registry = CollectorRegistry()
+    for name, buckets in (("ttft", metrics.VLLM_TTFT_BUCKETS_S), ("tpot", metrics.VLLM_TPOT_BUCKETS_S)):
+        Histogram(name, name, buckets=buckets, registry=registry).observe(0.0)
+    text = generate_latest(registry).decode()
+    for name, buckets in (("ttft", metrics.VLLM_TTFT_BUCKETS_S), ("tpot", metrics.VLLM_TPOT_BUCKETS_S)):
+        for edge in buckets:
+            assert f'{name}_bucket{{le="{metrics.slo_bucket(buckets, edge)}"}} 1.0' in text
+
+
+def test_an_slo_below_the_first_bucket_leaves_attainment_unknown() -> None:
+    qs = metrics.build_queries(slo_spec(tpotP90Ms=5), "ns", "d")
+    assert "attainment" not in qs.queries and "peak_waiting_requests" in qs.queries
+    query = answers({"clamp(": "0.5", "waiting_requests_peak": "4"})
+    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    assert obs.attainment is None and obs.peak_waiting_requests == 4
+
+
+def test_an_attainment_override_without_bucket_placeholders_is_kept() -> None:
+    override = {"attainment": "avg_over_time(my_slo_ratio{namespace='{namespace}'}[{attainment_window}])"}
+    qs = metrics.build_queries(slo_spec(tpotP90Ms=5), "ns", "d", overrides=override)
+    assert qs.queries["attainment"] == "avg_over_time(my_slo_ratio{namespace='ns'}[3600s])"
+
+
+@pytest.mark.parametrize(
+    ("attainment", "peak", "expected"),
+    [
+        ("0.93", "12", (0.93, 12.0)),
+        ("1", "0", (1.0, 0.0)),  # zero is a measurement: no queue in the window
+        (None, None, (None, None)),  # no series: unknown
+        ("NaN", "+Inf", (None, None)),  # no request in the window (0 / 0)
+        ("1.2", "-1", (None, None)),  # not a share / not a count: garbage from an override
+        ("-0.1", "3", (None, 3.0)),
+    ],
+)
+def test_observe_reads_attainment_and_peak(
+    attainment: str | None, peak: str | None, expected: tuple[float | None, float | None]
+) -> None:
+    qs = metrics.build_queries(slo_spec(), "n", "d", since_s=15)
+    # Needles unique to each query: both hold "waiting", and the peak's must not match requests_waiting.
+    query = answers({"clamp(": attainment, "waiting_requests_peak": peak, "num_requests_waiting": "2"})
+    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    assert (obs.attainment, obs.peak_waiting_requests) == expected
+    assert obs.requests_waiting == 2

@@ -13,19 +13,74 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_api_client import PrometheusConnect
+from prometheus_client.utils import floatToGoString
 from urllib3.util.retry import Retry
 
 from greenllm.api import v1alpha1 as api
+from greenllm.api.durations import parse_duration
 from greenllm.core.decision import Observation
 
 # Placeholders: {namespace}, {pods} (regex of the GreenModel's pod names), {window} (rate window),
-# {since} (time since the last accounted sample, for increase()).
+# {since} (time since the last accounted sample, for increase()), {attainment_window}
+# (spec.slo.attainmentWindow in seconds), {ttft_le} / {tpot_le} (the `le` label of the histogram bucket
+# at the TTFT / TPOT SLO, see `slo_bucket`).
 _POD = '{namespace="{namespace}",pod=~"{pods}"}'  # DCGM (pod mapping on) and vLLM via kubernetes_sd
 _KEPLER_POD = '{pod_namespace="{namespace}",pod_name=~"{pods}"}'
+
+# The bucket boundaries (seconds) of vLLM's latency histograms, from vLLM v0.11.1,
+# vllm/v1/metrics/loggers.py (PrometheusStatLogger.__init__), read in the v0.11.1 source distribution.
+# - vllm:time_to_first_token_seconds: one observation per request, when its first token is produced.
+# - vllm:request_time_per_output_token_seconds: one observation per finished request, its mean time per
+#   output token: (last token time - first token time) / (generated tokens - 1), 0 for a single-token
+#   request. This is the per-request TPOT the SLO is about. (vllm:time_per_output_token_seconds, deprecated
+#   in 0.11 for vllm:inter_token_latency_seconds, has the same buckets but one observation per decode
+#   step per request: a share of tokens, not of requests.)
+VLLM_TTFT_BUCKETS_S: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+VLLM_TPOT_BUCKETS_S: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+    80.0,
+)  # fmt: skip
+TTFT_HISTOGRAM = "vllm:time_to_first_token_seconds"
+TPOT_HISTOGRAM = "vllm:request_time_per_output_token_seconds"
+# How prometheus_client (vLLM's exporter) spells a bucket's `le`: Go's float formatting ("1.0", "0.05").
+_LE_LABEL: Callable[[float], str] = floatToGoString
+
+
+def slo_bucket(buckets: tuple[float, ...], slo_s: float) -> str | None:
+    """The `le` label of the largest bucket boundary <= `slo_s`, spelled as vLLM's prometheus_client
+    exports it ("2.5", "0.05", "10.0"); None when the SLO is below the smallest boundary.
+
+    Conservative: a request counted in that bucket certainly met the SLO; one between the boundary and
+    the SLO counts as a miss (a 2 s TTFT SLO reads the 1.0 bucket: vLLM has no 2.0). Below the smallest
+    boundary the histogram cannot tell a single request within the SLO, so attainment is unknown (None),
+    not 0: a number that is low only because of the bucket layout would scale the fleet to its maximum.
+    """
+    within = [b for b in buckets if b <= slo_s * (1 + 1e-9)]  # ms -> s rounding must not skip an edge
+    return _LE_LABEL(max(within)) if within else None
 
 
 def _p90_ms(histogram: str) -> str:
     return f"histogram_quantile(0.9, sum by (le) (rate({histogram}{_POD}[{{window}}]))) * 1000"
+
+
+def _within(histogram: str, le: str) -> str:
+    """The share of a histogram's observations in the bucket `le` over the attainment window."""
+    bucket = _POD[:-1] + f',le="{{{le}}}"}}'
+    return (
+        f"sum(rate({histogram}_bucket{bucket}[{{attainment_window}}]))"
+        f" / sum(rate({histogram}_count{_POD}[{{attainment_window}}]))"
+    )
+
+
+# Attainment in one query: 1 - (share missing TTFT) - (share missing TPOT) = within TTFT + within TPOT - 1,
+# clamped to [0, 1]. A union bound: exact when no request misses both SLOs, low (conservative) otherwise.
+# Empty when either histogram has no series and NaN when no request was counted in the window: both read
+# as unknown. The TTFT histogram counts a request once it has its first token: requests still waiting
+# are not in it (the queue gauges and the peak below see them).
+_ATTAINMENT = f"clamp({_within(TTFT_HISTOGRAM, 'ttft_le')} + {_within(TPOT_HISTOGRAM, 'tpot_le')} - 1, 0, 1)"
 
 
 DEFAULT_QUERIES: dict[str, str] = {
@@ -44,6 +99,13 @@ DEFAULT_QUERIES: dict[str, str] = {
     "requests_running": f"sum(vllm:num_requests_running{_POD})",
     "tpot_p90_ms": _p90_ms("vllm:time_per_output_token_seconds_bucket"),
     "ttft_p90_ms": _p90_ms("vllm:time_to_first_token_seconds_bucket"),
+    "attainment": _ATTAINMENT,
+    # The node agent's per-GPU gauge: the most requests its pod had waiting since the agent's last scrape.
+    # The highest of the window per pod (a pod's GPUs repeat its value), summed over the pods.
+    "peak_waiting_requests": (
+        "sum(max by (pod) (max_over_time(greenllm_agent_waiting_requests_peak"
+        f"{_POD}[{{attainment_window}}])))"
+    ),
 }
 
 
@@ -56,6 +118,10 @@ def fill(template: str, values: Mapping[str, str]) -> str:
 
 DEMAND_QUERIES = ("prompt_tokens_per_s", "output_tokens_per_s")
 LOAD_QUERIES = ("requests_per_s", "requests_waiting", "requests_running", "tpot_p90_ms", "ttft_p90_ms")
+SLO_QUERIES = ("attainment", "peak_waiting_requests")
+# Answers that are a share (in [0, 1]) or a count (>= 0): anything else is garbage, hence unknown.
+_SHARES = ("attainment",)
+_COUNTS = ("peak_waiting_requests",)
 
 
 def pod_regex(deployment: str) -> str:
@@ -86,16 +152,32 @@ def build_queries(
     templates = {**DEFAULT_QUERIES, **(overrides or {}), **spec.metrics.queries}
     source = spec.metrics.power_source.value
     since = f"{max(1, round(since_s))}s" if since_s is not None else window
-    values = {"namespace": namespace, "pods": pod_regex(deployment), "window": window, "since": since}
+    # In seconds: PromQL (2.x) refuses the fractional durations a spec may hold ("1.5h").
+    attainment_window = f"{max(1, round(parse_duration(spec.slo.attainment_window)))}s"
+    values = {
+        "namespace": namespace,
+        "pods": pod_regex(deployment),
+        "window": window,
+        "since": since,
+        "attainment_window": attainment_window,
+    }
+    edges = {
+        "ttft_le": slo_bucket(VLLM_TTFT_BUCKETS_S, spec.slo.ttft_p90_ms / 1000),
+        "tpot_le": slo_bucket(VLLM_TPOT_BUCKETS_S, spec.slo.tpot_p90_ms / 1000),
+    }
+    values.update({key: edge for key, edge in edges.items() if edge is not None})
     chosen = {
         "power_w": templates[f"{source}_power_w"],
         "power_age_s": templates[f"{source}_power_age_s"],
         "energy_j": templates[f"{source}_energy_j"],
         **{name: templates[name] for name in DEMAND_QUERIES},
         **{name: templates[name] for name in LOAD_QUERIES},
+        **{name: templates[name] for name in SLO_QUERIES},
     }
     if since_s is None:
         chosen.pop("energy_j")  # nothing to account yet: the first tick only sets the baseline
+    if any(edge is None and "{" + key + "}" in chosen["attainment"] for key, edge in edges.items()):
+        chosen.pop("attainment")  # an SLO below the histogram's first bucket: attainment is unknown
     carbon = spec.metrics.carbon_intensity
     carbon_query = fill(carbon.query, values) if carbon.query else None
     static = carbon.grams_per_kwh if carbon.grams_per_kwh is not None else default_carbon_g_per_kwh
@@ -155,6 +237,10 @@ def observe(
             carbon = scalar(query(queries.carbon_query))
         except Exception as e:
             raise MetricsError(f"carbon_intensity: {e}") from e
+    for name in _SHARES + _COUNTS:
+        value = values.get(name)
+        if value is not None and (value < 0 or (name in _SHARES and value > 1)):
+            values[name] = None
     age = values.get("power_age_s")
     if age is None or age > max_age_s:
         values["power_w"] = None
@@ -175,6 +261,8 @@ def observe(
         carbon_intensity_g_per_kwh=carbon,
         tpot_p90_ms=values.get("tpot_p90_ms"),
         ttft_p90_ms=values.get("ttft_p90_ms"),
+        attainment=values.get("attainment"),
+        peak_waiting_requests=values.get("peak_waiting_requests"),
     )
 
 
