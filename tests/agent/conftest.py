@@ -150,10 +150,16 @@ class Cluster:
             await self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
 
     async def greenmodel(
-        self, name: str, status: Mapping[str, Any] | None = None, *, mode: str = "Auto", namespace: str = NS
+        self,
+        name: str,
+        status: Mapping[str, Any] | None = None,
+        *,
+        mode: str = "Auto",
+        namespace: str = NS,
+        port: int | None = None,
     ) -> dict[str, Any]:
         await self.ensure_namespace(namespace)
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "greenllm.io/v1alpha1",
             "kind": "GreenModel",
             "metadata": {"name": name, "namespace": namespace},
@@ -163,6 +169,8 @@ class Cluster:
                 "power": {"mode": mode},
             },
         }
+        if port is not None:
+            body["spec"]["port"] = port
         gm: dict[str, Any] = await self.request(
             "POST", f"/apis/greenllm.io/v1alpha1/namespaces/{namespace}/greenmodels", body
         )
@@ -242,6 +250,16 @@ class Cluster:
                     "containers": [{"name": "server", "image": "vllm/vllm-openai:v0.11.1"}],
                 },
             },
+        )
+        return result
+
+    async def set_pod_ip(self, name: str, ip: str, namespace: str = NS) -> dict[str, Any]:
+        """What the kubelet reports once the pod's sandbox is up: status.podIP (via /status)."""
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+            {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}},
+            "application/merge-patch+json",
         )
         return result
 

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from greenllm.agent.ownership import GreenModelRef, greenmodel_setting, object_key, owning_greenmodel
+from greenllm.core.fasttier import FastTier, SwitchRule
+from greenllm.core.performance import PowerSetting
 from greenllm.core.power import Requested
 
 NS = "serving"
@@ -118,3 +120,36 @@ def test_invalid_status_is_a_problem_not_a_setting(status: Any) -> None:
     setting = greenmodel_setting(obj("GreenModel", "a", "u", status=status))
     assert setting.requested is None
     assert setting.problem
+
+
+def test_fast_tier_and_port_from_the_greenmodel() -> None:
+    fast = {
+        "efficient": {"powerLimitW": 300},
+        "burst": {"lockedClockMhz": 1980},
+        "rule": {"burstAtWaiting": 2, "holdSeconds": 5},
+    }
+    status = {"powerLimitW": 450, "fastTier": fast}
+    gm = obj("GreenModel", "llama", "gm-uid", spec={"port": 8080}, status=status)
+    setting = greenmodel_setting(gm)
+    assert setting.problem is None and setting.port == 8080
+    assert setting.fast == FastTier(
+        efficient=PowerSetting(limit_w=300.0),
+        burst=PowerSetting(locked_clock_mhz=1980),
+        rule=SwitchRule(burst_at_waiting=2.0, hold_s=5.0),
+    )
+    assert greenmodel_setting(obj("GreenModel", "llama", "gm-uid", status={"powerLimitW": 450})).fast is None
+    assert greenmodel_setting(obj("GreenModel", "llama", "gm-uid", spec={"port": "80"})).port == 8000
+    off = obj("GreenModel", "llama", "gm-uid", spec={"power": {"mode": "Off"}}, status={"fastTier": fast})
+    assert greenmodel_setting(off).fast is None and greenmodel_setting(off).requested == Requested()
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [{"burstAtWaiting": -1, "holdSeconds": 3}, {"burstAtWaiting": 1, "holdSeconds": "inf"}, {}],
+    ids=["negative", "infinite", "missing"],
+)
+def test_invalid_fast_tier_is_a_problem(rule: dict[str, Any]) -> None:
+    fast = {"efficient": {}, "burst": {}, "rule": rule}
+    setting = greenmodel_setting(obj("GreenModel", "llama", "gm-uid", status={"fastTier": fast}))
+    assert setting.requested is None and setting.fast is None
+    assert setting.problem is not None and "fastTier" in setting.problem

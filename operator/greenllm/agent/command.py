@@ -18,6 +18,7 @@ from greenllm.agent.podresources import DEFAULT_SOCKET, PodResourcesClient
 from greenllm.agent.reconcile import Policy
 from greenllm.agent.runner import Agent
 from greenllm.agent.state import StateStore
+from greenllm.core.fasttier import READ_PERIOD_S
 from greenllm.core.power import Backoff, HoldPolicy, watts_to_mw
 
 log = logging.getLogger("greenllm.agent")
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pod-resources-socket", type=Path, default=DEFAULT_SOCKET, help="kubelet PodResources socket"
     )
     p.add_argument("--interval", type=float, default=10.0, help="seconds between reconcile cycles")
+    p.add_argument(
+        "--fast-interval",
+        type=float,
+        default=READ_PERIOD_S,
+        help="seconds between reads of the vLLM metrics of pods on fast-tier GPUs (status.fastTier)",
+    )
     p.add_argument(
         "--metrics-port", type=int, default=9401, help="Prometheus metrics port (0: any free port)"
     )
@@ -78,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.node_name:
         log.error("no node name: pass --node-name or set NODE_NAME (the downward API spec.nodeName)")
         return 2
-    if args.interval <= 0:
-        log.error("--interval must be positive")
+    if args.interval <= 0 or args.fast_interval <= 0:
+        log.error("--interval and --fast-interval must be positive")
         return 2
     stop = threading.Event()
 
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             interval_s=args.interval,
             policy=policy,
             dry_run=args.dry_run,
+            fast_interval_s=args.fast_interval,
         )
         log.info(
             "agent on node %s: backend %s, interval %g s%s",

@@ -38,6 +38,8 @@ class NodePod:
     name: str
     uid: str
     owner: GreenModelRef | None
+    ip: str | None = None  # status.podIP (set by the kubelet, not by the pod): where its metrics are read
+    terminating: bool = False  # metadata.deletionTimestamp is set
 
     @property
     def key(self) -> str:
@@ -131,8 +133,17 @@ class KubeReader:
         for pod in pods:
             namespace, name = object_key(pod)
             owner = owning_greenmodel(pod, replicasets, deployments, greenmodels)
-            uid = str((pod.get("metadata") or {}).get("uid", ""))
-            view.pods[f"{namespace}/{name}"] = NodePod(namespace=namespace, name=name, uid=uid, owner=owner)
+            meta = pod.get("metadata") or {}
+            status = pod.get("status") or {}
+            ip = status.get("podIP") if isinstance(status, dict) else None
+            view.pods[f"{namespace}/{name}"] = NodePod(
+                namespace=namespace,
+                name=name,
+                uid=str(meta.get("uid", "")),
+                owner=owner,
+                ip=ip if isinstance(ip, str) and ip else None,
+                terminating=bool(meta.get("deletionTimestamp")),
+            )
         for gm in greenmodels.values():
             setting = greenmodel_setting(gm)
             view.greenmodels[setting.ref.key] = setting

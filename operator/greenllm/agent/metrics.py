@@ -3,19 +3,26 @@
 Per GPU (labels uuid, node, pod, namespace, greenmodel): power W, energy J counter, requested / target /
 enforced / default limit W, locked clock MHz, last error, and role. Served from the last cycle's report by
 a collector, so a scrape never touches the GPU.
+
+Fast tier, per GPU with the same labels: seconds in each setting (`mode`), switches, failed reads of its pod's
+metrics (`reason`), the mode in force, and `greenllm_agent_waiting_requests_peak`: the most requests waiting
+read on the pod since the previous scrape (reset by each collect, so a 15 s scrape sees a 1 s spike). The
+labels `namespace` and `pod` are the serving pod's: the chart's ServiceMonitor / PodMonitor set
+honorLabels: true so that Prometheus keeps them rather than the agent pod's own.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from greenllm.agent.reconcile import Action, CycleReport, GpuReport
+from greenllm.agent.reconcile import Action, CycleReport, FastGpu, GpuReport
+from greenllm.core.fasttier import Mode
 from greenllm.core.power import mj_to_joules, mw_to_watts
 
 GPU_LABELS = ["uuid", "node", "pod", "namespace", "greenmodel"]
@@ -30,6 +37,27 @@ class _State:
     changes: dict[str, int] = field(default_factory=dict)  # uuid -> applied/restored count
     errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (uuid, kind) -> count
     last_cycle_at: float | None = None
+    fast: tuple[_FastSample, ...] = ()
+    peaks: dict[tuple[str, str], _Peak] = field(default_factory=dict)  # (uuid, pod key) -> waiting
+
+
+@dataclass(frozen=True, slots=True)
+class _FastSample:
+    """A copy of one GPU's fast tier for the collector (the FastGpu itself changes under another lock)."""
+
+    labels: tuple[str, ...]  # GPU_LABELS values
+    greenmodel: str
+    mode: Mode | None
+    seconds: tuple[tuple[Mode, float], ...]
+    switches: int
+    failures: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class _Peak:
+    labels: tuple[str, ...]
+    last: float
+    peak: float | None = None  # largest since the last collect; None: no read since
 
 
 class AgentMetrics(Collector):
@@ -66,6 +94,44 @@ class AgentMetrics(Collector):
                 if gpu.error:
                     key = (gpu.uuid, gpu.error)
                     s.errors[key] = s.errors.get(key, 0) + 1
+
+    def fast_tier(self, gpus: list[FastGpu], waiting: Iterable[tuple[str, str, float]]) -> None:
+        """The fast-tier GPUs now, and the requests waiting just read per (uuid, pod key)."""
+        samples = []
+        for fast in gpus:
+            keys = [p.key for p in fast.pods]
+            labels = (
+                fast.gpu.uuid,
+                self.node,
+                ",".join(sorted({k.split("/", 1)[1] for k in keys})),
+                ",".join(sorted({k.split("/", 1)[0] for k in keys})),
+                fast.owner.name,
+            )
+            samples.append(
+                _FastSample(
+                    labels=labels,
+                    greenmodel=fast.owner.name,
+                    mode=fast.applied,
+                    seconds=tuple(sorted(fast.seconds.items())),
+                    switches=fast.switches,
+                    failures=tuple(sorted(fast.failures.items())),
+                )
+            )
+        owners = {(f.gpu.uuid, p.key): f.owner.name for f in gpus for p in f.pods}
+        with self._lock:
+            s = self._state
+            s.fast = tuple(samples)
+            s.peaks = {k: v for k, v in s.peaks.items() if k in owners}
+            for uuid, pod, value in waiting:
+                if (uuid, pod) not in owners:
+                    continue
+                namespace, name = pod.split("/", 1)
+                peak = s.peaks.setdefault(
+                    (uuid, pod),
+                    _Peak(labels=(uuid, self.node, name, namespace, owners[uuid, pod]), last=value),
+                )
+                peak.last = value
+                peak.peak = value if peak.peak is None else max(peak.peak, value)
 
     def gpus_changed(self, reports: list[GpuReport]) -> None:
         """Count changes made outside a cycle (start-up and shutdown restores)."""
@@ -126,6 +192,48 @@ class AgentMetrics(Collector):
             yield errors
             if report is not None:
                 yield from self._gpu_metrics(report)
+            yield from self._fast_metrics(s)
+
+    def _fast_metrics(self, s: _State) -> Iterator[Metric]:
+        """Called with the lock held; resets the waiting peaks."""
+        seconds = CounterMetricFamily(
+            "greenllm_agent_fast_tier_seconds",
+            "Seconds a GPU spent at each fast-tier setting (mode efficient or burst)",
+            labels=[*GPU_LABELS, "mode"],
+        )
+        switches = CounterMetricFamily(
+            "greenllm_agent_fast_tier_switches",
+            "Switches of a GPU between the efficient and the burst setting",
+            labels=GPU_LABELS,
+        )
+        failures = CounterMetricFamily(
+            "greenllm_agent_fast_tier_read_failures",
+            "Reads of the pod's vLLM metrics that failed (the GPU then runs burst), by reason",
+            labels=[*GPU_LABELS, "reason"],
+        )
+        mode = GaugeMetricFamily(
+            "greenllm_agent_fast_tier_mode",
+            "1 for the fast-tier setting a GPU runs at (mode efficient or burst)",
+            labels=[*GPU_LABELS, "mode"],
+        )
+        for sample in s.fast:
+            labels = list(sample.labels)
+            for name, value in sample.seconds:
+                seconds.add_metric([*labels, name.value], value)
+            switches.add_metric(labels, float(sample.switches))
+            for reason, count in sample.failures:
+                failures.add_metric([*labels, reason], float(count))
+            for m in Mode:
+                mode.add_metric([*labels, m.value], 1.0 if sample.mode is m else 0.0)
+        peak = GaugeMetricFamily(
+            "greenllm_agent_waiting_requests_peak",
+            "Most requests waiting (vllm:num_requests_waiting) read on the pod since the previous scrape",
+            labels=GPU_LABELS,
+        )
+        for entry in s.peaks.values():
+            peak.add_metric(list(entry.labels), entry.last if entry.peak is None else entry.peak)
+            entry.peak = None
+        yield from (seconds, switches, failures, mode, peak)
 
     def _gpu_metrics(self, report: CycleReport) -> Iterator[Metric]:
         def gauge(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:

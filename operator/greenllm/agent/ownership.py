@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from greenllm.api.v1alpha1 import GROUP, KIND, GreenModelStatus, PowerMode
+from greenllm.api.v1alpha1 import GROUP, KIND, FastTierStatus, GreenModelStatus, PowerMode, SettingStatus
+from greenllm.core.fasttier import FastTier, SwitchRule
+from greenllm.core.performance import PowerSetting
 from greenllm.core.power import Requested
 
 ObjectKey = tuple[str, str]  # (namespace, name)
@@ -32,11 +34,15 @@ class GreenModelRef:
 
 @dataclass(frozen=True, slots=True)
 class GreenModelSetting:
-    """The setting a GreenModel asks for. `requested` None with a `problem`: unusable, leave its GPUs be."""
+    """The setting a GreenModel asks for. `requested` None with a `problem`: unusable, leave its GPUs be.
+    `fast` (status.fastTier): the two settings the fast tier switches between, instead of `requested`;
+    `port` (spec.port): where its pods serve their vLLM metrics."""
 
     ref: GreenModelRef
     requested: Requested | None
     problem: str | None = None
+    fast: FastTier | None = None
+    port: int = 8000
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -98,29 +104,57 @@ def owning_greenmodel(
     return GreenModelRef(namespace=namespace, name=name, uid=str(_meta(gm)["uid"]))
 
 
+def _port(spec: Any) -> int:
+    port = spec.get("port") if isinstance(spec, Mapping) else None
+    return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else 8000
+
+
+def _power_setting(setting: SettingStatus) -> PowerSetting:
+    return PowerSetting(limit_w=setting.power_limit_w, locked_clock_mhz=setting.locked_clock_mhz)
+
+
+def _fast_tier(status: FastTierStatus | None) -> FastTier | None:
+    if status is None:
+        return None
+    return FastTier(
+        efficient=_power_setting(status.efficient),
+        burst=_power_setting(status.burst),
+        rule=SwitchRule(burst_at_waiting=status.rule.burst_at_waiting, hold_s=status.rule.hold_seconds),
+    )
+
+
 def greenmodel_setting(gm: Mapping[str, Any]) -> GreenModelSetting:
-    """Read `status.powerLimitW` / `status.lockedClockMhz` (written by the operator only); power mode Off
-    means the GPUs keep their defaults whatever the status says."""
+    """Read `status.powerLimitW` / `status.lockedClockMhz` / `status.fastTier` (written by the operator
+    only) and `spec.port`; power mode Off means the GPUs keep their defaults whatever the status says."""
     namespace, name = object_key(gm)
     ref = GreenModelRef(namespace=namespace, name=name, uid=str(_meta(gm).get("uid", "")))
     spec = gm.get("spec")
+    port = _port(spec)
     power = spec.get("power") if isinstance(spec, Mapping) else None
     mode = power.get("mode") if isinstance(power, Mapping) else None
     if mode == PowerMode.OFF.value:
-        return GreenModelSetting(ref=ref, requested=Requested())
+        return GreenModelSetting(ref=ref, requested=Requested(), port=port)
     raw = gm.get("status")
     if raw is None:
-        return GreenModelSetting(ref=ref, requested=Requested())
+        return GreenModelSetting(ref=ref, requested=Requested(), port=port)
     if not isinstance(raw, Mapping):
-        return GreenModelSetting(ref=ref, requested=None, problem="status is not an object")
+        return GreenModelSetting(ref=ref, requested=None, problem="status is not an object", port=port)
     try:
         status = GreenModelStatus.model_validate(
-            {k: raw[k] for k in ("powerLimitW", "lockedClockMhz") if k in raw}
+            {k: raw[k] for k in ("powerLimitW", "lockedClockMhz", "fastTier") if k in raw}
         )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return GreenModelSetting(ref=ref, requested=None, problem=f"invalid status.{where}: {first['msg']}")
+        fast = _fast_tier(status.fast_tier)
+    except (ValidationError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            problem = f"invalid status.{where}: {first['msg']}"
+        else:
+            problem = f"invalid status.fastTier: {exc}"
+        return GreenModelSetting(ref=ref, requested=None, problem=problem, port=port)
     return GreenModelSetting(
-        ref=ref, requested=Requested(limit_w=status.power_limit_w, clock_mhz=status.locked_clock_mhz)
+        ref=ref,
+        requested=Requested(limit_w=status.power_limit_w, clock_mhz=status.locked_clock_mhz),
+        fast=fast,
+        port=port,
     )

@@ -3,6 +3,13 @@
 One `Reconciler` per agent. Each cycle: read every GPU, work out which GPU belongs to which GreenModel
 (core.power.assign), decide per GPU with a deadband, a hold time and retry backoff, then act through the
 GpuBackend, keeping the UUID-keyed record (state.StateStore) ahead of every change.
+
+Fast tier: a GPU owned by a GreenModel with `status.fastTier` gets a `FastGpu` here. The cycle keeps its
+pods and pair of settings up to date; `fast_step` (about once a second, from the runner's fast loop) feeds
+the pod's queue reading to core.fasttier.next_mode and applies `efficient` or `burst` through the same
+clamping and apply path. The hold time does not apply to a switch within the pair (the rule has its own
+hold); it applies to the pair itself: a new pair (or leaving the fast tier) waits until `min_hold_s` after
+the current pair was adopted. Callers serialise `reconcile`, `fast_step` and the restores (one lock).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from greenllm.agent.kube import ClusterView
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.podresources import PodDevices
 from greenllm.agent.state import GpuRecord, RecordError, StateStore
+from greenllm.core.fasttier import FastState, FastTier, Mode, QueueReading, next_mode
+from greenllm.core.performance import PowerSetting
 from greenllm.core.power import (
     Applied,
     Assignment,
@@ -91,6 +100,46 @@ class GpuReport:
 
 
 @dataclass(frozen=True, slots=True)
+class FastPod:
+    """A pod on a fast-tier GPU and where its vLLM metrics are (pod IP from the API server, spec.port)."""
+
+    key: str  # "namespace/name"
+    ip: str | None
+    port: int
+    terminating: bool = False
+
+
+@dataclass
+class FastGpu:
+    """The fast tier of one GPU: the pair in force, the rule's state, and what it did (for metrics)."""
+
+    gpu: GpuInfo
+    owner: GreenModelRef
+    pods: tuple[FastPod, ...]
+    tier: FastTier
+    since: float  # when `tier` was adopted: a new pair waits for the hold time from here
+    state: FastState = field(default_factory=FastState)
+    applied: Mode | None = None  # the mode whose setting is on the GPU (None: neither, yet)
+    accounted_at: float | None = None
+    seconds: dict[Mode, float] = field(default_factory=lambda: dict.fromkeys(Mode, 0.0))
+    switches: int = 0  # changes of the applied mode
+    failures: dict[str, int] = field(default_factory=dict)  # read failure reason -> count
+
+    def account(self, now: float) -> None:
+        """Add the time since the last call to the mode in force."""
+        if self.applied is not None and self.accounted_at is not None:
+            self.seconds[self.applied] += max(0.0, now - self.accounted_at)
+        self.accounted_at = now
+
+
+_SETTLED = (Action.APPLIED, Action.CLAMPED, Action.RESTORED, Action.UNCHANGED)  # the setting is on the GPU
+
+
+def _requested(setting: PowerSetting) -> Requested:
+    return Requested(limit_w=setting.limit_w, clock_mhz=setting.locked_clock_mhz)
+
+
+@dataclass(frozen=True, slots=True)
 class CycleReport:
     gpus: tuple[GpuReport, ...]
     cluster_known: bool
@@ -120,6 +169,7 @@ class Reconciler:
         # drops the record): the hold time runs from it. Urgent restores clear it.
         self._changed_at: dict[str, float] = {u: r.changed_at for u, r in self.records.items()}
         self._record_corrupt = False
+        self.fast: dict[str, FastGpu] = {}  # uuid -> fast tier of a GPU owned by a GreenModel with one
         if store is not None:
             try:
                 self.records = store.load()
@@ -171,6 +221,7 @@ class Reconciler:
 
     def restore_all(self) -> list[GpuReport]:
         """Restore every GPU this agent changed (on SIGTERM), retrying each a few times."""
+        self.fast.clear()
         inventory = {g.uuid: g for g in self.backend.inventory()}
         reports = []
         for uuid in sorted(self.records):
@@ -272,14 +323,86 @@ class Reconciler:
     ) -> GpuReport:
         if gpu.constraints is None:
             return replace(base, action=Action.UNMANAGED, message="the device has no settable power limit")
-        record = self.records.get(gpu.uuid)
         requested: Requested | None = None
         setting = view.greenmodels.get(assignment.owner or "") if assignment.role is Role.OWNED else None
+        fast = self.fast.get(gpu.uuid)
+        if fast is not None and (setting is None or setting.ref.key != fast.owner.key):
+            del self.fast[gpu.uuid]  # its pods left (or another GreenModel holds it): restored below
+            fast = None
         if setting is not None:
             base = replace(base, greenmodel=setting.ref)
             if setting.problem is not None:
                 return replace(base, action=Action.REFUSED, message=f"{setting.ref.key}: {setting.problem}")
             requested = setting.requested
+        if setting is None or (fast is None and setting.fast is None):
+            return self._move(gpu, assignment, requested, base, now, self.policy.hold)
+        pods = tuple(
+            FastPod(
+                key=key,
+                ip=view.pods[key].ip if key in view.pods else None,
+                port=setting.port,
+                terminating=key in view.pods and view.pods[key].terminating,
+            )
+            for key in assignment.pods
+        )
+        if fast is None:
+            # Entering the fast tier is a change of setting like any other (hold as before); a GPU nobody
+            # has read yet starts at `burst` (SLO first).
+            assert setting.fast is not None
+            tier = setting.fast
+            report = self._move(gpu, assignment, _requested(tier.burst), base, now, self.policy.hold)
+            if report.action in _SETTLED:
+                self.fast[gpu.uuid] = FastGpu(
+                    gpu=gpu,
+                    owner=setting.ref,
+                    pods=pods,
+                    tier=tier,
+                    since=now,
+                    applied=Mode.BURST,
+                    accounted_at=now,
+                )
+            return report
+        fast.pods = pods
+        switch = replace(self.policy.hold, min_hold_s=0.0)  # within the pair: the rule's hold only
+        held = ""
+        if setting.fast != fast.tier:
+            wait = self.policy.hold.min_hold_s - (now - fast.since)
+            if wait > 0:
+                held = f"hold time: next change of the fast-tier settings in {wait:.0f} s"
+            elif setting.fast is None:
+                del self.fast[gpu.uuid]  # back to status.powerLimitW / lockedClockMhz, held from `since`
+                return self._move(gpu, assignment, requested, base, now, switch)
+            else:
+                fast.tier, fast.since = setting.fast, now
+        report = self._apply_fast(fast, assignment, base, now, switch)
+        if held and report.action is Action.UNCHANGED:
+            return replace(report, action=Action.HELD, message=held)
+        return report
+
+    def _apply_fast(
+        self, fast: FastGpu, assignment: Assignment, base: GpuReport, now: float, hold: HoldPolicy
+    ) -> GpuReport:
+        """Move the GPU to the setting of the rule's mode; remember the mode once it is on the GPU."""
+        mode = fast.state.mode
+        report = self._move(fast.gpu, assignment, _requested(fast.tier.setting(mode)), base, now, hold)
+        if report.action in _SETTLED and fast.applied is not mode:
+            fast.account(now)
+            fast.applied = mode
+            fast.switches += 1
+        return report
+
+    def _move(
+        self,
+        gpu: GpuInfo,
+        assignment: Assignment,
+        requested: Requested | None,
+        base: GpuReport,
+        now: float,
+        hold: HoldPolicy,
+    ) -> GpuReport:
+        """Clamp `requested` to the device; apply it unless restraint (deadband, `hold`, backoff) says no."""
+        assert gpu.constraints is not None
+        record = self.records.get(gpu.uuid)
         target = target_for(
             assignment, requested, gpu.constraints, gpu.supported_clocks_mhz, record is not None
         )
@@ -307,13 +430,13 @@ class Reconciler:
                 target.clock.target_mhz,
                 gpu.constraints.default_mw,
                 now,
-                self.policy.hold,
+                hold,
                 urgent=target.urgent,
             )
         if verdict is Change.NONE:
             return replace(base, action=Action.SHARED if assignment.role is Role.SHARED else Action.UNCHANGED)
         if verdict is Change.HELD:
-            held_for = self.policy.hold.min_hold_s - (now - (applied.changed_at or now))
+            held_for = hold.min_hold_s - (now - (applied.changed_at or now))
             return replace(base, action=Action.HELD, message=f"hold time: next change in {held_for:.0f} s")
         report = self._change(
             gpu,
@@ -328,6 +451,31 @@ class Reconciler:
         if assignment.role in (Role.SHARED, Role.FOREIGN) and report.action is Action.RESTORED:
             report = replace(report, message=f"restored: {assignment.reason}")
         return report
+
+    # -------------------------------------------------------------------------------- fast tier
+
+    def fast_step(self, uuid: str, reading: QueueReading | None, now: float) -> GpuReport | None:
+        """One read of a fast-tier GPU's pod(s): the rule's next mode, applied at once if it changed
+        (`reading` None: unreadable, which means burst). None when the GPU has no fast tier (any more)."""
+        fast = self.fast.get(uuid)
+        if fast is None or fast.gpu.constraints is None:
+            return None
+        fast.account(now)
+        fast.state = next_mode(fast.tier.rule, fast.state, now, reading)
+        assignment = Assignment(uuid, Role.OWNED, owner=fast.owner.key, pods=tuple(p.key for p in fast.pods))
+        base = GpuReport(
+            uuid=uuid,
+            index=fast.gpu.index,
+            role=Role.OWNED,
+            action=Action.UNCHANGED,
+            greenmodel=fast.owner,
+            wanted_by=(fast.owner.key,),
+            pods=assignment.pods,
+            default_limit_mw=fast.gpu.constraints.default_mw,
+        )
+        if fast.applied is fast.state.mode:
+            return base
+        return self._apply_fast(fast, assignment, base, now, replace(self.policy.hold, min_hold_s=0.0))
 
     def _left(self, base: GpuReport, assignment: Assignment, target: Target) -> GpuReport:
         if target.refused:

@@ -1,6 +1,12 @@
 """The agent's main loop: read kubelet + API server, reconcile, export metrics, post Events, restore on stop.
 
 Signals only set a flag; the restore on SIGTERM happens here, in the main loop, never in a handler.
+
+Two loops share one Reconciler under one lock: the reconcile cycle (`interval_s`, reads the cluster and the
+kubelet) and the fast loop (`fast_interval_s`, about once a second): it reads the vLLM metrics of the pods on
+fast-tier GPUs (in parallel, outside the lock, each read bounded in time and size) and hands each GPU's
+reading to `Reconciler.fast_step`. Events about unreadable pods are queued by the fast loop and posted by the
+cycle, so a slow API server never stalls the fast loop, and a pod that has left by then gets none.
 """
 
 from __future__ import annotations
@@ -9,15 +15,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from greenllm.agent.gpu import GpuBackend, GpuUnavailableError
 from greenllm.agent.kube import ClusterReader, ClusterView, EventSink
 from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.ownership import GreenModelRef
+from greenllm.agent.podmetrics import ReadResult, endpoint_url, read_queue
 from greenllm.agent.podresources import PodDevices, PodResourcesError
-from greenllm.agent.reconcile import Action, CycleReport, GpuReport, Policy, Reconciler
+from greenllm.agent.reconcile import Action, CycleReport, FastPod, GpuReport, Policy, Reconciler
 from greenllm.agent.state import StateStore
+from greenllm.core.fasttier import READ_PERIOD_S, QueueReading
 from greenllm.core.power import mw_to_watts
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,33 @@ _EVENTS: dict[Action, tuple[str, str]] = {
 }
 _ALWAYS = {Action.APPLIED, Action.CLAMPED, Action.RESTORED}  # each is a real change: never deduplicated
 
+UNREADABLE = "FastTierMetricsUnreadable"
+READABLE = "FastTierMetricsReadable"
+# vLLM serves /metrics only once its model is loaded (minutes): a pod never read yet is reported unreadable
+# only after this long; one read before, at once. One Warning per pod at most this often (a flapping pod).
+STARTUP_GRACE_S = 600.0
+WARN_EVERY_S = 300.0
+READ_WORKERS = 8
+
+PodReader = Callable[[str | None, int], ReadResult]
+
+
+@dataclass
+class _PodHealth:
+    ever_read: bool = False
+    failing_since: float | None = None
+    warned: bool = False  # a Warning was queued for the current failure
+    warned_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _FastEvent:
+    ref: GreenModelRef
+    pod: str
+    type_: str
+    reason: str
+    message: str
+
 
 class Agent:
     def __init__(
@@ -53,6 +90,8 @@ class Agent:
         policy: Policy | None = None,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        fast_interval_s: float = READ_PERIOD_S,
+        read_pod: PodReader = read_queue,
     ) -> None:
         self.node_name = node_name
         self._backend_factory = backend_factory
@@ -69,6 +108,12 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self._backend_error = ""
         self._last_event: dict[tuple[str, str], tuple[str, str]] = {}
+        self.fast_interval_s = fast_interval_s
+        self._read_pod = read_pod
+        self._lock = threading.Lock()  # one Reconciler, two loops
+        self._pool: ThreadPoolExecutor | None = None
+        self._health: dict[str, _PodHealth] = {}  # pod key -> readability of its metrics
+        self._fast_events: list[_FastEvent] = []
 
     # -------------------------------------------------------------------------------- backend
 
@@ -86,13 +131,13 @@ class Agent:
             self.metrics.backend_status(False, exc.kind.value)
             return False
         self.backend = backend
-        self.reconciler = Reconciler(
-            backend, self._store, self.policy, dry_run=self.dry_run, clock=self._clock
-        )
+        reconciler = Reconciler(backend, self._store, self.policy, dry_run=self.dry_run, clock=self._clock)
         self._backend_error = ""
         self.metrics.backend_status(True)
         log.info("GPU backend %s up: %d GPU(s)", backend.name, len(backend.inventory()))
-        restored = self.reconciler.startup()
+        with self._lock:
+            self.reconciler = reconciler
+            restored = reconciler.startup()
         self.metrics.gpus_changed(restored)
         for gpu in restored:
             log.info("start-up restore of GPU %s: %s %s", gpu.uuid, gpu.action.value, gpu.message)
@@ -112,11 +157,98 @@ class Agent:
             log.warning("cannot list pod resources (changing nothing): %s", exc)
             pods = None
         view = self._cluster.snapshot()
-        report = self.reconciler.reconcile(view, pods)
+        with self._lock:
+            report = self.reconciler.reconcile(view, pods)
+            fast = list(self.reconciler.fast.values())
+            self.metrics.fast_tier(fast, ())
+            pending, self._fast_events = self._fast_events, []
+            on_gpus = {p.key: p for f in fast for p in f.pods}
+            self._health = {k: v for k, v in self._health.items() if k in on_gpus}
         self.metrics.cycle(report, self._clock(), "ok" if report.cluster_known else "cluster_unknown")
         if view is not None:
             self._post_events(report, view)
+        for event in pending:
+            pod = on_gpus.get(event.pod)
+            if pod is not None and not pod.terminating:  # a pod that left or is leaving: not news
+                self._emit(event.ref, event.type_, event.reason, event.message)
         return report
+
+    # -------------------------------------------------------------------------------- fast loop
+
+    def fast_once(self) -> list[GpuReport]:
+        """Read the pods of every fast-tier GPU once and apply each GPU's mode; returns what was done."""
+        with self._lock:
+            if self.reconciler is None:
+                return []
+            targets = {uuid: (f.owner, f.pods) for uuid, f in self.reconciler.fast.items()}
+        pods = {p.key: p for _owner, fast_pods in targets.values() for p in fast_pods}
+        owners = {p.key: owner for owner, fast_pods in targets.values() for p in fast_pods}
+        if not pods:
+            return []
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="fast-read")
+        answers = self._pool.map(lambda p: self._read_pod(p.ip, p.port), pods.values())
+        results = dict(zip(pods, answers, strict=True))
+        now = self._clock()
+        reports = []
+        waiting: list[tuple[str, str, float]] = []
+        with self._lock:
+            if self.reconciler is None:
+                return []
+            for uuid, (owner, fast_pods) in targets.items():
+                fast = self.reconciler.fast.get(uuid)
+                if fast is None or fast.owner != owner:
+                    continue  # gone since (pod left, agent stopping)
+                read = [results[p.key] for p in fast_pods]
+                for result in read:
+                    if result.failure is not None:
+                        fast.failures[result.failure.value] = fast.failures.get(result.failure.value, 0) + 1
+                for pod, result in zip(fast_pods, read, strict=True):
+                    if result.reading is not None:
+                        waiting.append((uuid, pod.key, result.reading.waiting))
+                report = self.reconciler.fast_step(uuid, _combined(read), now)
+                if report is not None:
+                    reports.append(report)
+            self.metrics.fast_tier(list(self.reconciler.fast.values()), waiting)
+            self.metrics.gpus_changed(reports)
+            for key, pod in pods.items():
+                self._health_of(pod, owners[key], results[key], now)
+        return reports
+
+    def _health_of(self, pod: FastPod, owner: GreenModelRef, result: ReadResult, now: float) -> None:
+        """Queue an Event when a pod's metrics become unreadable (once per outage) and when they recover."""
+        health = self._health.setdefault(pod.key, _PodHealth())
+        url = endpoint_url(pod.ip, pod.port)
+        if result.failure is None:
+            if health.warned:
+                message = f"pod {pod.key}: vLLM metrics at {url} readable again; its GPUs follow its queue"
+                self._fast_events.append(_FastEvent(owner, pod.key, "Normal", READABLE, message))
+            health.ever_read, health.failing_since, health.warned = True, None, False
+            return
+        if health.failing_since is None:
+            health.failing_since = now
+        if health.warned or pod.terminating:
+            return
+        if not health.ever_read and now - health.failing_since < STARTUP_GRACE_S:
+            return
+        if health.warned_at is not None and now - health.warned_at < WARN_EVERY_S:
+            return
+        health.warned, health.warned_at = True, now
+        message = (
+            f"pod {pod.key}: cannot read vLLM metrics at {url} ({result.failure.value}: {result.detail}); "
+            f"its GPUs on {self.node_name} run the burst setting until they can be read"
+        )
+        self._fast_events.append(_FastEvent(owner, pod.key, "Warning", UNREADABLE, message))
+
+    def run_fast(self, halt: threading.Event) -> None:
+        """The fast loop: `fast_once` every `fast_interval_s` until `halt` is set."""
+        while not halt.is_set():
+            started = time.monotonic()
+            try:
+                self.fast_once()
+            except Exception:
+                log.exception("fast-tier step failed; retrying")
+            halt.wait(max(0.0, self.fast_interval_s - (time.monotonic() - started)))
 
     def _post_events(self, report: CycleReport, view: ClusterView) -> None:
         for gpu in report.gpus:
@@ -144,9 +276,13 @@ class Agent:
 
     def shutdown(self) -> list[GpuReport]:
         """Restore every GPU this agent changed and release the driver."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         if self.reconciler is None or self.backend is None:
             return []
-        restored = self.reconciler.restore_all()
+        with self._lock:
+            restored = self.reconciler.restore_all()
         self.metrics.gpus_changed(restored)
         for gpu in restored:
             log.info("shutdown restore of GPU %s: %s %s", gpu.uuid, gpu.action.value, gpu.message)
@@ -154,7 +290,11 @@ class Agent:
         return restored
 
     def run(self, stop: threading.Event) -> None:
-        """Reconcile every interval until `stop` is set, then restore (in this thread)."""
+        """Reconcile every interval (and run the fast loop in a thread) until `stop` is set, then stop the
+        fast loop and restore (in this thread)."""
+        halt = threading.Event()
+        fast = threading.Thread(target=self.run_fast, args=(halt,), name="fast-tier", daemon=True)
+        fast.start()
         try:
             while not stop.is_set():
                 try:
@@ -164,7 +304,20 @@ class Agent:
                     self.metrics.cycle(None, self._clock(), "error")
                 stop.wait(self.interval_s)
         finally:
+            halt.set()
+            fast.join(timeout=10.0)
             self.shutdown()
+
+
+def _combined(results: list[ReadResult]) -> QueueReading | None:
+    """The queue of a GPU from the reads of its pods (several when time-sliced): None if any failed."""
+    readings = [r.reading for r in results]
+    if not readings or any(r is None for r in readings):
+        return None
+    return QueueReading(
+        waiting=sum(r.waiting for r in readings if r is not None),
+        running=sum(r.running for r in readings if r is not None),
+    )
 
 
 def _event_text(gpu: GpuReport, node: str) -> str:
