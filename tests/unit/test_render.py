@@ -10,7 +10,8 @@ import pytest
 from greenllm.api import v1alpha1 as api
 from greenllm.core import render
 from greenllm.core.continuity import carried_decision
-from greenllm.core.decision import Decision
+from greenllm.core.decision import Decision, Observation
+from greenllm.core.fasttier import FastTier, SwitchRule
 from greenllm.core.performance import PowerSetting
 
 OWNER = {"metadata": {"name": "llama", "namespace": "team", "uid": "u-1"}}
@@ -159,3 +160,51 @@ def test_same_decision_compares_what_the_agent_and_kubectl_read() -> None:
     assert render.same_decision(decision(limit=400.0), record())
     assert not render.same_decision(decision(limit=350.0), record())
     assert not render.same_decision(decision(), None)
+
+
+# ------------------------------------------------------------------------------------- slow-tier status
+
+TIER = FastTier(
+    efficient=PowerSetting(limit_w=400.0),
+    burst=PowerSetting(locked_clock_mhz=1980),
+    rule=SwitchRule(burst_at_waiting=1.0, hold_s=3.0),
+)
+
+
+def test_fast_tier_status_is_the_api_model_on_the_wire() -> None:
+    decision = Decision("bf16", 2, PowerSetting(limit_w=400.0), None, "r", fast_tier=TIER)
+    status = render.fast_tier_status(decision)
+    assert status == {
+        "efficient": {"powerLimitW": 400.0, "lockedClockMhz": None},
+        "burst": {"powerLimitW": None, "lockedClockMhz": 1980},
+        "rule": {"burstAtWaiting": 1.0, "holdSeconds": 3.0},
+    }
+    assert api.FastTierStatus.model_validate(status).burst.locked_clock_mhz == 1980
+    assert (
+        render.fast_tier_status(Decision("bf16", 2, PowerSetting(), None, "r")) is None
+    )  # null: no switching
+
+
+def test_a_carried_decision_keeps_the_recorded_fast_tier_only_while_it_fits() -> None:
+    carried = Decision("bf16", 2, PowerSetting(limit_w=400.0), None, "r")
+    recorded = render.fast_tier_status(
+        Decision("bf16", 2, PowerSetting(limit_w=400.0), None, "r", fast_tier=TIER)
+    )
+    assert render.carried_fast_tier(spec(), carried, recorded) == recorded
+    assert render.carried_fast_tier(spec(), carried, None) is None
+    assert render.carried_fast_tier(spec(power={"mode": "Off"}), carried, recorded) is None
+    other = Decision("bf16", 2, PowerSetting(limit_w=350.0), None, "r")  # not the recorded efficient setting
+    assert render.carried_fast_tier(spec(), other, recorded) is None
+    assert render.carried_fast_tier(spec(), carried, {"efficient": "garbage"}) is None
+
+
+def test_observed_status_carries_attainment_and_the_peak_queue() -> None:
+    obs = Observation(
+        time=0.0, power_w=800.0, output_tokens_per_s=400.0, attainment=0.9876543, peak_waiting_requests=12.0
+    )
+    observed = render.observed_status(obs, "2026-01-01T00:00:00Z")
+    assert observed["attainment"] == 0.987654 and observed["peakWaitingRequests"] == 12.0
+    assert observed["joulesPerToken"] == 2.0 and observed["time"] == "2026-01-01T00:00:00Z"
+    unknown = render.observed_status(Observation(time=0.0), "t")
+    assert unknown["attainment"] is None and unknown["peakWaitingRequests"] is None  # null, never 0
+    assert set(observed) == set(api.Observed.model_fields[f].alias or f for f in api.Observed.model_fields)

@@ -122,7 +122,12 @@ async def reconcile(
         # The energy model refuses (ValueError) a GPU type or model size it has no calibration for.
         for variant in model.variants:
             memo.energy.performance(model, variant, PowerSetting())
-        decision = carried_decision(model, status.get("lastDecision")) or initial_decision(model, memo.energy)
+        carried = carried_decision(model, status.get("lastDecision"))
+        decision = carried or initial_decision(model, memo.energy)
+        if carried is None:
+            fast_tier = render.fast_tier_status(decision)
+        else:  # lastDecision records no fast tier: keep the one in status while it fits the spec
+            fast_tier = render.carried_fast_tier(model, carried, status.get("fastTier"))
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": meta["uid"]}}
         deployment = await apply_workloads(kube, owner, model, decision, logger)
     except (ValueError, WorkloadRejectedError) as e:  # pydantic's ValidationError is a ValueError too
@@ -146,7 +151,12 @@ async def reconcile(
             generation,
         )
         conditions = render.with_ready(conditions, deployment, now, generation)
-        new = {**render.decision_status(decision), "observedGeneration": generation, "conditions": conditions}
+        new = {
+            **render.decision_status(decision),
+            "fastTier": fast_tier,
+            "observedGeneration": generation,
+            "conditions": conditions,
+        }
         if not render.same_decision(decision, current.get("lastDecision")):
             new["lastDecision"] = render.decision_record(decision, now)
         return new
@@ -416,7 +426,8 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         )
         new_status: dict[str, Any] = {
             **render.decision_status(decision),
-            "observed": _observed(observation, stamp),
+            "fastTier": render.fast_tier_status(decision),
+            "observed": render.observed_status(observation, stamp),
             "period": {
                 "start": _iso(state.period_start),
                 "energyKwh": round(state.energy_kwh, 6),
@@ -445,22 +456,6 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
 def _condition_status(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
     conditions = (gm.get("status") or {}).get("conditions") or []
     return next((c.get("status") for c in conditions if c.get("type") == kind.value), None)
-
-
-def _observed(observation: Observation, stamp: str) -> dict[str, Any]:
-    power, output = observation.power_w, observation.output_tokens_per_s
-    # Joules per generated token, as ML.ENERGY reports it (prefill energy is included in the power).
-    per_token = power / output if power is not None and output else None
-    return {
-        "time": stamp,
-        "powerW": power,
-        "outputTokensPerSecond": output,
-        "promptTokensPerSecond": observation.prompt_tokens_per_s,
-        "joulesPerToken": None if per_token is None else round(per_token, 4),
-        "carbonIntensityGPerKwh": observation.carbon_intensity_g_per_kwh,
-        "tpotP90Ms": observation.tpot_p90_ms,
-        "ttftP90Ms": observation.ttft_p90_ms,
-    }
 
 
 def _export(
