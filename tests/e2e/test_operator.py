@@ -182,7 +182,11 @@ async def test_create_makes_owned_deployment_service_and_status(
     assert labels.items() <= template["metadata"]["labels"].items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     [container] = template["spec"]["containers"]
-    assert container["image"] == variant["image"] and container["args"] == variant["args"]
+    assert container["image"] == variant["image"]
+    own, added = container["args"][: len(variant["args"])], container["args"][len(variant["args"]) :]
+    assert own == variant["args"]
+    # The operator adds its prompt-chunk budget when the variant sets none (core.burst.token_budget).
+    assert added == [] or (len(added) == 2 and added[0] == "--max-num-batched-tokens" and int(added[1]) > 0)
     gpus = str(spec["gpu"]["count"])
     assert container["resources"]["requests"]["nvidia.com/gpu"] == gpus
     assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
