@@ -9,7 +9,7 @@ saw within `slo.attainmentWindow` inside the TTFT SLO, at the burst setting,
 
 and an error budget steers the margin: when the attainment measured over the same window (vLLM's TTFT and
 TPOT histograms) falls under `slo.attainment`, the margin rises at once by the share of the error budget
-that was overspent; it falls back only slowly, while at most half the error budget is spent, one step per
+that was overspent (at most doubling, once per hold); it falls back only slowly, while at most half the error budget is spent, one step per
 `scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
 the TTFT SLO and the hold are the spec's, the prefill rate is the energy model's.
 """
@@ -124,8 +124,11 @@ def fast_tier_for(
 @dataclass(frozen=True, slots=True)
 class FloorState:
     margin: float = 1.0
-    raised_at: float | None = None  # last raise of the margin (or first observation)
+    raised_at: float | None = None  # last raise of the margin
     lowered_at: float | None = None
+    last_attainment: float | None = None  # attainment at the previous tick (is the budget still burning?)
+    prompt_per_request: float | None = None  # smoothed over `hold_s` (1-minute rates are noisy)
+    seen_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +155,15 @@ def burst_floor(
     raised, lowered = state.raised_at, state.lowered_at
     why: list[str] = []
     budget = max(1.0 - target, 1e-6)
-    if attainment is not None and attainment < target:
+    # The window's attainment remembers old misses for the whole window: only misses that keep coming
+    # (attainment still falling) say the floor is still short; a raise on every tick under target would
+    # compound for as long as the window remembers.
+    burning = attainment is not None and (state.last_attainment is None or attainment < state.last_attainment)
+    size = prompt_tokens_per_request
+    if state.prompt_per_request is not None and state.seen_at is not None and hold_s > 0:
+        weight = min(1.0, max(now - state.seen_at, 0.0) / hold_s)
+        size = state.prompt_per_request + weight * (prompt_tokens_per_request - state.prompt_per_request)
+    if attainment is not None and attainment < target and burning:
         overspent = (target - attainment) / budget
         if raised is None or now - raised >= hold_s:
             margin = min(margin * (1.0 + min(overspent, 1.0)), MAX_MARGIN)
@@ -167,12 +178,13 @@ def burst_floor(
     replicas = 0
     if peak_waiting is not None and peak_waiting > 0 and burst_prefill_tokens_per_s > 0:
         ttft_s = spec.slo.ttft_p90_ms / 1000.0
-        work = peak_waiting * prompt_tokens_per_request
+        work = peak_waiting * size
         replicas = math.ceil(margin * work / (burst_prefill_tokens_per_s * ttft_s) - 1e-9)
         why.append(
             f"warm floor {replicas}: {peak_waiting:.0f} requests waited at once within "
-            f"{spec.slo.attainment_window} (x{margin:.2f} margin, {prompt_tokens_per_request:.0f} prompt "
+            f"{spec.slo.attainment_window} (x{margin:.2f} margin, {size:.0f} prompt "
             f"tokens each, prefilled within the TTFT SLO at the burst setting)"
         )
     replicas = min(replicas, spec.replicas.max)
-    return Floor(replicas, FloorState(margin, raised, lowered), "; ".join(why))
+    last = attainment if attainment is not None else state.last_attainment
+    return Floor(replicas, FloorState(margin, raised, lowered, last, size, now), "; ".join(why))

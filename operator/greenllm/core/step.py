@@ -135,6 +135,9 @@ class LoopState:
             "floorMargin": self.floor.margin,
             "floorRaisedAt": self.floor.raised_at,
             "floorLoweredAt": self.floor.lowered_at,
+            "floorLastAttainment": self.floor.last_attainment,
+            "floorPromptPerRequest": self.floor.prompt_per_request,
+            "floorSeenAt": self.floor.seen_at,
         }
 
     @classmethod
@@ -185,6 +188,9 @@ class LoopState:
                 margin=min(max(_num(data.get("floorMargin")) or 1.0, 1.0), MAX_MARGIN),
                 raised_at=_num(data.get("floorRaisedAt")),
                 lowered_at=_num(data.get("floorLoweredAt")),
+                last_attainment=_num(data.get("floorLastAttainment")),
+                prompt_per_request=_positive(data.get("floorPromptPerRequest")),
+                seen_at=_num(data.get("floorSeenAt")),
             ),
         )
 
@@ -210,6 +216,11 @@ def _num(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _positive(value: object) -> float | None:
+    number = _num(value)
+    return number if number is not None and number > 0 else None
 
 
 def _int(value: object) -> int | None:

@@ -119,24 +119,51 @@ def best_static(
     request: tuple[float, float],
     max_replicas: int,
 ) -> Found:
-    """The least-energy constant fleet meeting the target, over the frontier's pairs."""
+    """The least-energy constant fleet meeting the target, over the frontier's pairs.
+
+    Pruning that never drops the answer: a fleet of n replicas spends at least n x idle power x the
+    duration, so counts at or above best-so-far / that are never run; a capped setting has no more
+    capacity than the default, so its count starts at the default's and grows only while its energy is
+    still below the best so far (energy grows with the count)."""
     best: Found | None = None
     closest: Found | None = None
     pairs = frontier(spec, perf, settings, request)
-    # Default power first: its count bounds the capped settings' counts from below.
-    pairs.sort(key=lambda x: (not x[1].is_default, x[0]))
+    pairs.sort(key=lambda x: (not x[1].is_default, energy_per_request_j(x[2], *request)))
+    seconds = ev.scenario.steps * ev.scenario.step_s
     floor_by_variant: dict[str, int] = {}
-    for variant, setting, _ in pairs:
+    for variant, setting, p in pairs:
         lo = floor_by_variant.get(variant, 1)
-        found = smallest_count(ev, variant, setting, lo, max_replicas, "best-static")
-        if setting.is_default and found.met:
-            floor_by_variant[variant] = found.policy.initial().replicas
+        hi = max_replicas
+        if best is not None:
+            hi = min(hi, math.ceil(best.run.energy_j / (p.idle_power_w * seconds)) - 1)
+        if hi < lo:
+            continue
+        if setting.is_default:
+            found = smallest_count(ev, variant, setting, lo, hi, "best-static")
+            if found.met:
+                floor_by_variant[variant] = found.policy.initial().replicas
+        else:
+            found = _walk_up(ev, variant, setting, lo, hi, best)
         if found.met and (best is None or found.run.energy_j < best.run.energy_j):
             best = found
         if closest is None or found.attainment > closest.attainment:
             closest = found
     assert closest is not None, "no variant above the quality floor has a profile"
     return best if best is not None else closest
+
+
+def _walk_up(
+    ev: Evaluator, variant: str, setting: PowerSetting, lo: int, hi: int, best: Found | None
+) -> Found:
+    """Counts from `lo` up until one meets the target or costs more than `best`."""
+    found: Found | None = None
+    for n in range(lo, hi + 1):
+        run, att = ev.constant(variant, setting, n, "best-static")
+        found = Found(StaticPolicy(variant, n, setting, "best-static"), run, att, att >= ev.target, ev.runs)
+        if found.met or (best is not None and run.energy_j >= best.run.energy_j):
+            break
+    assert found is not None
+    return found
 
 
 def clairvoyant(
@@ -152,7 +179,7 @@ def clairvoyant(
     min_replicas: int,
     max_replicas: int,
     instant: bool,
-    rounds: int = 5,
+    rounds: int = 4,
 ) -> Found:
     """The foresighted policy with the smallest margin (in [1/2, 4], bisected in log) meeting the target."""
     s = ev.scenario

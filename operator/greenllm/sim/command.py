@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +297,12 @@ def compare(
         token_budgets=budgets,
     )
     ev = Evaluator(scenario, spec.slo.attainment, tick)
+    # The feedback loops (greenllm, hpa) replay the trace once as warm-up and are scored on the second
+    # pass: an operator that has been running remembers the previous hour (its error budget and warm
+    # floor); the other policies start with their fleet in place.
+    warm = Evaluator(
+        replace(scenario, trace=trace.repeated(), measure_from_s=trace.duration_s), spec.slo.attainment, tick
+    )
     max_n = min(spec.replicas.max, scenario.max_replicas)
     interval_s = parse_duration(spec.scaling.interval)
     settings = source.power_settings(spec.gpu, spec.power)
@@ -308,15 +316,19 @@ def compare(
     for name in names:
         if name == "greenllm":
             policy = GreenllmPolicy(
-                spec, source, start_epoch=trace.start_epoch, carbon_g_per_kwh=carbon, window=args.rate_window
+                spec,
+                source,
+                start_epoch=warm.scenario.trace.start_epoch,
+                carbon_g_per_kwh=carbon,
+                window=args.rate_window,
             )
-            runs[name], _ = ev.run(policy)
+            runs[name], _ = warm.run(policy)
         elif name == "static":
             found[name] = smallest_count(ev, top, PowerSetting(), 1, max_n, "static")
         elif name == "best-static":
             found[name] = best_static(ev, spec, perf, settings, request, max_n)
         elif name == "hpa":
-            runs[name], _ = ev.run(
+            runs[name], _ = warm.run(
                 HpaPolicy(spec, top, window_s=parse_duration(args.rate_window), max_replicas=max_n)
             )
         else:
@@ -354,6 +366,50 @@ def compare(
     runs = {n: runs[n] for n in names}
     summaries = {n: summarize(r, carbon, scenario.ttft_slo_s, scenario.tpot_slo_s) for n, r in runs.items()}
     return Comparison(summaries, runs, notes)
+
+
+_JOB: tuple[Any, ...] = ()
+
+
+def _compare_one(name: str) -> Comparison:
+    spec, trace, source, args, carbon, gpus = _JOB
+    return compare(spec, trace, source, [name], args, carbon, gpus)
+
+
+def compare_parallel(
+    spec: GreenModelSpec,
+    trace: Trace,
+    source: EnergyModel,
+    names: list[str],
+    args: argparse.Namespace,
+    carbon: float,
+    gpus: int,
+    tick: Callable[[int], None] | None = None,
+) -> Comparison:
+    """`compare`, one policy per process on as many cores as there are (the searches are independent);
+    in this process when there is one core, one policy, or no fork."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or len(names) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return compare(spec, trace, source, names, args, carbon, gpus, tick)
+    global _JOB
+    _JOB = (spec, trace, source, args, carbon, gpus)
+    # The searches cost most: start them first.
+    order = sorted(
+        names,
+        key=lambda n: (
+            ("best-static", "static", "clairvoyant").index(n)
+            if n in ("best-static", "static", "clairvoyant")
+            else 3
+        ),
+    )
+    with multiprocessing.get_context("fork").Pool(min(cores, len(names))) as pool:
+        parts = dict(zip(order, pool.map(_compare_one, order, chunksize=1), strict=True))
+    _JOB = ()
+    return Comparison(
+        summaries={n: parts[n].summaries[n] for n in names},
+        runs={n: parts[n].runs[n] for n in names},
+        notes={n: parts[n].notes[n] for n in names if n in parts[n].notes},
+    )
 
 
 SENSITIVITY = (
@@ -409,7 +465,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     show = not args.no_progress and sys.stderr.isatty()
     with tqdm(file=sys.stderr, disable=not show, unit="step", desc="simulate") as bar:
-        result = compare(spec, trace, source, names, args, carbon, gpus, bar.update)
+        result = compare_parallel(spec, trace, source, names, args, carbon, gpus, bar.update)
         sensitivity: dict[str, dict[str, float | None]] = {}
         if args.sensitivity:
             for label, corner in SENSITIVITY:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -56,6 +56,10 @@ class Scenario:
     token_budgets: Mapping[str, int] = field(default_factory=dict)
     max_running: int = VLLM_MAX_NUM_SEQS
     drain_s: float = 120.0  # after the last arrival, how long the fleet may finish what it holds
+    # Score only from here on (s): the loop before it is warm-up (`Trace.repeated`), as an operator that
+    # has been running sees the previous hours; requests arriving earlier and energy spent earlier count
+    # for nothing.
+    measure_from_s: float = 0.0
 
     @property
     def ttft_slo_s(self) -> float:
@@ -195,9 +199,17 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         everyone.append(live[id(pod)])
     telemetry.start(0.0, len(live), sum(x.server.perf.idle_power_w for x in live.values()))
     next_decision = 0.0 if policy.interval_s == 0.0 else policy.interval_s
+    k0 = min(steps - 1, max(0, math.ceil(scenario.measure_from_s / dt - 1e-9)))
+    snapshot = (0.0, 0.0, 0.0)
     for k in range(steps):
         now = k * dt
         end = now + dt
+        if k == k0 and k0 > 0:
+            snapshot = _split(everyone)
+            run.energy_starting_j = 0.0
+            run.changes = run.fast_switches = run.peak_replicas = 0
+            run.burst_replica_s = 0.0
+            run.decisions = []
         if now + 1e-9 >= next_decision:
             log = policy.decide(now, telemetry.view(now), truth)
             run.decisions.append(log)
@@ -323,10 +335,11 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
     final = steps * dt
     for x in [*live.values(), *(x for _, x in draining)]:
         x.server.advance(final + scenario.drain_s)
+    idle, prefill, decode = _split(everyone)
+    run.energy_idle_j = idle - snapshot[0]
+    run.energy_prefill_j = prefill - snapshot[1]
+    run.energy_decode_j = decode - snapshot[2]
     for x in everyone:
-        run.energy_idle_j += x.server.energy_idle_j
-        run.energy_prefill_j += x.server.energy_prefill_j
-        run.energy_decode_j += x.server.energy_decode_j
         run.quality_weighted_tokens += quality[x.variant] * (
             x.server.prompt_tokens_done + x.server.generated_tokens
         )
@@ -336,7 +349,37 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
     with np.errstate(invalid="ignore", divide="ignore"):
         run.tpot_s = np.where(out > 1.0, (finish - np.asarray(reqs.first_token)) / (out - 1.0), np.nan)
     run.finished = ~np.isnan(finish)
+    if k0 > 0:
+        _keep_from(run, k0, scenario.measure_from_s)
     return run
+
+
+def _split(servers: list[_Live]) -> tuple[float, float, float]:
+    idle = prefill = decode = 0.0
+    for x in servers:
+        idle += x.server.energy_idle_j
+        prefill += x.server.energy_prefill_j
+        decode += x.server.energy_decode_j
+    return idle, prefill, decode
+
+
+def _keep_from(run: PolicyRun, k0: int, from_s: float) -> None:
+    """Drop the warm-up: requests arriving before `from_s`, steps before `k0`; times re-based to 0."""
+    keep = run.arrival_s >= from_s
+    run.arrival_s = run.arrival_s[keep] - from_s
+    run.prompt_tokens = run.prompt_tokens[keep]
+    run.output_tokens = run.output_tokens[keep]
+    run.ttft_s = run.ttft_s[keep]
+    run.tpot_s = run.tpot_s[keep]
+    run.finished = run.finished[keep]
+    run.steps -= k0
+    run.power_w = run.power_w[k0:]
+    run.ready_replicas = run.ready_replicas[k0:]
+    run.target_replicas = run.target_replicas[k0:]
+    run.target_variant = run.target_variant[k0:]
+    run.target_limit_w = run.target_limit_w[k0:]
+    run.waiting = run.waiting[k0:]
+    run.decisions = [replace(d, t=d.t - from_s) for d in run.decisions]
 
 
 def _set_perf(x: _Live, perf: ReplicaPerformance) -> None:

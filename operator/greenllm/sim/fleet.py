@@ -135,7 +135,10 @@ class Fleet:
         self.target = target
         self.setting = target.setting
         if self._instant:
-            self.pods = [Pod(target.variant, now, now, now) for _ in range(target.replicas)]
+            # Pods of the same variant stay (their servers keep what they hold); the newest go first.
+            kept = [p for p in self.pods if p.variant == target.variant][: target.replicas]
+            kept += [Pod(target.variant, now, now, now) for _ in range(target.replicas - len(kept))]
+            self.pods = kept
 
     def reconcile(self, now: float) -> None:
         """One pass of the Deployment controller and the scheduler at `now`."""

@@ -125,6 +125,19 @@ class Trace:
             duration_s=self.duration_s,
         )
 
+    def repeated(self) -> Trace:
+        """The trace twice in a row (the second copy starts one duration later): the first is warm-up."""
+        span = self.duration_s
+        return Trace(
+            name=self.name,
+            start_epoch=self.start_epoch - span,
+            arrival_s=np.concatenate([self.arrival_s, self.arrival_s + span]),
+            prompt_tokens=np.concatenate([self.prompt_tokens, self.prompt_tokens]),
+            output_tokens=np.concatenate([self.output_tokens, self.output_tokens]),
+            duration_s=2.0 * span,
+            weight=self.weight,
+        )
+
     def window(self, start_s: float, duration_s: float | None) -> Trace:
         """Requests arriving in [start_s, start_s + duration_s), re-based so the slice starts at 0."""
         end = math.inf if duration_s is None else start_s + duration_s
