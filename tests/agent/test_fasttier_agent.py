@@ -358,7 +358,8 @@ async def test_a_pod_never_read_is_not_reported_during_model_loading(
 
 
 HOSTILE: list[tuple[str, Callable[[VllmStub], None], str]] = [
-    ("garbage", lambda s: setattr(s, "body", b"\x00\xffnot {{ prometheus\n" * 100), "bad_response"),
+    ("garbage", lambda s: setattr(s, "body", b"\x00\xffnot {{ prometheus\n" * 100), "missing"),
+    ("not utf-8", lambda s: setattr(s, "body", b"vllm:num_requests_waiting \xff\n"), "bad_response"),
     ("parse error", lambda s: setattr(s, "body", b'vllm:num_requests_waiting{engine="0" 0\n'), "parse_error"),
     ("nan", lambda s: setattr(s, "body", vllm_metrics("NaN")), "invalid_value"),
     ("negative", lambda s: setattr(s, "body", vllm_metrics(-5)), "invalid_value"),

@@ -48,7 +48,11 @@ def test_failures_have_a_reason(stub: VllmStub) -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"\xff\xfe", ReadFailure.BAD_RESPONSE),
+        (b"\xff\xfe", ReadFailure.MISSING),
+        (b"vllm:num_requests_waiting \xff\n", ReadFailure.BAD_RESPONSE),
+        (b"vllm:num_requests_waiting 1" + b" " * 5000 + b"\n", ReadFailure.TOO_LARGE),
+        (b"vllm:num_requests_waiting 1\n" * 1001, ReadFailure.TOO_LARGE),
+        (b"vllm:num_requests_waiting " + b"9" * 400_000, ReadFailure.TOO_LARGE),
         (b"vllm:num_requests_waiting{ 1\n", ReadFailure.PARSE_ERROR),
         (b"vllm:num_requests_waiting 1\n", ReadFailure.MISSING),
         (b"", ReadFailure.MISSING),

@@ -7,7 +7,8 @@ pod can neither hang nor exhaust the agent:
 - one deadline for the whole exchange (connect, headers, body), enforced between every socket read;
 - at most `max_bytes` of response; no redirects followed (anything but 200 is a failure), no chunked or
   compressed bodies (an HTTP/1.0 request gets neither from a conforming server);
-- only the lines of the two gauges read are handed to prometheus_client's text parser.
+- the body is searched in place (no copy, no decode of the whole) for the lines of the two gauges, at most
+  `MAX_LINES` of them, and only those go to prometheus_client's text parser.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 # More requests than any one vLLM server holds (its scheduler admits at most max_num_seqs, 256 to 1024 by
 # default, and queues what its KV cache can take): a larger number is a broken or lying pod.
 MAX_REQUESTS = 1_000_000.0
+# vLLM writes a HELP, a TYPE and one sample line (a few hundred bytes) per engine (data-parallel rank) for
+# each gauge; the pure-Python parser only ever sees this much.
+MAX_LINES = 1_000
+MAX_LINE_BYTES = 4_096
 
 
 class ReadFailure(StrEnum):
@@ -88,7 +93,7 @@ def read_queue(
 
 def _get(
     ip: str, port: int, timeout_s: float, max_bytes: int, clock: Callable[[], float]
-) -> bytes | ReadResult:
+) -> bytearray | ReadResult:
     deadline = clock() + timeout_s
     host = f"[{ip}]" if ":" in ip else ip
     request = (
@@ -116,14 +121,15 @@ def _get(
         return ReadResult.failed(ReadFailure.TIMEOUT, f"no complete answer within {timeout_s:g} s")
     except OSError as exc:
         return ReadResult.failed(ReadFailure.REFUSED, f"{type(exc).__name__}: {exc}")
-    return _body(bytes(data), max_bytes)
+    return _body(data, max_bytes)
 
 
-def _body(data: bytes, max_bytes: int) -> bytes | ReadResult:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
+def _body(data: bytearray, max_bytes: int) -> bytearray | ReadResult:
+    """The body of a 200 answer (`data` shortened in place), or why not."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
         return ReadResult.failed(ReadFailure.BAD_RESPONSE, "no end of HTTP headers")
-    lines = head.split(b"\r\n")
+    lines = bytes(data[:end]).split(b"\r\n")
     status = lines[0].split(None, 2)
     if len(status) < 2 or not status[0].startswith(b"HTTP/"):
         return ReadResult.failed(ReadFailure.BAD_RESPONSE, f"not an HTTP status line: {lines[0][:80]!r}")
@@ -136,20 +142,46 @@ def _body(data: bytes, max_bytes: int) -> bytes | ReadResult:
             return ReadResult.failed(ReadFailure.BAD_RESPONSE, "transfer-encoding in an HTTP/1.0 answer")
         if name == b"content-encoding" and value not in (b"", b"identity"):
             return ReadResult.failed(ReadFailure.BAD_RESPONSE, f"content-encoding {value[:20]!r}")
-    if len(body) > max_bytes:
+    del data[: end + 4]
+    if len(data) > max_bytes:
         return ReadResult.failed(ReadFailure.TOO_LARGE, f"body larger than {max_bytes} bytes")
-    return body
+    return data
 
 
-def parse_queue(body: bytes) -> ReadResult:
+def _lines_naming(body: bytes | bytearray, names: tuple[str, ...]) -> list[bytes] | None:
+    """The lines of `body` that contain one of `names`, in order; None if there are more than MAX_LINES or
+    one is longer than MAX_LINE_BYTES. Linear in the body: a search resumes at the end of the last match."""
+    found: dict[int, bytes] = {}
+    for name in names:
+        needle = name.encode("ascii")
+        pos = body.find(needle)
+        while pos >= 0:
+            start = body.rfind(b"\n", 0, pos) + 1
+            end = body.find(b"\n", pos)
+            end = len(body) if end < 0 else end
+            if end - start > MAX_LINE_BYTES:
+                return None
+            found[start] = bytes(body[start:end])
+            if len(found) > MAX_LINES:
+                return None
+            pos = body.find(needle, end)
+    return [found[start] for start in sorted(found)]
+
+
+def parse_queue(body: bytes | bytearray) -> ReadResult:
     """Sum `vllm:num_requests_waiting` and `vllm:num_requests_running` over their label sets (engines)."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return ReadResult.failed(ReadFailure.BAD_RESPONSE, "body is not UTF-8")
     # A sample or TYPE/HELP line of the two gauges starts with (or names) them; label values cannot hold
     # a raw newline, so keeping those lines keeps the two families whole and the parser's work small.
-    wanted = "\n".join(line for line in text.splitlines() if WAITING in line or RUNNING in line) + "\n"
+    lines = _lines_naming(body, (WAITING, RUNNING))
+    if lines is None:
+        return ReadResult.failed(
+            ReadFailure.TOO_LARGE,
+            f"more than {MAX_LINES} lines, or one over {MAX_LINE_BYTES} bytes, name the queue gauges",
+        )
+    try:
+        wanted = "".join(line.decode("utf-8") + "\n" for line in lines)
+    except UnicodeDecodeError:
+        return ReadResult.failed(ReadFailure.BAD_RESPONSE, "not UTF-8")
     totals: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(wanted):
