@@ -20,6 +20,7 @@ from greenllm.core.step import (
     estimate_demand,
     initial_decision,
     initial_state,
+    plan_step,
     step,
     window_peak,
 )
@@ -302,14 +303,14 @@ def test_setting_hysteresis_keeps_a_setting_that_is_nearly_as_good() -> None:
         (DEFAULT, CAP),
         {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("fp16", CAP): perf(1000.0, 100.0, 480.0)},
     )
-    s, d = step(spec, s, obs(15.0), 15.0, slightly)
+    s, d = plan_step(spec, s, obs(15.0), 15.0, slightly)
     assert d.setting == DEFAULT
     assert "kept default power" in d.reason
     much = TableSource(
         (DEFAULT, CAP),
         {("fp16", DEFAULT): perf(1000.0, 100.0, 500.0), ("fp16", CAP): perf(1000.0, 100.0, 300.0)},
     )
-    s, d = step(spec, s, obs(30.0), 30.0, much)
+    s, d = plan_step(spec, s, obs(30.0), 30.0, much)
     assert d.setting == CAP
 
 
@@ -461,10 +462,10 @@ def test_the_setting_is_sized_for_the_window_peak_not_just_the_replica_count() -
     capacity = {DEFAULT: 1000.0, CAP: 500.0}
     s = started(spec, src, out=5000.0)
     for t in range(15, 301, 15):
-        s, d = step(spec, s, obs(float(t), 300.0), float(t), src)
+        s, d = plan_step(spec, s, obs(float(t), 300.0), float(t), src)
         assert d.replicas * capacity[d.setting] >= 5000.0 * 1.2, t
         assert "peak of the last 300s" in d.reason
-    s, d = step(spec, s, obs(301.0, 300.0), 301.0, src)
+    s, d = plan_step(spec, s, obs(301.0, 300.0), 301.0, src)
     assert (d.setting, d.replicas) == (CAP, 1)
 
 

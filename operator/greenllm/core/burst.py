@@ -9,7 +9,8 @@ saw within `slo.attainmentWindow` inside the TTFT SLO, at the burst setting,
 
 and an error budget steers the margin: when the attainment measured over the same window (vLLM's TTFT and
 TPOT histograms) falls under `slo.attainment`, the margin rises at once by the share of the error budget
-that was overspent (at most doubling, once per hold); it falls back only slowly, while at most half the error budget is spent, one step per
+that was overspent (at most doubling, once per hold, and only while attainment is still falling); it
+falls back only slowly, while at most half the error budget is spent, one step per
 `scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
 the TTFT SLO and the hold are the spec's, the prefill rate is the energy model's.
 """

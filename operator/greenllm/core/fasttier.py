@@ -76,6 +76,7 @@ class FastState:
 def next_mode(rule: SwitchRule, state: FastState, now: float, reading: QueueReading | None) -> FastState:
     """The mode after a read at `now`; `reading` None (or invalid) means the pod could not be read."""
     queued = reading is None or not reading.valid or reading.waiting >= max(rule.burst_at_waiting, 1e-9)
+    seen: float | None
     if queued:
         mode, seen = Mode.BURST, now
     else:

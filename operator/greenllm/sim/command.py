@@ -412,7 +412,7 @@ def compare_parallel(
     )
 
 
-SENSITIVITY = (
+SENSITIVITY: tuple[tuple[str, dict[str, float]], ...] = (
     ("centre", {}),
     ("idle 70 W", {"idle_w": 70.0}),
     ("prefill U 0.35", {"prefill_utilization": 0.35}),

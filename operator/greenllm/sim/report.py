@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,5 +160,5 @@ def table(summaries: Mapping[str, Summary], subject: str = "greenllm") -> str:
     rel = ratios(summaries, subject)
     if rel:
         parts = [f"{'-' if r is None else f'{r:.2f} x'} the energy of {name}" for name, r in rel.items()]
-        lines.append(f"{subject} uses " + ", ".join(parts))
+        lines += textwrap.wrap(f"{subject} uses " + ", ".join(parts), width=96)
     return "\n".join(lines)
