@@ -270,6 +270,9 @@ class DecisionRecord(_Model):
     power_limit_w: float | None = None
     locked_clock_mhz: int | None = None
     expected_power_w: float | None = None
+    token_budget: int | None = Field(
+        default=None, ge=1, description="--max-num-batched-tokens rendered into the pods (null: vLLM's)."
+    )
     reason: str
     alternatives: list[Alternative] = Field(default_factory=list)
 

@@ -41,4 +41,5 @@ def carried_decision(spec: api.GreenModelSpec, last: Mapping[str, Any] | None) -
         setting=setting,
         expected_power_w=record.expected_power_w,
         reason=reason,
+        token_budget=record.token_budget,
     )

@@ -240,6 +240,7 @@ def decision_record(decision: Decision, now: str) -> dict[str, Any]:
         replicas=decision.replicas,
         power_limit_w=decision.setting.limit_w,
         locked_clock_mhz=decision.setting.locked_clock_mhz,
+        token_budget=decision.token_budget,
         expected_power_w=None if decision.expected_power_w is None else round(decision.expected_power_w, 1),
         reason=decision.reason,
         alternatives=[
