@@ -9,7 +9,6 @@ from greenllm.core.decision import Decision
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.render import deployment
 from greenllm.sim.fleet import Fleet, RolloutStrategy, Target
-from greenllm.sim.fluidqueue import GroupLoad
 
 DEFAULT = PowerSetting()
 
@@ -23,7 +22,10 @@ def fleet(gpus: int = 8, startup: float = 25.0, instant: bool = False) -> Fleet:
 
 
 def ready(f: Fleet, now: float) -> dict[str, int]:
-    return {v: g.replicas for v, g in f.groups(now)}
+    counts: dict[str, int] = {}
+    for pod in f.ready_pods(now):
+        counts[pod.variant] = counts.get(pod.variant, 0) + 1
+    return counts
 
 
 def test_new_pods_are_ready_at_the_first_probe_after_start_up() -> None:
@@ -40,11 +42,14 @@ def test_starting_pods_hold_gpus_at_idle_power_pending_ones_do_not() -> None:
     f.start_ready(Target("old", 1, DEFAULT), 0.0)
     f.apply(Target("old", 2, DEFAULT), 0.0)
     f.reconcile(0.0)
-    groups = f.groups(0.0)
-    power = f.power_w(0.0, 1.0, groups, [GroupLoad() for _ in groups])
-    assert power.starting_w == 100.0
-    assert power.total_w == 200.0  # one idle ready replica + one starting
+    assert f.starting_power_w(0.0) == 100.0  # the ready replica's power is its server's, not the fleet's
     assert f.holding_gpus() == 2
+    assert f.starting_power_w(30.0) == 0.0  # ready at the probe at 30 s
+    # A surge pod of a new variant finds no free GPU: Pending, it holds nothing and draws nothing.
+    f.apply(Target("new", 2, DEFAULT), 40.0)
+    f.reconcile(40.0)
+    assert len(f.pods) == 3 and f.holding_gpus() == 2
+    assert f.starting_power_w(40.0) == 0.0
 
 
 def test_replicas_are_capped_by_the_gpus() -> None:
@@ -85,6 +90,17 @@ def test_scale_down_removes_starting_pods_before_ready_ones() -> None:
 
 
 def test_power_setting_applies_to_running_pods_without_restart() -> None:
+    f = fleet(gpus=4)
+    f.start_ready(Target("old", 2, DEFAULT), 0.0)
+    before = list(f.pods)
+    f.apply(Target("old", 2, PowerSetting(limit_w=300.0)), 1.0)
+    f.reconcile(1.0)
+    assert ready(f, 1.0) == {"old": 2}
+    assert f.pods == before and all(a is b for a, b in zip(f.pods, before, strict=True))
+    assert f.setting == PowerSetting(limit_w=300.0)
+
+
+def test_starting_pods_draw_idle_power_at_the_current_setting() -> None:
     seen: list[PowerSetting] = []
 
     def spy(variant: str, setting: PowerSetting) -> ReplicaPerformance:
@@ -92,11 +108,10 @@ def test_power_setting_applies_to_running_pods_without_restart() -> None:
         return perf()
 
     f = Fleet(spy, 1, 4, 60.0, RolloutStrategy())
-    f.start_ready(Target("old", 2, DEFAULT), 0.0)
+    f.start_ready(Target("old", 1, DEFAULT), 0.0)
     f.apply(Target("old", 2, PowerSetting(limit_w=300.0)), 1.0)
     f.reconcile(1.0)
-    assert ready(f, 1.0) == {"old": 2}
-    f.groups(1.0)
+    assert f.starting_power_w(1.0) == 100.0
     assert seen[-1] == PowerSetting(limit_w=300.0)
 
 
@@ -106,6 +121,7 @@ def test_instant_fleet_changes_at_once() -> None:
     f.apply(Target("new", 5, DEFAULT), 3.0)
     f.reconcile(3.0)
     assert ready(f, 3.0) == {"new": 5}
+    assert f.starting_power_w(3.0) == 0.0
 
 
 def test_rollout_parameters_come_from_the_rendered_deployment(spec: GreenModelSpec) -> None:

@@ -1,15 +1,26 @@
-"""The baselines: the HPA algorithm and the oracle's choice."""
+"""The policies: the HPA algorithm, static, the clairvoyant's foresight, and what a decision log says."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from simkit import FakeSource, spec_dict
+from simkit import CAPPED, DEFAULT, FakeSource, make_trace, spec_dict
 
 from greenllm.api.v1alpha1 import GreenModelSpec
+from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting
-from greenllm.sim.policies import HpaPolicy, OraclePolicy, PerfTable, StaticPolicy, Truth, top_variant
+from greenllm.sim.fleet import Target
+from greenllm.sim.policies import (
+    ClairvoyantPolicy,
+    DecisionLog,
+    HpaPolicy,
+    PerfTable,
+    StaticPolicy,
+    Truth,
+    prompt_need,
+    top_variant,
+)
 
 
 class StubView:
@@ -86,39 +97,6 @@ def test_top_variant_is_the_highest_quality(spec: GreenModelSpec) -> None:
     assert top_variant(spec).name == "hq"
 
 
-def oracle_choice(spec: GreenModelSpec, prompt: float, output: float) -> tuple[str, int, PowerSetting]:
-    oracle = OraclePolicy(spec, PerfTable(spec, FakeSource()), 1.0, 8)
-    truth = Truth(lambda start, dt: (prompt, output))
-    view: Any = None
-    t = oracle.decide(0.0, view, truth).target
-    return t.variant, t.replicas, t.setting
-
-
-def test_oracle_takes_the_cheapest_configuration_for_the_exact_work(spec: GreenModelSpec) -> None:
-    # 15,000 prompt tokens in one second. fast @300 W (16,000 tok/s): 0.9375 x 300 + 0.0625 x 100 = 287.5 W;
-    # fast at default (20,000 tok/s): 0.75 x 500 + 0.25 x 100 = 400 W; hq needs 2 replicas.
-    assert oracle_choice(spec, 15_000.0, 0.0) == ("fast", 1, PowerSetting(limit_w=300.0))
-
-
-def test_oracle_respects_the_quality_floor() -> None:
-    strict = GreenModelSpec.model_validate(spec_dict(slo={"minQuality": 0.995}))
-    variant, replicas, _ = oracle_choice(strict, 15_000.0, 0.0)
-    assert variant == "hq"
-    assert replicas == 2
-
-
-def test_oracle_keeps_replicas_min_when_idle(spec: GreenModelSpec) -> None:
-    assert oracle_choice(spec, 0.0, 0.0)[1] == 1
-    zero = GreenModelSpec.model_validate(spec_dict(replicas={"min": 0, "max": 8}))
-    assert oracle_choice(zero, 0.0, 0.0)[1] == 0
-
-
-def test_oracle_cannot_exceed_the_replica_limit(spec: GreenModelSpec) -> None:
-    variant, replicas, _ = oracle_choice(spec, 1_000_000.0, 0.0)
-    assert replicas == 8
-    assert variant == "fast"  # the most capacity when nothing suffices
-
-
 @pytest.mark.parametrize("name", ["hq", "fast"])
 def test_perf_table_caches_and_falls_back_to_default_power(spec: GreenModelSpec, name: str) -> None:
     calls: list[tuple[str, PowerSetting]] = []
@@ -133,3 +111,106 @@ def test_perf_table_caches_and_falls_back_to_default_power(spec: GreenModelSpec,
     assert table(name, capped) == table(name, PowerSetting())
     table(name, capped)
     assert calls.count((name, capped)) == 1
+
+
+def test_top_variant_takes_the_first_listed_on_a_tie() -> None:
+    tied = GreenModelSpec.model_validate(
+        spec_dict(
+            variants=[
+                {"name": "a", "precision": "bf16", "image": "i", "quality": 0.99},
+                {"name": "b", "precision": "fp8", "image": "i", "quality": 1.0},
+                {"name": "c", "precision": "fp8", "image": "i", "quality": 1.0},
+            ]
+        )
+    )
+    assert top_variant(tied).name == "b"
+
+
+# ------------------------------------------------------------------------------------------- prompt_need
+
+
+def test_prompt_need_counts_the_prompts_of_the_next_ttft() -> None:
+    # Prompt tokens per 1-s step: 1000, 2000, 0, 4000, 0. TTFT 2 s at 1,000 tokens/s: a replica prefills
+    # 2,000 tokens within it, so step k needs (tokens of steps k and k + 1) / 2,000 replicas.
+    trace = make_trace([0.5, 1.2, 3.0], [1000.0, 2000.0, 4000.0], 1.0, duration=5.0)
+    need = prompt_need(trace, 5, 2.0, 1000.0)
+    assert need == pytest.approx([1.5, 1.0, 2.0, 2.0, 0.0])
+
+
+def test_prompt_need_puts_late_arrivals_in_the_last_step() -> None:
+    trace = make_trace([0.2, 9.0], [1000.0, 3000.0], 1.0, duration=9.0)
+    assert prompt_need(trace, 3, 1.0, 1000.0) == pytest.approx([1.0, 0.0, 3.0])
+
+
+# ------------------------------------------------------------------------------------------- clairvoyant
+
+
+def clairvoyant(need: list[float], **kwargs: Any) -> ClairvoyantPolicy:
+    options: dict[str, Any] = {
+        "interval_s": 15.0,
+        "lookahead_steps": 3,
+        "margin": 1.0,
+        "min_replicas": 1,
+        "max_replicas": 8,
+    }
+    options.update(kwargs)
+    return ClairvoyantPolicy("clairvoyant", "fast", None, CAPPED, need, **options)
+
+
+TRUTH = Truth(make_trace([0.0], 1.0, 1.0))
+
+
+def test_clairvoyant_asks_for_the_largest_need_it_foresees_times_its_margin() -> None:
+    need = [0.5, 0.2, 2.1, 0.0, 0.0, 3.0, 0.0]
+    policy = clairvoyant(need, margin=1.5)
+    assert policy.initial() == Target("fast", 4, CAPPED)  # ceil(1.5 x 2.1)
+    view: Any = None
+    assert policy.decide(1.0, view, TRUTH).target.replicas == 4  # steps 1..3
+    assert policy.decide(3.0, view, TRUTH).target.replicas == 5  # steps 3..5: ceil(1.5 x 3.0)
+    assert policy.decide(6.0, view, TRUTH).target.replicas == 1  # replicas.min
+    assert policy.decide(7.0, view, TRUTH).target.replicas == 1  # past the trace
+
+
+def test_clairvoyant_is_bounded_and_keeps_its_settings() -> None:
+    tier = FastTier(efficient=CAPPED, burst=DEFAULT)
+    policy = ClairvoyantPolicy(
+        "instant",
+        "fast",
+        tier,
+        CAPPED,
+        [100.0],
+        interval_s=15.0,
+        lookahead_steps=1,
+        margin=1.0,
+        min_replicas=0,
+        max_replicas=6,
+        instant=True,
+    )
+    assert policy.initial() == Target("fast", 6, CAPPED, tier)
+    assert policy.instant and policy.clairvoyant and policy.interval_s == 0.0
+    assert clairvoyant([0.0], min_replicas=0).initial().replicas == 1  # never below one replica
+
+
+def test_only_clairvoyant_policies_are_handed_the_truth(spec: GreenModelSpec) -> None:
+    assert clairvoyant([1.0]).clairvoyant
+    assert not StaticPolicy("hq", 1).clairvoyant
+    assert not HpaPolicy(spec, "hq").clairvoyant
+    with pytest.raises(AssertionError):
+        view: Any = None
+        clairvoyant([1.0]).decide(0.0, view, None)
+
+
+# ------------------------------------------------------------------------------------------ decision log
+
+
+def test_a_decision_log_says_both_fast_tier_settings() -> None:
+    tier = FastTier(efficient=PowerSetting(limit_w=300.0), burst=DEFAULT)
+    log = DecisionLog(15.0, Target("fast", 3, PowerSetting(limit_w=300.0), tier), 1200.0, 80.0, "why")
+    out = log.as_json()
+    assert out["efficient"] == {"power_limit_w": 300.0, "locked_clock_mhz": None}
+    assert out["burst"] == {"power_limit_w": None, "locked_clock_mhz": None}
+    assert out["demand_prompt_tokens_per_s"] == 1200.0
+    assert (out["variant"], out["replicas"], out["observed"]) == ("fast", 3, None)
+    plain = DecisionLog(0.0, Target("hq", 1, PowerSetting(locked_clock_mhz=1500)), None, None, "x").as_json()
+    assert plain["efficient"] == {"power_limit_w": None, "locked_clock_mhz": 1500}
+    assert plain["burst"] is None

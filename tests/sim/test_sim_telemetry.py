@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from greenllm.sim.policies import _answer
 from greenllm.sim.telemetry import Telemetry
 
 
@@ -105,8 +106,6 @@ def test_completed_requests_are_a_counter_with_a_rate() -> None:
 def test_the_request_rate_query_is_answered_from_the_counter() -> None:
     """The controller's `requests_per_s` query (rate of vllm:request_success_total) gets the counter's rate
     from the simulated Prometheus, like the token rates."""
-    from greenllm.sim.policies import _answer
-
     t = Telemetry(scrape_interval_s=15.0)
     t.start(0.0, 1, 100.0)
     for k in range(60):
@@ -125,5 +124,92 @@ def test_the_request_rate_query_is_answered_from_the_counter() -> None:
             requests_completed=4.0,
         )
     view = t.view(60.0)
-    assert _answer(view, "requests_per_s", 60.0, None) == pytest.approx(4.0)
-    assert _answer(view, "prompt_tokens_per_s", 60.0, None) == pytest.approx(10.0)
+    assert _answer(view, "requests_per_s", 60.0, None, 3600.0) == pytest.approx(4.0)
+    assert _answer(view, "prompt_tokens_per_s", 60.0, None, 3600.0) == pytest.approx(10.0)
+
+
+def feed_latency(
+    t: Telemetry, steps: list[tuple[float, float, float, float]], peaks: list[float] | None = None
+) -> None:
+    """One step of 1 s per entry: (TTFT within SLO, TTFT count, TPOT within SLO, TPOT count)."""
+    t.start(0.0, 1, 100.0)
+    for k, latency in enumerate(steps):
+        t.record_step(
+            float(k + 1),
+            1.0,
+            prompt_served=0.0,
+            output_served=0.0,
+            energy_j=0.0,
+            busy_replica_s=0.0,
+            ready_replicas=1,
+            power_w=100.0,
+            requests_waiting=0.0,
+            requests_running=0.0,
+            first_tokens=[],
+            latency=latency,
+            waiting_peak=0.0 if peaks is None else peaks[k],
+        )
+
+
+def test_attainment_is_one_minus_both_miss_rates() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed_latency(t, [(9.0, 10.0, 7.0, 8.0)] * 120)
+    # 10% of first tokens late, 12.5% of finished requests slow: at least 77.5% met both (union bound).
+    assert t.view(120.0).attainment(60.0) == pytest.approx(1.0 - 0.1 - 0.125)
+
+
+def test_attainment_without_tpot_counts_is_the_ttft_share() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed_latency(t, [(9.0, 10.0, 0.0, 0.0)] * 60)
+    assert t.view(60.0).attainment(60.0) == pytest.approx(0.9)
+
+
+def test_attainment_is_clamped_at_zero_and_none_without_requests() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed_latency(t, [(4.0, 10.0, 3.0, 10.0)] * 60)
+    assert t.view(60.0).attainment(60.0) == 0.0  # 1 - 0.6 - 0.7
+    quiet = Telemetry(scrape_interval_s=15.0)
+    feed_latency(quiet, [(0.0, 0.0, 0.0, 0.0)] * 60)
+    assert quiet.view(60.0).attainment(60.0) is None
+
+
+def test_attainment_covers_its_range_only() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    feed_latency(t, [(10.0, 10.0, 10.0, 10.0)] * 60 + [(5.0, 10.0, 10.0, 10.0)] * 60)
+    view = t.view(120.0)
+    assert view.attainment(30.0) == pytest.approx(0.5)  # scrapes 90..120: the bad minute only
+    assert view.attainment(120.0) == pytest.approx(0.75)
+
+
+def test_the_waiting_peak_resets_at_every_scrape() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    peaks = [0.0] * 30
+    peaks[2] = 7.0  # within the first interval
+    peaks[20] = 2.0  # within the second
+    feed_latency(t, [(0.0, 0.0, 0.0, 0.0)] * 30, peaks)
+    assert [s.waiting_peak for s in t.samples] == [0.0, 7.0, 2.0]
+
+
+def test_max_over_time_takes_the_samples_in_range() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    peaks = [0.0] * 60
+    peaks[2], peaks[20], peaks[40] = 7.0, 2.0, 3.0
+    feed_latency(t, [(0.0, 0.0, 0.0, 0.0)] * 60, peaks)
+    view = t.view(60.0)
+    assert view.max_over_time("waiting_peak", 10.0) == 0.0  # the scrape at 60 s only
+    assert view.max_over_time("waiting_peak", 30.0) == 3.0  # 30, 45, 60
+    assert view.max_over_time("waiting_peak", 60.0) == 7.0
+    assert t.view(100.0).max_over_time("waiting_peak", 20.0) is None  # no scrape since 80 s
+
+
+def test_the_operators_slow_tier_queries_are_answered() -> None:
+    t = Telemetry(scrape_interval_s=15.0)
+    peaks = [0.0] * 60
+    peaks[2] = 5.0
+    feed_latency(t, [(9.0, 10.0, 10.0, 10.0)] * 60, peaks)
+    view = t.view(60.0)
+    long_s = 3600.0
+    assert _answer(view, "attainment", 60.0, None, long_s) == pytest.approx(0.9)
+    assert _answer(view, "peak_waiting_requests", 60.0, None, long_s) == 5.0
+    assert _answer(view, "peak_waiting_requests", 60.0, None, 30.0) == 0.0
+    assert _answer(view, "tpot_p90_ms", 60.0, None, long_s) is None
