@@ -157,6 +157,10 @@ def test_shifted_scale_mode_runs_with_its_seed(capsys: pytest.CaptureFixture[str
     assert s["tokens_arrived"] == pytest.approx(2 * one["scenario"]["tokens_arrived"])
     assert shifted["policies"] == again["policies"]  # seeded: the same run twice
     assert list(shifted["policies"]) == list(POLICIES)
+    # Not the aligned copies under another name: the same requests at other times serve differently.
+    copies = run_json(capsys, *SHORT, "--rate-scale", "2", "--policies", "static")
+    assert copies["scenario"]["requests"] == s["requests"]
+    assert copies["policies"]["static"] != shifted["policies"]["static"]
 
 
 def test_scale_to_peak_replicas_with_shifted_copies(capsys: pytest.CaptureFixture[str]) -> None:
