@@ -9,15 +9,16 @@ saw within `slo.attainmentWindow` inside the TTFT SLO, at the burst setting,
 
 and an error budget steers the margin: when the attainment measured over the same window (vLLM's TTFT and
 TPOT histograms) falls under `slo.attainment`, the margin rises at once by the share of the error budget
-that was overspent (at most doubling, once per hold, and only while attainment is still falling); it
-falls back only slowly, while at most half the error budget is spent, one step per
-`scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
-the TTFT SLO and the hold are the spec's, the prefill rate is the energy model's.
+that was overspent (at most doubling, once per hold, only while attainment is still falling and no
+larger floor is still coming up); it falls back one headroom step per `scaling.scaleDownStabilization`
+while attainment meets the target and is not falling. No constant of this rule comes from a trace: the
+window, the target, the TTFT SLO and the hold are the spec's, the prefill rate is the energy model's.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
@@ -27,7 +28,10 @@ from greenllm.core.performance import PowerSetting, ReplicaPerformance
 # vLLM V1's default token budget per engine iteration for the OpenAI server on an 80 GB-class GPU
 # (vllm/engine/arg_utils.py, v0.11.1); a variant's `--max-num-batched-tokens` arg overrides it.
 VLLM_MAX_BATCHED_TOKENS = 8192
+# The margin moves within [1/4, 4] of the burst the window saw: below 1 the floor spends the error budget on
+# the rarest bursts, above 1 it buys back what routing imbalance and decode costs.
 MAX_MARGIN = 4.0
+MIN_MARGIN = 1.0 / MAX_MARGIN
 
 
 def explicit_token_budget(variant: Variant) -> int | None:
@@ -75,6 +79,30 @@ def token_budget(variant: Variant, burst: ReplicaPerformance | None, tpot_slo_s:
     return min(max(budget, MIN_TOKEN_BUDGET), VLLM_MAX_BATCHED_TOKENS)
 
 
+def efficient_candidates(
+    spec: GreenModelSpec, perf: Mapping[PowerSetting, ReplicaPerformance]
+) -> dict[PowerSetting, ReplicaPerformance]:
+    """The settings the fast tier may run while no request waits: the default, and those that keep at
+    least 1 / (1 + scaling.headroom) of its prefill rate (a quiet replica may give up the spare capacity
+    the spec keeps anyway, no more: the first prompt of a burst is prefilled at this setting)."""
+    default = perf.get(PowerSetting())
+    if default is None:
+        return {}
+    least = default.prompt_tokens_per_s / (1.0 + spec.scaling.headroom)
+    return {s: p for s, p in perf.items() if p.prompt_tokens_per_s >= least * (1.0 - 1e-9)}
+
+
+def serving_budget(
+    spec: GreenModelSpec, variant: Variant, perf: Mapping[PowerSetting, ReplicaPerformance]
+) -> int:
+    """The prompt-chunk budget rendered for `variant`: `token_budget` at the slowest setting the fast tier
+    may run, so a decode step stays within the TPOT SLO at either of its settings. Depends on the spec and
+    the energy model only, so the pods are not rolled when the efficient setting changes."""
+    candidates = efficient_candidates(spec, perf)
+    slowest = min(candidates.values(), key=lambda p: p.prompt_tokens_per_s, default=None)
+    return token_budget(variant, slowest, spec.slo.tpot_p90_ms / 1000.0)
+
+
 def chunked_prefill_rate(perf: ReplicaPerformance, budget_tokens: int, slo_s: float) -> float:
     """Prompt tokens/s of a replica with a queue: each iteration carries one decode step (batch 1) and a
     full prompt chunk, so the chunk's share of the iteration is what prefill gets."""
@@ -99,9 +127,9 @@ def fast_tier_for(
     perf: dict[PowerSetting, ReplicaPerformance],
     request: tuple[float, float],
 ) -> FastTier | None:
-    """`efficient`: the setting with the least energy per request of the observed size; `burst`: the GPU's
-    default (the most capacity). None when power is not greenllm's to set (mode Off or Fixed) or the two
-    are the same."""
+    """`efficient`: among `efficient_candidates`, the setting with the least energy per request of the
+    observed size; `burst`: the GPU's default (the most capacity). None when power is not greenllm's to
+    set (mode Off or Fixed) or the two are the same."""
     if spec.power.mode is not PowerMode.AUTO:
         return None
     burst = PowerSetting()
@@ -109,8 +137,9 @@ def fast_tier_for(
         return None
     best = burst
     best_j = energy_per_request_j(perf[burst], *request)
+    allowed = efficient_candidates(spec, perf)
     for s in settings:
-        p = perf.get(s)
+        p = allowed.get(s)
         if p is None:
             continue
         j = energy_per_request_j(p, *request)
@@ -130,6 +159,8 @@ class FloorState:
     last_attainment: float | None = None  # attainment at the previous tick (is the budget still burning?)
     prompt_per_request: float | None = None  # smoothed over `hold_s` (1-minute rates are noisy)
     seen_at: float | None = None
+    floor: int = 0  # the floor of the previous tick
+    floor_grew_at: float | None = None  # when the floor last grew (its pods may still be starting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,18 +195,21 @@ def burst_floor(
     if state.prompt_per_request is not None and state.seen_at is not None and hold_s > 0:
         weight = min(1.0, max(now - state.seen_at, 0.0) / hold_s)
         size = state.prompt_per_request + weight * (prompt_tokens_per_request - state.prompt_per_request)
-    if attainment is not None and attainment < target and burning:
+    # Misses while a larger floor is still coming up (its pods start within a hold) say nothing about the
+    # margin: the floor itself is the answer to them.
+    settled = state.floor_grew_at is None or now - state.floor_grew_at >= hold_s
+    if attainment is not None and attainment < target and burning and settled:
         overspent = (target - attainment) / budget
         if raised is None or now - raised >= hold_s:
             margin = min(margin * (1.0 + min(overspent, 1.0)), MAX_MARGIN)
             raised = now
             why.append(f"attainment {attainment:.2%} < {target:.2%}: floor margin raised to {margin:.2f}")
-    elif attainment is not None and attainment >= target + budget / 2.0 and margin > 1.0:
+    elif attainment is not None and attainment >= target and not burning and margin > MIN_MARGIN:
         since = max(raised or -math.inf, lowered or -math.inf)
         if now - since >= hold_s:
-            margin = max(1.0, margin / (1.0 + spec.scaling.headroom))
+            margin = max(MIN_MARGIN, margin / (1.0 + spec.scaling.headroom))
             lowered = now
-            why.append(f"attainment {attainment:.2%} spends under half the error budget: margin {margin:.2f}")
+            why.append(f"attainment {attainment:.2%} meets the target and recovers: margin {margin:.2f}")
     replicas = 0
     if peak_waiting is not None and peak_waiting > 0 and burst_prefill_tokens_per_s > 0:
         ttft_s = spec.slo.ttft_p90_ms / 1000.0
@@ -188,4 +222,6 @@ def burst_floor(
         )
     replicas = min(replicas, spec.replicas.max)
     last = attainment if attainment is not None else state.last_attainment
-    return Floor(replicas, FloorState(margin, raised, lowered, last, size, now), "; ".join(why))
+    grew = now if replicas > state.floor else state.floor_grew_at
+    new_state = FloorState(margin, raised, lowered, last, size, now, replicas, grew)
+    return Floor(replicas, new_state, "; ".join(why))

@@ -48,11 +48,12 @@ from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
 from greenllm.core import budget
 from greenllm.core.burst import (
     MAX_MARGIN,
+    MIN_MARGIN,
     FloorState,
     burst_floor,
     chunked_prefill_rate,
     fast_tier_for,
-    token_budget,
+    serving_budget,
 )
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
@@ -185,7 +186,7 @@ class LoopState:
             allowed_power_w=_num(data.get("allowedPowerW")),
             budget_met=budget_met if isinstance(budget_met, bool) else True,
             floor=FloorState(
-                margin=min(max(_num(data.get("floorMargin")) or 1.0, 1.0), MAX_MARGIN),
+                margin=min(max(_num(data.get("floorMargin")) or 1.0, MIN_MARGIN), MAX_MARGIN),
                 raised_at=_num(data.get("floorRaisedAt")),
                 lowered_at=_num(data.get("floorLoweredAt")),
                 last_attainment=_num(data.get("floorLastAttainment")),
@@ -268,9 +269,12 @@ def initial_decision(spec: GreenModelSpec, source: PerformanceSource) -> Decisio
         f"no metrics yet: highest-quality variant {best.name} (quality {best.quality:g} >= slo.minQuality "
         f"{spec.slo.min_quality:g}) x{replicas} (replicas.min, at least 1) at {setting.label()}{caveat}"
     )
-    budget_tokens = token_budget(
-        best, source.performance(spec, best, PowerSetting()), spec.slo.tpot_p90_ms / 1e3
-    )
+    perf = {
+        s: p
+        for s in source.power_settings(spec.gpu, spec.power)
+        if (p := source.performance(spec, best, s)) is not None
+    }
+    budget_tokens = serving_budget(spec, best, perf)
     return Decision(best.name, replicas, setting, None, reason, True, (), token_budget=budget_tokens)
 
 
@@ -422,7 +426,7 @@ def with_burst_rules(
             peak_waiting=observation.peak_waiting_requests,
             prompt_tokens_per_request=per_prompt,
             burst_prefill_tokens_per_s=chunked_prefill_rate(
-                burst_perf, token_budget(variant, perf.get(PowerSetting()), slo_s), slo_s
+                burst_perf, serving_budget(spec, variant, perf), slo_s
             ),
             hold_s=_seconds(spec.scaling.scale_down_stabilization),
         )
@@ -435,7 +439,7 @@ def with_burst_rules(
             f"fast tier: {tier.efficient.label()} while no request waits, {tier.burst.label()} once one does"
         )
     setting = tier.efficient if tier is not None else decision.setting
-    budget_tokens = token_budget(variant, perf.get(PowerSetting()), spec.slo.tpot_p90_ms / 1000.0)
+    budget_tokens = serving_budget(spec, variant, perf)
     new = replace(
         decision,
         replicas=replicas,

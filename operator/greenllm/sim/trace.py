@@ -125,16 +125,19 @@ class Trace:
             duration_s=self.duration_s,
         )
 
-    def repeated(self) -> Trace:
-        """The trace twice in a row (the second copy starts one duration later): the first is warm-up."""
+    def repeated(self, times: int) -> Trace:
+        """The trace `times` times in a row, each copy one duration after the previous (all but the last
+        are warm-up); `start_epoch` moves back so the last copy keeps the trace's own times."""
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
         span = self.duration_s
         return Trace(
             name=self.name,
-            start_epoch=self.start_epoch - span,
-            arrival_s=np.concatenate([self.arrival_s, self.arrival_s + span]),
-            prompt_tokens=np.concatenate([self.prompt_tokens, self.prompt_tokens]),
-            output_tokens=np.concatenate([self.output_tokens, self.output_tokens]),
-            duration_s=2.0 * span,
+            start_epoch=self.start_epoch - (times - 1) * span,
+            arrival_s=np.concatenate([self.arrival_s + i * span for i in range(times)]),
+            prompt_tokens=np.tile(self.prompt_tokens, times),
+            output_tokens=np.tile(self.output_tokens, times),
+            duration_s=times * span,
             weight=self.weight,
         )
 
