@@ -10,13 +10,16 @@ import pytest
 from greenllm.api.v1alpha1 import GreenModelSpec, Variant
 from greenllm.core.burst import (
     MAX_MARGIN,
+    MIN_MARGIN,
     VLLM_MAX_BATCHED_TOKENS,
     FloorState,
     burst_floor,
     chunked_prefill_rate,
+    efficient_candidates,
     energy_per_request_j,
     explicit_token_budget,
     fast_tier_for,
+    serving_budget,
     token_budget,
 )
 from greenllm.core.fasttier import FastTier
@@ -105,6 +108,21 @@ def test_without_a_profile_the_budget_is_vllms_default() -> None:
     assert token_budget(variant(), None, TPOT_S) == VLLM_MAX_BATCHED_TOKENS == 8192
 
 
+def test_the_served_budget_fits_the_slowest_setting_the_fast_tier_may_run() -> None:
+    # Default 40,000 tokens/s (budget 1,536); 35,000 keeps 1/1.2 of it (budget 1,280); 30,000 does not and
+    # is never run, so it does not bind.
+    perfs = {
+        DEFAULT: perf(40_000.0, d1=0.01),
+        CAP_300: perf(35_000.0, d1=0.01),
+        CAP_250: perf(30_000.0, d1=0.01),
+    }
+    s = spec()
+    assert set(efficient_candidates(s, perfs)) == {DEFAULT, CAP_300}
+    assert serving_budget(s, s.variants[0], perfs) == 1280
+    assert serving_budget(s, variant("--max-num-batched-tokens=4096"), perfs) == 4096
+    assert serving_budget(s, s.variants[0], {CAP_300: perfs[CAP_300]}) == VLLM_MAX_BATCHED_TOKENS
+
+
 def test_chunked_prefill_rate_shares_each_iteration_with_one_decode() -> None:
     # 1,000-token chunks at 10,000 tokens/s next to a 10 ms decode step: 1,000 tokens per 110 ms.
     assert chunked_prefill_rate(perf(10_000.0, d1=0.01), 1000, TPOT_S) == pytest.approx(1000.0 / 0.11)
@@ -159,6 +177,20 @@ def test_no_fast_tier_without_a_default_profile() -> None:
     perfs = energy_perfs()
     del perfs[DEFAULT]
     assert fast_tier_for(s, s.variants[0], SETTINGS, perfs, REQUEST) is None
+
+
+def test_efficient_keeps_the_prefill_rate_the_headroom_allows() -> None:
+    # 300 W is the cheapest per request (75 J) but prefills 16,000 of the default's 20,000 tokens/s, under
+    # 1 / (1 + 0.2): a burst's first prompt would be too slow. 250 W keeps 18,000 (88.9 J).
+    perfs = {
+        DEFAULT: perf(20_000.0, output=2000.0, busy=700.0),
+        CAP_300: perf(16_000.0, output=1600.0, busy=300.0),
+        CAP_250: perf(18_000.0, output=1800.0, busy=400.0),
+    }
+    s = spec()
+    assert fast_tier_for(s, s.variants[0], SETTINGS, perfs, REQUEST) == FastTier(CAP_250, DEFAULT)
+    roomy = spec(scaling={"headroom": 0.3})  # 1 / 1.3 of 20,000 is 15,385
+    assert fast_tier_for(roomy, roomy.variants[0], SETTINGS, perfs, REQUEST) == FastTier(CAP_300, DEFAULT)
 
 
 @pytest.mark.parametrize("power", [{"mode": "Off"}, {"mode": "Fixed", "limitW": 300}])
@@ -264,11 +296,29 @@ def test_the_margin_holds_while_attainment_is_under_target() -> None:
     assert after.margin == 3.0 and after.lowered_at is None
 
 
-def test_the_margin_never_falls_below_one() -> None:
-    _, state = floor(FloorState(margin=1.1, raised_at=T0, last_attainment=1.0), T0 + HOLD_S, 1.0)
-    assert state.margin == 1.0
-    _, same = floor(FloorState(last_attainment=1.0), T0, 1.0)
-    assert same.margin == 1.0 and same.lowered_at is None
+def test_the_margin_holds_while_attainment_is_still_falling() -> None:
+    state = FloorState(margin=3.0, raised_at=T0, last_attainment=1.0)
+    _, after = floor(state, T0 + 10 * HOLD_S, 0.995)  # met, but misses are coming
+    assert after.margin == 3.0 and after.lowered_at is None
+
+
+def test_the_margin_may_fall_below_one_to_spend_the_error_budget() -> None:
+    replicas, state = floor(FloorState(last_attainment=1.0), T0, 1.0)
+    assert state.margin == pytest.approx(1.0 / 1.2)
+    assert replicas == 2  # ceil(0.83 x 2)
+    _, least = floor(FloorState(margin=0.26, raised_at=T0, last_attainment=1.0), T0 + HOLD_S, 1.0)
+    assert least.margin == MIN_MARGIN == 0.25
+    _, same = floor(least, T0 + 2 * HOLD_S, 1.0)
+    assert same.margin == MIN_MARGIN and same.lowered_at == least.lowered_at
+
+
+def test_no_raise_while_a_larger_floor_is_still_coming_up() -> None:
+    state = FloorState(floor=2, floor_grew_at=T0, last_attainment=0.99)
+    _, early = floor(state, T0 + HOLD_S - 1.0, 0.98)  # its pods may still be starting
+    assert early.margin == 1.0 and early.raised_at is None
+    _, later = floor(early, T0 + HOLD_S, 0.975)
+    assert later.margin == pytest.approx(2.0) and later.raised_at == T0 + HOLD_S
+    assert later.floor == 4 and later.floor_grew_at == T0 + HOLD_S
 
 
 def test_the_request_size_is_smoothed_over_the_hold() -> None:
