@@ -150,12 +150,14 @@ def test_rate_scale_copies_multiply_the_requests(capsys: pytest.CaptureFixture[s
 def test_shifted_scale_mode_runs_with_its_seed(capsys: pytest.CaptureFixture[str]) -> None:
     one = run_json(capsys, *SHORT, "--policies", "static")
     shifted = run_json(capsys, *SHORT, "--rate-scale", "2", "--scale-mode", "shifted", "--seed", "3")
-    again = run_json(capsys, *SHORT, "--rate-scale", "2", "--scale-mode", "shifted", "--seed", "3")
+    again = run_json(
+        capsys, *SHORT, "--rate-scale", "2", "--scale-mode", "shifted", "--seed", "3", "--policies", "static"
+    )
     s = shifted["scenario"]
     assert (s["scale_mode"], s["seed"], s["rate_scale"]) == ("shifted", 3, 2.0)
     assert s["requests"] == 2 * one["scenario"]["requests"]
     assert s["tokens_arrived"] == pytest.approx(2 * one["scenario"]["tokens_arrived"])
-    assert shifted["policies"] == again["policies"]  # seeded: the same run twice
+    assert shifted["policies"]["static"] == again["policies"]["static"]  # seeded: the same requests
     assert list(shifted["policies"]) == list(POLICIES)
     # Not the aligned copies under another name: the same requests at other times serve differently.
     copies = run_json(capsys, *SHORT, "--rate-scale", "2", "--policies", "static")
