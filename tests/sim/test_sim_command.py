@@ -42,10 +42,6 @@ DECISION_KEYS = {
     "demand_output_tokens_per_s",
     "reason",
 }
-# A minute whose p90 lands on requests never served makes numpy warn (the strict xfail in
-# test_sim_report.py); these tests are about the rest.
-UNSERVED_WARNING = "ignore:invalid value encountered:RuntimeWarning"
-pytestmark = pytest.mark.filterwarnings(UNSERVED_WARNING)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -215,11 +211,6 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert max(len(line) for line in table) <= 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="command.report_text's headline (model, GPU, trace name, scale, requests, target, carbon) is one "
-    "line of ~185 columns; the table under it keeps to 100",
-)
 def test_the_whole_report_fits_100_columns(reference: tuple[dict[str, Any], Path, Path]) -> None:
     result, _, _ = reference
     text = report_text(result)

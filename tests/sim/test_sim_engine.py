@@ -63,12 +63,6 @@ def test_requests_a_deleted_pod_cannot_finish_in_its_grace_period_count_unfinish
     assert tokens(run, run.finished) <= run.quality_weighted_tokens <= tokens(run, np.ones(n, dtype=bool))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.run_policy's final drain advances draining (deleted) pods to the end of the drain "
-    "window, ignoring their grace deadline: a trace that ends before the deadline lets them serve requests "
-    "that a longer trace would drop",
-)
 def test_the_end_of_the_trace_does_not_extend_a_deleted_pods_grace_period(spec: GreenModelSpec) -> None:
     arrival = np.linspace(0.0, 0.5, 40)
     runs = [
@@ -109,12 +103,6 @@ def test_energy_is_the_sum_of_its_parts_each_at_its_power(spec: GreenModelSpec) 
     assert sum(split.values()) == pytest.approx(run.energy_j / 3.6e6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.run_policy's final drain advances every live server by drain_s (120 s) even when it has "
-    "nothing left to serve, charging 120 s of idle power per replica after the trace: a 2-replica fleet "
-    "idle for 7 s is billed ~10x its per-step energy, and mean_power_w exceeds the fleet's peak power",
-)
 def test_no_energy_is_billed_after_the_last_request_is_done(spec: GreenModelSpec) -> None:
     run = one_request_run(spec)
     assert run.energy_j == pytest.approx(float(run.power_w.sum()) * run.step_s, abs=1e-6)

@@ -330,11 +330,6 @@ def test_the_request_size_is_smoothed_over_the_hold() -> None:
     assert full.prompt_per_request == pytest.approx(3000.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="burst_floor reads `raised or -inf`: a raise at time 0.0 is falsy and counts as no raise, so the "
-    "margin may fall right after it (harmless for the operator, which passes epoch seconds)",
-)
 def test_a_raise_at_time_zero_holds_like_any_other() -> None:
     _, raised = floor(FloorState(), 0.0, 0.985)
     assert raised.raised_at == 0.0

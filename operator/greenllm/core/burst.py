@@ -205,7 +205,7 @@ def burst_floor(
             raised = now
             why.append(f"attainment {attainment:.2%} < {target:.2%}: floor margin raised to {margin:.2f}")
     elif attainment is not None and attainment >= target and not burning and margin > MIN_MARGIN:
-        since = max(raised or -math.inf, lowered or -math.inf)
+        since = max(-math.inf if raised is None else raised, -math.inf if lowered is None else lowered)
         if now - since >= hold_s:
             margin = max(MIN_MARGIN, margin / (1.0 + spec.scaling.headroom))
             lowered = now

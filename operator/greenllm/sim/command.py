@@ -8,6 +8,7 @@ import math
 import multiprocessing
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -563,10 +564,13 @@ def main(argv: list[str] | None = None) -> int:
 def report_text(result: dict[str, Any]) -> str:
     """The human-readable report of a `simulate` result."""
     s = result["scenario"]
-    lines = [
+    headline = (
         f"{s['model']} on {s['gpu']}, trace {s['trace']} x{s['rate_scale']:.4g} ({s['scale_mode']}, "
         f"{s['requests']:.0f} requests, {s['duration_s'] / 60:.1f} min), target {s['attainment_target']:.0%} "
-        f"of requests within both SLOs; carbon {s['carbon_g_per_kwh']} g/kWh",
+        f"of requests within both SLOs; carbon {s['carbon_g_per_kwh']} g/kWh"
+    )
+    lines = [
+        *textwrap.wrap(headline, width=100),
         "",
         table({n: Summary(**v) for n, v in result["policies"].items()}),
     ]

@@ -332,9 +332,12 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         if tick is not None:
             tick(1)
     # The fleet finishes what it holds (no new arrivals), for at most drain_s.
+    # Only work in hand is finished (no idle time is billed after it), deleted pods within their grace.
     final = steps * dt
-    for x in [*live.values(), *(x for _, x in draining)]:
-        x.server.advance(final + scenario.drain_s)
+    for x in live.values():
+        x.server.advance(final + scenario.drain_s, stop_when_idle=True)
+    for deadline, x in draining:
+        x.server.advance(min(deadline, final + scenario.drain_s), stop_when_idle=True)
     idle, prefill, decode = _split(everyone)
     run.energy_idle_j = idle - snapshot[0]
     run.energy_prefill_j = prefill - snapshot[1]

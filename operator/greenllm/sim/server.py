@@ -149,8 +149,9 @@ class Server:
             self._batch_memo[key] = hit
         return hit
 
-    def advance(self, until: float) -> None:
-        """Serve from the server's clock up to `until`."""
+    def advance(self, until: float, *, stop_when_idle: bool = False) -> None:
+        """Serve from the server's clock up to `until` (or, with `stop_when_idle`, until it has nothing
+        left to do: idle time after the last request is then not billed)."""
         reqs = self._reqs
         perf = self.perf
         prefill_rate = perf.prompt_tokens_per_s
@@ -195,6 +196,8 @@ class Server:
                 self.generated_tokens += c * dt / d
                 self.clock += dt
             else:
+                if stop_when_idle:
+                    return
                 self.energy_idle_j += perf.idle_power_w * span
                 self.clock = until
                 return
