@@ -22,7 +22,6 @@ from greenllm.core.burst import (
     serving_budget,
     token_budget,
 )
-from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 
 DEFAULT = PowerSetting()
@@ -156,14 +155,34 @@ def test_energy_per_request() -> None:
 def test_efficient_is_the_least_energy_per_request_and_burst_the_default() -> None:
     s = spec()
     tier = fast_tier_for(s, s.variants[0], SETTINGS, energy_perfs(), REQUEST)
-    assert tier == FastTier(efficient=CAP_300, burst=DEFAULT)
+    assert tier is not None
+    assert (tier.efficient, tier.burst) == (CAP_300, DEFAULT)
+
+
+def test_the_burst_threshold_is_the_queue_the_efficient_setting_drains_within_the_headroom_share() -> None:
+    # Budget: the slowest candidate (250 W, 17,000 tok/s): (0.05 - 0.012) x 17,000 = 646 -> 512 tokens.
+    # Efficient 300 W prefills 512 / (0.012 + 512 / 18,000) = 12,659 tok/s with a chunk per iteration;
+    # x 2 s x 0.2 / 1.2 / 2,000 tokens = 2.11 -> 2 requests waiting.
+    s = spec()
+    tier = fast_tier_for(s, s.variants[0], SETTINGS, energy_perfs(), REQUEST)
+    assert tier is not None
+    assert tier.rule.burst_at_waiting == 2.0
+    # Larger prompts: fewer waiting requests already need the burst setting (never fewer than one).
+    big = fast_tier_for(s, s.variants[0], SETTINGS, energy_perfs(), (20_000.0, 200.0))
+    assert big is not None and big.rule.burst_at_waiting == 1.0
+    # More headroom lets a longer queue drain at efficient.
+    roomy = spec(scaling={"headroom": 1.0})
+    wide = fast_tier_for(roomy, roomy.variants[0], SETTINGS, energy_perfs(), REQUEST)
+    assert wide is not None and wide.rule.burst_at_waiting > tier.rule.burst_at_waiting
 
 
 def test_settings_without_a_profile_are_skipped() -> None:
     s = spec()
     perfs = energy_perfs()
     del perfs[CAP_300]
-    assert fast_tier_for(s, s.variants[0], SETTINGS, perfs, REQUEST) == FastTier(CAP_250, DEFAULT)
+    tier = fast_tier_for(s, s.variants[0], SETTINGS, perfs, REQUEST)
+    assert tier is not None
+    assert (tier.efficient, tier.burst) == (CAP_250, DEFAULT)
 
 
 def test_no_fast_tier_when_default_power_is_the_most_efficient() -> None:
@@ -188,9 +207,11 @@ def test_efficient_keeps_the_prefill_rate_the_headroom_allows() -> None:
         CAP_250: perf(18_000.0, output=1800.0, busy=400.0),
     }
     s = spec()
-    assert fast_tier_for(s, s.variants[0], SETTINGS, perfs, REQUEST) == FastTier(CAP_250, DEFAULT)
+    tier = fast_tier_for(s, s.variants[0], SETTINGS, perfs, REQUEST)
+    assert tier is not None and (tier.efficient, tier.burst) == (CAP_250, DEFAULT)
     roomy = spec(scaling={"headroom": 0.3})  # 1 / 1.3 of 20,000 is 15,385
-    assert fast_tier_for(roomy, roomy.variants[0], SETTINGS, perfs, REQUEST) == FastTier(CAP_300, DEFAULT)
+    tier = fast_tier_for(roomy, roomy.variants[0], SETTINGS, perfs, REQUEST)
+    assert tier is not None and (tier.efficient, tier.burst) == (CAP_300, DEFAULT)
 
 
 @pytest.mark.parametrize("power", [{"mode": "Off"}, {"mode": "Fixed", "limitW": 300}])

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
-from greenllm.core.fasttier import FastTier
+from greenllm.core.fasttier import FastTier, SwitchRule
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 
 # vLLM V1's default token budget per engine iteration for the OpenAI server on an 80 GB-class GPU
@@ -147,8 +147,35 @@ def fast_tier_for(
             best, best_j = s, j
     if best == burst:
         return None
-    del variant
-    return FastTier(efficient=best, burst=burst)
+    rule = SwitchRule(burst_at_waiting=burst_threshold(spec, variant, perf, allowed[best], request[0]))
+    return FastTier(efficient=best, burst=burst, rule=rule)
+
+
+def burst_threshold(
+    spec: GreenModelSpec,
+    variant: Variant,
+    perf: Mapping[PowerSetting, ReplicaPerformance],
+    efficient: ReplicaPerformance,
+    prompt_tokens_per_request: float,
+) -> float:
+    """Requests waiting on one pod from which it runs at the burst setting.
+
+    The efficient setting keeps at least 1 / (1 + h) of the burst setting's prefill rate
+    (`efficient_candidates`, h = scaling.headroom), so prefilling a queue at it costs at most h / (1 + h)
+    of that queue's prefill time at efficient. A queue is let drain at efficient while that cost stays
+    within the same share of the TTFT SLO:
+
+        waiting >= chunked prefill rate at efficient x TTFT SLO x h / (1 + h) / prompt tokens each,
+
+    at least one. A few requests overlapping on a busy pod (vLLM admits about one prompt chunk per
+    iteration, so `waiting` is often 1-2 at steady load) then keep the efficient setting, and a burst
+    still switches within a read."""
+    slo_s = spec.slo.tpot_p90_ms / 1000.0
+    rate = chunked_prefill_rate(efficient, serving_budget(spec, variant, perf), slo_s)
+    ttft_s = spec.slo.ttft_p90_ms / 1000.0
+    h = spec.scaling.headroom
+    size = max(prompt_tokens_per_request, 1.0)
+    return float(max(1, math.floor(rate * ttft_s * h / (1.0 + h) / size)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -436,7 +436,8 @@ def with_burst_rules(
             notes.append(floor.note)
     if tier is not None:
         notes.append(
-            f"fast tier: {tier.efficient.label()} while no request waits, {tier.burst.label()} once one does"
+            f"fast tier: {tier.efficient.label()} while fewer than {tier.rule.burst_at_waiting:.0f} requests "
+            f"wait on a pod, {tier.burst.label()} from then on"
         )
     setting = tier.efficient if tier is not None else decision.setting
     budget_tokens = serving_budget(spec, variant, perf)
