@@ -160,11 +160,33 @@ def test_attainment_is_one_query_on_the_buckets_at_the_slos() -> None:
     qs = metrics.build_queries(slo_spec(ttftP90Ms=2000, tpotP90Ms=50, attainmentWindow="1h30m"), "ns", "d")
     sel = 'namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"'
     ttft, tpot = "vllm:time_to_first_token_seconds", "vllm:request_time_per_output_token_seconds"
+    t_lo = f'sum(rate({ttft}_bucket{{{sel},le="1.0"}}[5400s]))'
+    t_hi = f'sum(rate({ttft}_bucket{{{sel},le="2.5"}}[5400s]))'
+    p_at = f'sum(rate({tpot}_bucket{{{sel},le="0.05"}}[5400s]))'
     assert qs.queries["attainment"] == (
-        f'clamp(sum(rate({ttft}_bucket{{{sel},le="1.0"}}[5400s])) / sum(rate({ttft}_count{{{sel}}}[5400s]))'
-        f' + sum(rate({tpot}_bucket{{{sel},le="0.05"}}[5400s])) / sum(rate({tpot}_count{{{sel}}}[5400s]))'
+        f"clamp(({t_lo} + 0.666666667 * ({t_hi} - {t_lo})) / sum(rate({ttft}_count{{{sel}}}[5400s]))"
+        f" + ({p_at} + 0.0 * ({p_at} - {p_at})) / sum(rate({tpot}_count{{{sel}}}[5400s]))"
         " - 1, 0, 1)"
     )
+
+
+@pytest.mark.parametrize(
+    ("slo_s", "around"),
+    [
+        (2.0, ("1.0", "2.5", 2.0 / 3.0)),  # between edges: interpolated
+        (2.5, ("2.5", "2.5", 0.0)),  # on an edge: that bucket alone
+        (3000.0, ("2560.0", "2560.0", 0.0)),  # above the largest edge: the largest bucket
+        (0.0005, None),  # below the smallest edge: unknown
+    ],
+)
+def test_slo_interpolation(slo_s: float, around: tuple[str, str, float] | None) -> None:
+    got = metrics.slo_interpolation(metrics.VLLM_TTFT_BUCKETS_S, slo_s)
+    if around is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got[:2] == around[:2]
+        assert got[2] == pytest.approx(around[2])
 
 
 def test_peak_waiting_takes_each_pods_highest_over_the_window() -> None:

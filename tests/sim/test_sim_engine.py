@@ -200,3 +200,19 @@ def test_the_waiting_peak_is_per_scrape(spec: GreenModelSpec, monkeypatch: pytes
     # Nine wait behind the first prompt at the end of step 5; the queue is gone by 15 s.
     assert peaks[15.0] == 9.0
     assert peaks[30.0] == 0.0 and peaks[45.0] == 0.0
+
+
+def test_the_simulated_histograms_credit_requests_as_the_operators_query_does() -> None:
+    from greenllm.controller.metrics import VLLM_TTFT_BUCKETS_S
+    from greenllm.sim.engine import histogram_credit
+
+    credit = histogram_credit(VLLM_TTFT_BUCKETS_S, 2.0)  # between the 1.0 and 2.5 buckets
+    assert credit(0.5) == 1.0
+    assert credit(1.0) == 1.0
+    assert credit(1.8) == pytest.approx(2.0 / 3.0)  # spread evenly over the bucket, as the query reads it
+    assert credit(2.4) == pytest.approx(2.0 / 3.0)
+    assert credit(3.0) == 0.0
+    on_edge = histogram_credit(VLLM_TTFT_BUCKETS_S, 2.5)
+    assert (on_edge(2.5), on_edge(2.6)) == (1.0, 0.0)
+    below = histogram_credit(VLLM_TTFT_BUCKETS_S, 0.0001)
+    assert below(0.0) == 0.0

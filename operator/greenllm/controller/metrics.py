@@ -22,8 +22,9 @@ from greenllm.core.decision import Observation
 
 # Placeholders: {namespace}, {pods} (regex of the GreenModel's pod names), {window} (rate window),
 # {since} (time since the last accounted sample, for increase()), {attainment_window}
-# (spec.slo.attainmentWindow in seconds), {ttft_le} / {tpot_le} (the `le` label of the histogram bucket
-# at the TTFT / TPOT SLO, see `slo_bucket`).
+# (spec.slo.attainmentWindow in seconds), {ttft_le} / {ttft_le_hi} / {ttft_frac} and the same for tpot
+# (the `le` labels of the histogram buckets around the TTFT / TPOT SLO and the SLO's place between them,
+# see `slo_interpolation`).
 _POD = '{namespace="{namespace}",pod=~"{pods}"}'  # DCGM (pod mapping on) and vLLM via kubernetes_sd
 _KEPLER_POD = '{pod_namespace="{namespace}",pod_name=~"{pods}"}'
 
@@ -66,11 +67,32 @@ def _p90_ms(histogram: str) -> str:
     return f"histogram_quantile(0.9, sum by (le) (rate({histogram}{_POD}[{{window}}]))) * 1000"
 
 
-def _within(histogram: str, le: str) -> str:
-    """The share of a histogram's observations in the bucket `le` over the attainment window."""
-    bucket = _POD[:-1] + f',le="{{{le}}}"}}'
+def slo_interpolation(buckets: tuple[float, ...], slo_s: float) -> tuple[str, str, float] | None:
+    """The `le` labels of the bucket boundaries around `slo_s` and the SLO's place between them, for a
+    count within the SLO read as `histogram_quantile` reads buckets (observations spread evenly within a
+    bucket): count(<= lo) + fraction x (count(<= hi) - count(<= lo)). An SLO on a boundary reads that
+    bucket alone (fraction 0); above the largest boundary, the largest bucket (the +Inf bucket cannot be
+    interpolated into); below the smallest, None (`slo_bucket`)."""
+    lo = slo_bucket(buckets, slo_s)
+    if lo is None:
+        return None
+    low = max(b for b in buckets if b <= slo_s * (1 + 1e-9))
+    above = [b for b in buckets if b > slo_s * (1 + 1e-9)]
+    if not above or abs(low - slo_s) <= 1e-9 * slo_s:
+        return lo, lo, 0.0
+    high = min(above)
+    return lo, _LE_LABEL(high), (slo_s - low) / (high - low)
+
+
+def _within(histogram: str, key: str) -> str:
+    """The share of a histogram's observations within the SLO over the attainment window (interpolated
+    between the buckets around it, `slo_interpolation`)."""
+    lo = _POD[:-1] + f',le="{{{key}_le}}"}}'
+    hi = _POD[:-1] + f',le="{{{key}_le_hi}}"}}'
+    at_lo = f"sum(rate({histogram}_bucket{lo}[{{attainment_window}}]))"
+    at_hi = f"sum(rate({histogram}_bucket{hi}[{{attainment_window}}]))"
     return (
-        f"sum(rate({histogram}_bucket{bucket}[{{attainment_window}}]))"
+        f"({at_lo} + {{{key}_frac}} * ({at_hi} - {at_lo}))"
         f" / sum(rate({histogram}_count{_POD}[{{attainment_window}}]))"
     )
 
@@ -80,7 +102,7 @@ def _within(histogram: str, le: str) -> str:
 # Empty when either histogram has no series and NaN when no request was counted in the window: both read
 # as unknown. The TTFT histogram counts a request once it has its first token: requests still waiting
 # are not in it (the queue gauges and the peak below see them).
-_ATTAINMENT = f"clamp({_within(TTFT_HISTOGRAM, 'ttft_le')} + {_within(TPOT_HISTOGRAM, 'tpot_le')} - 1, 0, 1)"
+_ATTAINMENT = f"clamp({_within(TTFT_HISTOGRAM, 'ttft')} + {_within(TPOT_HISTOGRAM, 'tpot')} - 1, 0, 1)"
 
 
 DEFAULT_QUERIES: dict[str, str] = {
@@ -161,10 +183,15 @@ def build_queries(
         "since": since,
         "attainment_window": attainment_window,
     }
-    edges = {
-        "ttft_le": slo_bucket(VLLM_TTFT_BUCKETS_S, spec.slo.ttft_p90_ms / 1000),
-        "tpot_le": slo_bucket(VLLM_TPOT_BUCKETS_S, spec.slo.tpot_p90_ms / 1000),
-    }
+    edges: dict[str, str | None] = {}
+    for key, buckets, slo_ms in (
+        ("ttft", VLLM_TTFT_BUCKETS_S, spec.slo.ttft_p90_ms),
+        ("tpot", VLLM_TPOT_BUCKETS_S, spec.slo.tpot_p90_ms),
+    ):
+        around = slo_interpolation(buckets, slo_ms / 1000)
+        edges[f"{key}_le"] = None if around is None else around[0]
+        edges[f"{key}_le_hi"] = None if around is None else around[1]
+        edges[f"{key}_frac"] = None if around is None else repr(round(around[2], 9))
     values.update({key: edge for key, edge in edges.items() if edge is not None})
     chosen = {
         "power_w": templates[f"{source}_power_w"],

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from greenllm.api.v1alpha1 import GreenModelSpec
+from greenllm.controller.metrics import VLLM_TPOT_BUCKETS_S, VLLM_TTFT_BUCKETS_S, slo_interpolation
 from greenllm.core.fasttier import FastState, Mode, QueueReading, next_mode
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.sim.fleet import Fleet, Pod, RolloutStrategy
@@ -166,6 +167,9 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
     run.target_limit_w = np.full(steps, np.nan)
     run.waiting = np.zeros(steps)
     ttft_slo, tpot_slo = scenario.ttft_slo_s, scenario.tpot_slo_s
+    # What the operator's attainment query credits a request with (vLLM's buckets, interpolated).
+    ttft_credit = histogram_credit(VLLM_TTFT_BUCKETS_S, ttft_slo)
+    tpot_credit = histogram_credit(VLLM_TPOT_BUCKETS_S, tpot_slo)
 
     def new_server(pod: Pod, now: float) -> _Live:
         fast = FastState()
@@ -291,13 +295,13 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         for i in new_first:
             ttft = reqs.first_token[i] - reqs.arrival[i]
             ttft_n += 1.0
-            ttft_ok += 1.0 if ttft <= ttft_slo + 1e-9 else 0.0
+            ttft_ok += ttft_credit(ttft)
             first_events.append((reqs.first_token[i], ttft, 1.0))
         for i in reqs.finish_log[finish_seen:]:
             if reqs.output[i] > 1.0:
                 tpot = (reqs.finish[i] - reqs.first_token[i]) / (reqs.output[i] - 1.0)
                 tpot_n += 1.0
-                tpot_ok += 1.0 if tpot <= tpot_slo + 1e-9 else 0.0
+                tpot_ok += tpot_credit(tpot)
         finish_seen = len(reqs.finish_log)
         ready = len(live)
         run.peak_replicas = max(run.peak_replicas, fleet.holding_gpus())
@@ -355,6 +359,23 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
     if k0 > 0:
         _keep_from(run, k0, scenario.measure_from_s)
     return run
+
+
+def histogram_credit(buckets: tuple[float, ...], slo_s: float) -> Callable[[float], float]:
+    """How much one observation adds to the operator's count within the SLO (`slo_interpolation`): 1 at
+    or below the bucket boundary under the SLO, the SLO's fraction between that boundary and the next, 0
+    above; None-like (never within) when the SLO is below the first boundary."""
+    around = slo_interpolation(buckets, slo_s)
+    if around is None:
+        return lambda value: 0.0
+    lo, hi, frac = float(around[0]), float(around[1]), around[2]
+
+    def credit(value: float) -> float:
+        if value <= lo * (1 + 1e-12):
+            return 1.0
+        return frac if value <= hi * (1 + 1e-12) else 0.0
+
+    return credit
 
 
 def _split(servers: list[_Live]) -> tuple[float, float, float]:
