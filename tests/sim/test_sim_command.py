@@ -276,3 +276,21 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], args: list[str
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err.splitlines()[-1]
+
+
+def test_decisions_carry_the_planned_demand_not_only_the_observed_rates(tmp_path: Path) -> None:
+    out = tmp_path / "d.jsonl"
+    code = main(
+        [*SLICE, "--rate-scale", "2", "--policies", "greenllm", "--decisions-out", str(out), "--json"]
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    planned = [r for r in rows if r["demand_prompt_tokens_per_s"] is not None and r["observed"]]
+    assert planned
+    # The plan is for the down-window's peak (and the queue): never below what was served.
+    for r in planned:
+        seen = r["observed"]["prompt_tokens_per_s"] or 0.0
+        assert r["demand_prompt_tokens_per_s"] >= seen - 1e-6
+    assert any(
+        r["demand_prompt_tokens_per_s"] > (r["observed"]["prompt_tokens_per_s"] or 0.0) for r in planned
+    )

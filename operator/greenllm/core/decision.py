@@ -9,6 +9,17 @@ from greenllm.core.performance import PowerSetting
 
 
 @dataclass(frozen=True, slots=True)
+class Demand:
+    """Token rates the GreenModel must serve (from the observation)."""
+
+    prompt_tokens_per_s: float
+    output_tokens_per_s: float
+
+    def label(self) -> str:
+        return f"{self.output_tokens_per_s:.0f} out + {self.prompt_tokens_per_s:.0f} prompt tok/s"
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """What Prometheus shows about one GreenModel at `time` (epoch s). None = unknown, never zero."""
 
@@ -61,3 +72,6 @@ class Decision:
     fast_tier: FastTier | None = None
     # vLLM's --max-num-batched-tokens for the variant's pods (core.burst.token_budget); None = leave vLLM's.
     token_budget: int | None = None
+    # The demand the plan was made for (served rates + the queue, at the down-window's peak: core.step);
+    # None when no demand was observed.
+    planned_demand: Demand | None = None

@@ -54,6 +54,7 @@ from typing import Protocol
 
 from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, OnExhausted, Power, Variant
 from greenllm.core.decision import Decision, Option
+from greenllm.core.decision import Demand as Demand  # re-exported: the planner's input type
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 
 # Mean prompt length in tokens: the mean ContextTokens of the Azure LLM inference code trace (8,819
@@ -81,17 +82,6 @@ class PerformanceSource(Protocol):
     ) -> ReplicaPerformance | None:
         """One replica of `variant` at `setting`; None when it cannot meet the TPOT SLO at all."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """Token rates the GreenModel must serve (from the observation)."""
-
-    prompt_tokens_per_s: float
-    output_tokens_per_s: float
-
-    def label(self) -> str:
-        return f"{self.output_tokens_per_s:.0f} out + {self.prompt_tokens_per_s:.0f} prompt tok/s"
 
 
 @dataclass(frozen=True, slots=True)

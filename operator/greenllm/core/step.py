@@ -526,8 +526,10 @@ def plan_step(
     # A variant the spec no longer allows is never held or capped (the switch below happens at once).
     choice = choose(space, allowed, allowance.binding, current if usable else None)
     if current is None or choice.candidate is None:
-        return _plain(base, space, choice, allowed, now, notes, current is None)
-    return _stabilized(spec, base, space, choice, allowed, now, notes)
+        new_state, decision = _plain(base, space, choice, allowed, now, notes, current is None)
+    else:
+        new_state, decision = _stabilized(spec, base, space, choice, allowed, now, notes)
+    return new_state, replace(decision, planned_demand=demand)
 
 
 def _finish(

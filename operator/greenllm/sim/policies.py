@@ -111,6 +111,8 @@ class DecisionLog:
             "observed": None
             if obs is None
             else {
+                "prompt_tokens_per_s": obs.prompt_tokens_per_s,
+                "output_tokens_per_s": obs.output_tokens_per_s,
                 "requests_waiting": obs.requests_waiting,
                 "requests_running": obs.requests_running,
                 "power_w": obs.power_w,
@@ -218,11 +220,13 @@ class GreenllmPolicy(Policy):
         max_age_s = metrics_max_age_s(self.interval_s)  # the operator loop's own rule
         obs = observe(query, queries, epoch, max_age_s, state.last_energy_j)
         self._state, decision = step(self.spec, state, obs, epoch, self.source)
+        planned = decision.planned_demand
         return DecisionLog(
             t=now,
             target=_target(decision),
-            demand_prompt_tokens_per_s=obs.prompt_tokens_per_s,
-            demand_output_tokens_per_s=obs.output_tokens_per_s,
+            # The demand the step planned on (served + queue, at its window peak), not the raw rates.
+            demand_prompt_tokens_per_s=None if planned is None else planned.prompt_tokens_per_s,
+            demand_output_tokens_per_s=None if planned is None else planned.output_tokens_per_s,
             reason=decision.reason,
             expected_power_w=decision.expected_power_w,
             budget_met=decision.budget_met,
