@@ -120,9 +120,13 @@ class _Live:
     """A ready pod's server and its fast-tier state."""
 
     server: Server
-    variant: str
+    pod: Pod
     fast: FastState = field(default_factory=FastState)
     peak_waiting: float = 0.0
+
+    @property
+    def variant(self) -> str:
+        return self.pod.variant
 
 
 class _Router:
@@ -183,7 +187,7 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
             max_running=scenario.max_running,
             tpot_slo_s=tpot_slo,
         )
-        return _Live(server, pod.variant, fast)
+        return _Live(server, pod, fast)
 
     live: dict[int, _Live] = {}  # id(pod) -> its server
     everyone: list[_Live] = []  # every server the run has had (energy and counters)
@@ -229,7 +233,8 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         fleet.reconcile(now)
         # Pods that turned ready get a server; deleted pods drain.
         current = {id(p): p for p in fleet.pods if p.is_ready(now)}
-        for pid in [pid for pid in live if pid not in current]:
+        # A deleted pod's id may be reused by a new pod object: the server belongs to the object.
+        for pid in [pid for pid, x in live.items() if current.get(pid) is not x.pod]:
             draining.append((now + GRACE_S, live.pop(pid)))
         for pid, pod in current.items():
             if pid not in live:
