@@ -75,3 +75,65 @@ def test_other_metrics_and_look_alikes_are_ignored() -> None:
 def test_endpoint_url_brackets_ipv6() -> None:
     assert endpoint_url("fd00::1", 8000) == "http://[fd00::1]:8000/metrics"
     assert endpoint_url("10.0.0.7", 8000) == "http://10.0.0.7:8000/metrics"
+
+
+# ---------------------------------------------------------------------------------------------- finished
+
+
+def test_finished_requests_summed_over_reasons_and_engines(stub: VllmStub) -> None:
+    stub.serve(1, engines=2, running=3, succeeded={"stop": 90, "length": 7, "abort": 3})
+    result = read_queue("127.0.0.1", stub.port)
+    assert result.failure is None
+    assert result.reading == QueueReading(waiting=2.0, running=6.0)
+    assert result.succeeded == 200.0  # (90 + 7 + 3) on each of two engines; the _created series not counted
+
+
+def test_a_pod_without_the_counter_still_gives_a_reading() -> None:
+    result = parse_queue(vllm_metrics(4))
+    assert result.failure is None and result.reading == QueueReading(waiting=4.0, running=2.0)
+    assert result.succeeded is None
+    # A TYPE line without samples, and look-alikes, are no counter either.
+    body = vllm_metrics(4) + (
+        b"# TYPE vllm:request_success_total counter\n"
+        b'other{name="vllm:request_success_total"} 99\n'
+        b"vllm:request_success_total_x 5\n"
+        b'vllm:request_success_created{finished_reason="stop"} 1.7e9\n'
+    )
+    assert parse_queue(body).succeeded is None
+    assert parse_queue(body).reading == QueueReading(waiting=4.0, running=2.0)
+
+
+def test_a_counter_of_zero_is_a_counter() -> None:
+    assert parse_queue(vllm_metrics(0, succeeded={"stop": 0})).succeeded == 0.0
+
+
+@pytest.mark.parametrize(
+    ("succeeded", "reason"),
+    [
+        ({"stop": "NaN"}, ReadFailure.INVALID_VALUE),
+        ({"stop": "+Inf"}, ReadFailure.INVALID_VALUE),
+        ({"stop": -1}, ReadFailure.INVALID_VALUE),
+        ({"stop": 100, "abort": -1}, ReadFailure.INVALID_VALUE),  # a negative series the sum would hide
+        ({"stop": 2.0**53, "length": 2.0**53}, ReadFailure.INVALID_VALUE),  # past exact float counting
+        ({"stop": "many"}, ReadFailure.PARSE_ERROR),
+    ],
+)
+def test_a_counter_no_counter_can_be_is_a_failed_read(
+    succeeded: dict[str, float | str], reason: ReadFailure
+) -> None:
+    result = parse_queue(vllm_metrics(0, succeeded=succeeded))
+    assert result.reading is None and result.succeeded is None and result.failure is reason
+
+
+@pytest.mark.parametrize(
+    ("tail", "reason"),
+    [
+        (b"vllm:request_success_total{ 1\n", ReadFailure.PARSE_ERROR),
+        (b"vllm:request_success_total \xff\n", ReadFailure.BAD_RESPONSE),
+        (b"vllm:request_success_total 1" + b" " * 5000 + b"\n", ReadFailure.TOO_LARGE),
+        (b'vllm:request_success_total{finished_reason="stop"} 1\n' * 1000, ReadFailure.TOO_LARGE),
+    ],
+)
+def test_garbage_naming_the_counter_is_a_failed_read(tail: bytes, reason: ReadFailure) -> None:
+    result = parse_queue(vllm_metrics(0) + tail)
+    assert result.reading is None and result.failure is reason

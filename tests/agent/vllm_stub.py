@@ -5,12 +5,38 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def vllm_metrics(waiting: float | str, running: float | str = 2.0, engines: int = 1) -> bytes:
-    """vLLM V1 exposition text: the two scheduler gauges per engine, and a counter and a histogram line."""
+def vllm_metrics(
+    waiting: float | str,
+    running: float | str = 2.0,
+    engines: int = 1,
+    succeeded: Mapping[str, float | str] | None = None,
+) -> bytes:
+    """vLLM V1 exposition text: the two scheduler gauges per engine, and a counter and a histogram line.
+    `succeeded` (finished_reason -> count, per engine) adds vllm:request_success_total as prometheus_client
+    writes it for vLLM's counter family vllm:request_success, with its `_created` series."""
+    success: list[str] = []
+    if succeeded is not None:
+        series = [(e, r, v) for e in range(engines) for r, v in succeeded.items()]
+        success = [
+            "# HELP vllm:request_success_total Count of successfully processed requests.",
+            "# TYPE vllm:request_success_total counter",
+            *(
+                f'vllm:request_success_total{{engine="{e}",finished_reason="{r}",model_name="llama"}} {v}'
+                for e, r, v in series
+            ),
+            "# HELP vllm:request_success_created Count of successfully processed requests.",
+            "# TYPE vllm:request_success_created gauge",
+            *(
+                f'vllm:request_success_created{{engine="{e}",finished_reason="{r}",model_name="llama"}} '
+                "1.7e+09"
+                for e, r, _ in series
+            ),
+        ]
     lines = [
         "# HELP vllm:num_requests_running Number of requests in model execution batches.",
         "# TYPE vllm:num_requests_running gauge",
@@ -27,6 +53,7 @@ def vllm_metrics(waiting: float | str, running: float | str = 2.0, engines: int 
         'vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="llama"} 4.0',
         'vllm:time_to_first_token_seconds_count{engine="0",model_name="llama"} 4.0',
         'vllm:time_to_first_token_seconds_sum{engine="0",model_name="llama"} 1.5',
+        *success,
     ]
     return ("\n".join(lines) + "\n").encode()
 
@@ -49,9 +76,17 @@ class VllmStub:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def serve(self, waiting: float, engines: int = 1) -> None:
-        """A well-formed answer: `waiting` requests waiting on each of `engines` engines."""
-        self.body, self.status, self.stream = vllm_metrics(waiting, engines=engines), 200, None
+    def serve(
+        self,
+        waiting: float,
+        engines: int = 1,
+        running: float = 2.0,
+        succeeded: Mapping[str, float] | None = None,
+    ) -> None:
+        """A well-formed answer: `waiting` and `running` requests on each of `engines` engines, and with
+        `succeeded` (finished_reason -> count per engine) vLLM's finished-requests counter."""
+        body = vllm_metrics(waiting, running, engines, succeeded)
+        self.body, self.status, self.stream = body, 200, None
 
     def count(self) -> int:
         with self._lock:

@@ -7,8 +7,14 @@ pod can neither hang nor exhaust the agent:
 - one deadline for the whole exchange (connect, headers, body), enforced between every socket read;
 - at most `max_bytes` of response; no redirects followed (anything but 200 is a failure), no chunked or
   compressed bodies (an HTTP/1.0 request gets neither from a conforming server);
-- the body is searched in place (no copy, no decode of the whole) for the lines of the two gauges, at most
-  `MAX_LINES` of them, and only those go to prometheus_client's text parser.
+- the body is searched in place (no copy, no decode of the whole) for the lines of the two gauges and of
+  the finished-requests counter, at most `MAX_LINES` of them, and only those go to prometheus_client's text
+  parser.
+
+The counter `vllm:request_success_total` (requests finished, by finished_reason and engine) is optional: it
+only serves the agent's arrivals estimate, so a pod without it still gives a reading (`succeeded` None). A pod
+that names it with a value no counter can have (NaN, negative, beyond exact float counting) is a failed read
+like any other odd answer.
 """
 
 from __future__ import annotations
@@ -27,13 +33,20 @@ from greenllm.core.fasttier import QueueReading
 
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
+# The sample name of vLLM's counter family `vllm:request_success` (one series per finished_reason: stop,
+# length, abort, ... and per engine). Its `_created` series do not contain this name and are never parsed.
+SUCCEEDED = "vllm:request_success_total"
 DEFAULT_TIMEOUT_S = 0.5
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 # More requests than any one vLLM server holds (its scheduler admits at most max_num_seqs, 256 to 1024 by
 # default, and queues what its KV cache can take): a larger number is a broken or lying pod.
 MAX_REQUESTS = 1_000_000.0
+# A counter of requests grows for the life of the server, so it has no such bound; past 2**53 a float no
+# longer counts by ones (and no server gets there: 285 years at a million requests a second).
+MAX_COUNT = float(2**53)
 # vLLM writes a HELP, a TYPE and one sample line (a few hundred bytes) per engine (data-parallel rank) for
-# each gauge; the pure-Python parser only ever sees this much.
+# each gauge, and per engine and finished_reason for the counter; the pure-Python parser only ever sees this
+# much.
 MAX_LINES = 1_000
 MAX_LINE_BYTES = 4_096
 
@@ -46,17 +59,19 @@ class ReadFailure(StrEnum):
     TOO_LARGE = "too_large"
     BAD_RESPONSE = "bad_response"  # not HTTP, chunked or compressed, not UTF-8
     PARSE_ERROR = "parse_error"
-    MISSING = "missing"  # no vllm:num_requests_waiting / _running
-    INVALID_VALUE = "invalid_value"  # NaN, infinite, negative or absurdly large
+    MISSING = "missing"  # no vllm:num_requests_waiting / _running (the counter may be missing)
+    INVALID_VALUE = "invalid_value"  # NaN, infinite, negative or absurdly large (gauges or counter)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:
-    """A reading, or why there is none (`reading` None and `failure` set)."""
+    """A reading, or why there is none (`reading` None and `failure` set). `succeeded`: the pod's
+    vllm:request_success_total summed over its series, None when it does not export it."""
 
     reading: QueueReading | None
     failure: ReadFailure | None = None
     detail: str = ""
+    succeeded: float | None = None
 
     @classmethod
     def failed(cls, failure: ReadFailure, detail: str) -> ReadResult:
@@ -169,25 +184,31 @@ def _lines_naming(body: bytes | bytearray, names: tuple[str, ...]) -> list[bytes
 
 
 def parse_queue(body: bytes | bytearray) -> ReadResult:
-    """Sum `vllm:num_requests_waiting` and `vllm:num_requests_running` over their label sets (engines)."""
-    # A sample or TYPE/HELP line of the two gauges starts with (or names) them; label values cannot hold
-    # a raw newline, so keeping those lines keeps the two families whole and the parser's work small.
-    lines = _lines_naming(body, (WAITING, RUNNING))
+    """Sum `vllm:num_requests_waiting` and `vllm:num_requests_running` over their label sets (engines), and
+    `vllm:request_success_total` over its label sets if the pod exports it."""
+    # A sample or TYPE/HELP line of the gauges or the counter starts with (or names) them; label values
+    # cannot hold a raw newline, so keeping those lines keeps the families whole and the parser's work small.
+    names = (WAITING, RUNNING, SUCCEEDED)
+    lines = _lines_naming(body, names)
     if lines is None:
         return ReadResult.failed(
             ReadFailure.TOO_LARGE,
-            f"more than {MAX_LINES} lines, or one over {MAX_LINE_BYTES} bytes, name the queue gauges",
+            f"more than {MAX_LINES} lines, or one over {MAX_LINE_BYTES} bytes, name the queue metrics",
         )
     try:
         wanted = "".join(line.decode("utf-8") + "\n" for line in lines)
     except UnicodeDecodeError:
         return ReadResult.failed(ReadFailure.BAD_RESPONSE, "not UTF-8")
     totals: dict[str, float] = {}
+    odd_counts: list[float] = []  # series of the counter no counter can have (each one, not only the sum)
     try:
         for family in text_string_to_metric_families(wanted):
             for sample in family.samples:
-                if sample.name in (WAITING, RUNNING):
-                    totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+                if sample.name in names:
+                    value = float(sample.value)
+                    totals[sample.name] = totals.get(sample.name, 0.0) + value
+                    if sample.name == SUCCEEDED and not (math.isfinite(value) and value >= 0):
+                        odd_counts.append(value)
     except Exception as exc:  # the parser raises ValueError, IndexError, KeyError... on garbage
         return ReadResult.failed(ReadFailure.PARSE_ERROR, f"{type(exc).__name__}: {exc}")
     missing = [name for name in (WAITING, RUNNING) if name not in totals]
@@ -199,4 +220,8 @@ def parse_queue(body: bytes | bytearray) -> ReadResult:
         return ReadResult.failed(
             ReadFailure.INVALID_VALUE, f"waiting {reading.waiting:g}, running {reading.running:g}"
         )
-    return ReadResult(reading=reading)
+    succeeded = totals.get(SUCCEEDED)
+    if succeeded is not None and (odd_counts or not succeeded <= MAX_COUNT):
+        shown = odd_counts[0] if odd_counts else succeeded
+        return ReadResult.failed(ReadFailure.INVALID_VALUE, f"{SUCCEEDED} {shown:g}")
+    return ReadResult(reading=reading, succeeded=succeeded)
