@@ -455,6 +455,129 @@ async def test_waiting_peak_reports_a_one_read_spike_once_then_resets(
     assert pick(h.scrape(), "greenllm_agent_waiting_requests_peak", uuid=gpu_uuid(0), **labels) == [6.0]
 
 
+ARRIVALS = "greenllm_agent_arrivals_peak"
+POD_LABELS = {"namespace": NS, "pod": "llama-0", "greenmodel": "llama", "node": NODE}
+
+
+def arrivals(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, list[float]]:
+    """The arrivals peak of each of the pod's GPUs in one scrape ([] when it has no sample)."""
+    return {gpu_uuid(i): pick(samples, ARRIVALS, uuid=gpu_uuid(i), **POD_LABELS) for i in GPUS}
+
+
+def both(*values: float) -> dict[str, list[float]]:
+    return {gpu_uuid(i): list(values) for i in GPUS}
+
+
+async def test_arrivals_peak_counts_a_burst_once_then_resets(
+    cluster: Cluster, kubelet: KubeletServer, stub: VllmStub, make_agent: Callable[..., Harness]
+) -> None:
+    h = make_agent()
+    await serving(cluster, kubelet, stub)
+    await at_efficient(h, stub)
+    stub.serve(0, running=0, succeeded={"stop": 90, "length": 8, "abort": 2})
+    await h.fast()  # the first read with the counter: nothing to compare with
+    assert arrivals(h.scrape()) == both()
+
+    # 12 requests in the system and 3 more finished: 15 arrived in one read.
+    stub.serve(10, running=2, succeeded={"stop": 92, "length": 9, "abort": 2})
+    await h.fast()
+    assert h.limit() == BURST_MW  # the fast tier itself goes on as before
+    stub.serve(8, running=4, succeeded={"stop": 93, "length": 9, "abort": 2})  # 1 arrived, 1 finished
+    await h.fast()
+    first = h.scrape()
+    assert arrivals(first) == both(15.0)
+    types = {
+        f.name: f.type
+        for f in text_string_to_metric_families(generate_latest(h.agent.metrics.registry).decode())
+    }
+    assert types[ARRIVALS] == "gauge"
+
+    await h.fast()  # nothing arrived, nothing finished
+    assert arrivals(h.scrape()) == both(0.0)  # reset by the scrape: not the 15 again
+    assert arrivals(h.scrape()) == both()  # no read since the last scrape: no estimate, no sample
+
+
+async def test_arrivals_unknown_across_a_counter_reset_or_a_failed_read(
+    cluster: Cluster, kubelet: KubeletServer, stub: VllmStub, make_agent: Callable[..., Harness]
+) -> None:
+    h = make_agent()
+    await serving(cluster, kubelet, stub)
+    await at_efficient(h, stub)
+    stub.serve(0, running=0, succeeded={"stop": 500})
+    await h.fast()
+    h.scrape()
+
+    stub.serve(3, running=2, succeeded={"stop": 4})  # vLLM restarted: the counter went down
+    await h.fast()
+    assert arrivals(h.scrape()) == both()  # no estimate, and certainly not 5 - 496
+    stub.serve(3, running=2, succeeded={"stop": 6})  # the restarted server is the reference now
+    await h.fast()
+    assert arrivals(h.scrape()) == both(2.0)
+
+    stub.status = 503  # a failed read forgets the previous one
+    await h.fast()
+    stub.serve(9, running=2, succeeded={"stop": 10})
+    await h.fast()
+    assert arrivals(h.scrape()) == both()  # not 4 + 6 over two reads
+    stub.serve(9, running=2, succeeded={"stop": 11})
+    await h.fast()
+    assert arrivals(h.scrape()) == both(1.0)
+    failures = h.metric(
+        "greenllm_agent_fast_tier_read_failures_total", uuid=gpu_uuid(0), reason="http_status"
+    )
+    assert failures == [1.0]
+
+
+async def test_requests_finishing_are_no_arrivals(
+    cluster: Cluster, kubelet: KubeletServer, stub: VllmStub, make_agent: Callable[..., Harness]
+) -> None:
+    h = make_agent()
+    await serving(cluster, kubelet, stub)
+    await at_efficient(h, stub)
+    stub.serve(6, running=4, succeeded={"stop": 50})
+    await h.fast()
+    stub.serve(1, running=4, succeeded={"stop": 53, "length": 2})  # 5 fewer in the system, 5 finished
+    await h.fast()
+    assert arrivals(h.scrape()) == both(0.0)
+    # A read that sees fewer finished than left the system (vLLM's gauges and counter are not one
+    # snapshot): clamped at 0, never negative.
+    stub.serve(0, running=0, succeeded={"stop": 54, "length": 2})
+    await h.fast()
+    assert arrivals(h.scrape()) == both(0.0)
+
+
+async def test_a_pod_without_the_counter_switches_as_before_and_exports_no_arrivals(
+    cluster: Cluster, kubelet: KubeletServer, stub: VllmStub, make_agent: Callable[..., Harness]
+) -> None:
+    h = make_agent()
+    await serving(cluster, kubelet, stub)
+    await at_efficient(h, stub)  # the stub's answers have no vllm:request_success_total
+    stub.serve(4)
+    await h.fast()
+    assert h.limit() == BURST_MW
+    stub.serve(0)
+    for _ in range(int(HOLD_S)):
+        await h.fast()
+    assert h.limit() == EFFICIENT_MW
+    samples = h.scrape()
+    assert pick(samples, "greenllm_agent_waiting_requests_peak", uuid=gpu_uuid(0), **POD_LABELS) == [4.0]
+    assert pick(samples, ARRIVALS) == []
+    assert pick(samples, "greenllm_agent_fast_tier_read_failures_total") == []
+
+    # The counter appears (an upgraded vLLM), disappears and comes back: an estimate needs two reads in a
+    # row that have it.
+    stub.serve(0, running=1, succeeded={"stop": 7})
+    await h.fast()
+    stub.serve(0, running=1)
+    await h.fast()
+    stub.serve(0, running=3, succeeded={"stop": 9})
+    await h.fast()
+    assert pick(h.scrape(), ARRIVALS) == []
+    stub.serve(0, running=3, succeeded={"stop": 10})
+    await h.fast()
+    assert arrivals(h.scrape()) == both(1.0)
+
+
 # ---------------------------------------------------------------------------------------------- departure
 
 
@@ -464,6 +587,9 @@ async def test_pod_leaving_restores_defaults_and_drops_the_fast_tier(
     h = make_agent()
     await serving(cluster, kubelet, stub)
     await at_efficient(h, stub)
+    for finished in (10, 12):  # an arrivals peak nobody scraped yet
+        stub.serve(1, succeeded={"stop": finished})
+        await h.fast()
     stub.stop()  # vLLM stops with its pod: no Event for a pod that is leaving
     await h.fast()
     await cluster.delete_pod("llama-0")
@@ -476,6 +602,7 @@ async def test_pod_leaving_restores_defaults_and_drops_the_fast_tier(
     assert h.limits()[0] == DEFAULT_MW
     samples = h.scrape()
     assert pick(samples, "greenllm_agent_waiting_requests_peak") == []
+    assert pick(samples, ARRIVALS) == []
     assert pick(samples, "greenllm_agent_fast_tier_seconds_total") == []
     assert cluster.events(UNREADABLE) == []
 

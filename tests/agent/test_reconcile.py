@@ -14,8 +14,10 @@ from greenllm.agent.gpu import GpuErrorKind, SimulatedBackend, simulated_h100
 from greenllm.agent.kube import ClusterView, NodePod
 from greenllm.agent.ownership import GreenModelRef, GreenModelSetting
 from greenllm.agent.podresources import DeviceAllocation, PodDevices
-from greenllm.agent.reconcile import Action, Policy, Reconciler
+from greenllm.agent.reconcile import Action, FastGpu, FastPod, Policy, Reconciler
 from greenllm.agent.state import StateStore
+from greenllm.core.fasttier import FastTier, QueueReading
+from greenllm.core.performance import PowerSetting
 from greenllm.core.power import Backoff, HoldPolicy, Requested
 from tests.agent.conftest import gpu_uuid
 
@@ -272,3 +274,25 @@ def test_failed_clock_lock_is_redone_even_when_the_limit_went_through(tmp_path: 
     clock.now += 11
     assert reconciler.reconcile(view(300.0, 1770), [POD]).gpus[0].action is Action.APPLIED
     assert backend.state(gpu_uuid(0))["locked_clock_mhz"] == 1770
+
+
+def test_fast_gpu_arrivals_per_pod() -> None:
+    tier = FastTier(efficient=PowerSetting(limit_w=300.0), burst=PowerSetting(limit_w=600.0))
+    a, b = FastPod("serving/llama-0", "10.0.0.1", 8000), FastPod("serving/llama-1", "10.0.0.2", 8000)
+    fast = FastGpu(gpu=simulated_h100(0, gpu_uuid(0)), owner=GM, pods=(a, b), tier=tier, since=0.0)
+
+    def q(in_system: float) -> QueueReading:
+        return QueueReading(waiting=in_system - 1, running=1)
+
+    assert fast.arrivals(a.key, q(1), 10.0) is None  # nothing to compare with
+    assert fast.arrivals(b.key, q(5), 0.0) is None  # each pod (time-sliced GPU) its own
+    assert fast.arrivals(a.key, q(4), 12.0) == 5.0  # 3 more in the system, 2 finished
+    assert fast.arrivals(b.key, q(5), 0.0) == 0.0
+    assert fast.arrivals(a.key, q(1), 13.0) == 0.0  # 3 fewer, 1 finished: clamped, never negative
+    assert fast.arrivals(a.key, q(2), 1.0) is None  # the counter went down: vLLM restarted
+    assert fast.arrivals(a.key, q(3), 1.0) == 1.0
+    assert fast.arrivals(a.key, None, None) is None  # a failed read
+    assert fast.arrivals(a.key, q(9), 2.0) is None  # starts afresh
+    assert fast.arrivals(a.key, q(9), None) is None  # no counter
+    assert fast.arrivals(a.key, q(9), 3.0) is None
+    assert fast.arrivals(b.key, q(7), 1.0) == 3.0  # b unaffected by a's gaps

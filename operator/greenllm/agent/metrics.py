@@ -5,8 +5,12 @@ enforced / default limit W, locked clock MHz, last error, and role. Served from 
 a collector, so a scrape never touches the GPU.
 
 Fast tier, per GPU with the same labels: seconds in each setting (`mode`), switches, failed reads of its pod's
-metrics (`reason`), the mode in force, and `greenllm_agent_waiting_requests_peak`: the most requests waiting
-read on the pod since the previous scrape (reset by each collect, so a 15 s scrape sees a 1 s spike). The
+metrics (`reason`), the mode in force, `greenllm_agent_waiting_requests_peak`: the most requests waiting
+read on the pod since the previous scrape (reset by each collect, so a 15 s scrape sees a 1 s spike; with no
+read since, the last value read), and `greenllm_agent_arrivals_peak`: the most requests that arrived at the
+pod between two consecutive reads since the previous scrape (reset by each collect; with no estimate since,
+no sample: an arrival count belongs to the interval it was measured over, and repeating it would report a
+burst nobody saw). Unlike the waiting peak it does not shrink when more replicas absorb the same burst. The
 labels `namespace` and `pod` are the serving pod's: the chart's ServiceMonitor / PodMonitor set
 honorLabels: true so that Prometheus keeps them rather than the agent pod's own.
 """
@@ -39,6 +43,7 @@ class _State:
     last_cycle_at: float | None = None
     fast: tuple[_FastSample, ...] = ()
     peaks: dict[tuple[str, str], _Peak] = field(default_factory=dict)  # (uuid, pod key) -> waiting
+    arrivals: dict[tuple[str, str], _Peak] = field(default_factory=dict)  # (uuid, pod key) -> arrivals
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,7 @@ class _FastSample:
 class _Peak:
     labels: tuple[str, ...]
     last: float
-    peak: float | None = None  # largest since the last collect; None: no read since
+    peak: float | None = None  # largest since the last collect; None: no value since
 
 
 class AgentMetrics(Collector):
@@ -95,8 +100,14 @@ class AgentMetrics(Collector):
                     key = (gpu.uuid, gpu.error)
                     s.errors[key] = s.errors.get(key, 0) + 1
 
-    def fast_tier(self, gpus: list[FastGpu], waiting: Iterable[tuple[str, str, float]]) -> None:
-        """The fast-tier GPUs now, and the requests waiting just read per (uuid, pod key)."""
+    def fast_tier(
+        self,
+        gpus: list[FastGpu],
+        waiting: Iterable[tuple[str, str, float]],
+        arrivals: Iterable[tuple[str, str, float]] = (),
+    ) -> None:
+        """The fast-tier GPUs now, and the requests waiting just read and the requests that arrived since the
+        previous read, per (uuid, pod key)."""
         samples = []
         for fast in gpus:
             keys = [p.key for p in fast.pods]
@@ -121,17 +132,28 @@ class AgentMetrics(Collector):
         with self._lock:
             s = self._state
             s.fast = tuple(samples)
-            s.peaks = {k: v for k, v in s.peaks.items() if k in owners}
-            for uuid, pod, value in waiting:
-                if (uuid, pod) not in owners:
-                    continue
-                namespace, name = pod.split("/", 1)
-                peak = s.peaks.setdefault(
-                    (uuid, pod),
-                    _Peak(labels=(uuid, self.node, name, namespace, owners[uuid, pod]), last=value),
-                )
-                peak.last = value
-                peak.peak = value if peak.peak is None else max(peak.peak, value)
+            s.peaks = self._note_peaks(s.peaks, owners, waiting)
+            s.arrivals = self._note_peaks(s.arrivals, owners, arrivals)
+
+    def _note_peaks(
+        self,
+        peaks: dict[tuple[str, str], _Peak],
+        owners: dict[tuple[str, str], str],
+        values: Iterable[tuple[str, str, float]],
+    ) -> dict[tuple[str, str], _Peak]:
+        """`peaks` of the (uuid, pod key)s still on the fast tier, raised by `values`."""
+        peaks = {k: v for k, v in peaks.items() if k in owners}
+        for uuid, pod, value in values:
+            if (uuid, pod) not in owners:
+                continue
+            namespace, name = pod.split("/", 1)
+            peak = peaks.setdefault(
+                (uuid, pod),
+                _Peak(labels=(uuid, self.node, name, namespace, owners[uuid, pod]), last=value),
+            )
+            peak.last = value
+            peak.peak = value if peak.peak is None else max(peak.peak, value)
+        return peaks
 
     def gpus_changed(self, reports: list[GpuReport]) -> None:
         """Count changes made outside a cycle (start-up and shutdown restores)."""
@@ -195,7 +217,7 @@ class AgentMetrics(Collector):
             yield from self._fast_metrics(s)
 
     def _fast_metrics(self, s: _State) -> Iterator[Metric]:
-        """Called with the lock held; resets the waiting peaks."""
+        """Called with the lock held; resets the waiting and arrivals peaks."""
         seconds = CounterMetricFamily(
             "greenllm_agent_fast_tier_seconds",
             "Seconds a GPU spent at each fast-tier setting (mode efficient or burst)",
@@ -233,7 +255,17 @@ class AgentMetrics(Collector):
         for entry in s.peaks.values():
             peak.add_metric(list(entry.labels), entry.last if entry.peak is None else entry.peak)
             entry.peak = None
-        yield from (seconds, switches, failures, mode, peak)
+        arrivals = GaugeMetricFamily(
+            "greenllm_agent_arrivals_peak",
+            "Most requests that arrived at the pod between two consecutive reads (about a second) since the "
+            "last scrape",
+            labels=GPU_LABELS,
+        )
+        for entry in s.arrivals.values():
+            if entry.peak is not None:  # no estimate since the last scrape: no sample (not the last one)
+                arrivals.add_metric(list(entry.labels), entry.peak)
+            entry.peak = None
+        yield from (seconds, switches, failures, mode, peak, arrivals)
 
     def _gpu_metrics(self, report: CycleReport) -> Iterator[Metric]:
         def gauge(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:

@@ -124,6 +124,25 @@ class FastGpu:
     seconds: dict[Mode, float] = field(default_factory=lambda: dict.fromkeys(Mode, 0.0))
     switches: int = 0  # changes of the applied mode
     failures: dict[str, int] = field(default_factory=dict)  # read failure reason -> count
+    # pod key -> (waiting + running, vllm:request_success_total) at the pod's previous read, if that read
+    # succeeded and had the counter: what `arrivals` compares the next read with
+    counted: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def arrivals(self, pod: str, reading: QueueReading | None, succeeded: float | None) -> float | None:
+        """Requests that arrived at `pod` since its previous read: the change of the requests in the
+        system (waiting + running) plus the requests finished in between (the increase of the success
+        counter), at least 0. None when unknown: no previous good read with the counter (the first read, or
+        the previous one failed or lacked the counter), this read failed or lacks the counter, or the
+        counter went down (vLLM restarted). Remembers this read for the next one either way."""
+        if reading is None or succeeded is None:
+            self.counted.pop(pod, None)  # the next good read starts afresh, never spans a gap
+            return None
+        in_system = reading.waiting + reading.running
+        previous = self.counted.get(pod)
+        self.counted[pod] = (in_system, succeeded)
+        if previous is None or succeeded < previous[1]:
+            return None
+        return max(0.0, (in_system - previous[0]) + (succeeded - previous[1]))
 
     def account(self, now: float) -> None:
         """Add the time since the last call to the mode in force."""
@@ -363,6 +382,7 @@ class Reconciler:
                 )
             return report
         fast.pods = pods
+        fast.counted = {k: v for k, v in fast.counted.items() if k in {p.key for p in pods}}
         switch = replace(self.policy.hold, min_hold_s=0.0)  # within the pair: the rule's hold only
         held = ""
         if setting.fast != fast.tier:

@@ -5,8 +5,9 @@ Signals only set a flag; the restore on SIGTERM happens here, in the main loop, 
 Two loops share one Reconciler under one lock: the reconcile cycle (`interval_s`, reads the cluster and the
 kubelet) and the fast loop (`fast_interval_s`, about once a second): it reads the vLLM metrics of the pods on
 fast-tier GPUs (in parallel, outside the lock, each read bounded in time and size) and hands each GPU's
-reading to `Reconciler.fast_step`. Events about unreadable pods are queued by the fast loop and posted by the
-cycle, so a slow API server never stalls the fast loop, and a pod that has left by then gets none.
+reading to `Reconciler.fast_step`, and each pod's waiting requests and arrivals since its previous read
+(`FastGpu.arrivals`) to the metrics. Events about unreadable pods are queued by the fast loop and posted by
+the cycle, so a slow API server never stalls the fast loop, and a pod that has left by then gets none.
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ class Agent:
         now = self._clock()
         reports = []
         waiting: list[tuple[str, str, float]] = []
+        arrivals: list[tuple[str, str, float]] = []
         with self._lock:
             if self.reconciler is None:
                 return []
@@ -206,10 +208,13 @@ class Agent:
                 for pod, result in zip(fast_pods, read, strict=True):
                     if result.reading is not None:
                         waiting.append((uuid, pod.key, result.reading.waiting))
+                    arrived = fast.arrivals(pod.key, result.reading, result.succeeded)
+                    if arrived is not None:
+                        arrivals.append((uuid, pod.key, arrived))
                 report = self.reconciler.fast_step(uuid, _combined(read), now)
                 if report is not None:
                     reports.append(report)
-            self.metrics.fast_tier(list(self.reconciler.fast.values()), waiting)
+            self.metrics.fast_tier(list(self.reconciler.fast.values()), waiting, arrivals)
             self.metrics.gpus_changed(reports)
             for key, pod in pods.items():
                 self._health_of(pod, owners[key], results[key], now)
