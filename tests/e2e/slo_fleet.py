@@ -42,6 +42,7 @@ class SloSeries:
     tpot: Mix = ((0.02, 1.0),)
     tpot_histogram: bool = True  # False: a vLLM without the per-request TPOT histogram
     peak_waiting: dict[str, float] | None = None  # GPU -> the agent's gauge; None = no agent on the node
+    peak_arrivals: dict[str, float] | None = None  # GPU -> the agent's arrivals gauge; None = not exported
     greenmodel: str = "llama"
     # Cumulative histogram state, advanced by `advance`.
     ttft_buckets: list[float] = field(default_factory=lambda: [0.0] * len(VLLM_TTFT_BUCKETS_S))
@@ -114,6 +115,11 @@ class SloFleet(FakeFleet):
             "Most requests waiting since the last scrape",
             labels=agent,
         )
+        arrivals = GaugeMetricFamily(
+            "greenllm_agent_arrivals_peak",
+            "Most requests that arrived at the pod between two consecutive reads since the last scrape",
+            labels=agent,
+        )
         for s in self.slo.values():
             labels = ["model", "0", s.namespace, s.pod]
             _histogram(ttft, labels, VLLM_TTFT_BUCKETS_S, s.ttft_buckets, s.requests, s.ttft_sum)
@@ -121,4 +127,6 @@ class SloFleet(FakeFleet):
                 _histogram(tpot, labels, VLLM_TPOT_BUCKETS_S, s.tpot_buckets, s.requests, s.tpot_sum)
             for gpu, value in (s.peak_waiting or {}).items():
                 peak.add_metric([s.namespace, s.pod, s.greenmodel, gpu, "node-1"], value)
-        yield from (ttft, tpot, peak)
+            for gpu, value in (s.peak_arrivals or {}).items():
+                arrivals.add_metric([s.namespace, s.pod, s.greenmodel, gpu, "node-1"], value)
+        yield from (ttft, tpot, peak, arrivals)

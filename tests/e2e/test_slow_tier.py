@@ -92,7 +92,14 @@ async def setup(
             PodSeries(ns, pod, f"GPU-{ns}", power_w=400.0, tokens_per_request=TOKENS_PER_REQUEST, **LOW)
         )
         fake.set_slo(
-            SloSeries(ns, pod, requests_per_s=requests_per_s, ttft=ON_TIME, peak_waiting={"GPU-0": 0.0})
+            SloSeries(
+                ns,
+                pod,
+                requests_per_s=requests_per_s,
+                ttft=ON_TIME,
+                peak_waiting={"GPU-0": 0.0},
+                peak_arrivals={"GPU-0": 0.0},
+            )
         )
     operator = operator_factory("greenllm.controller.handlers")
     await operator.start()
@@ -135,13 +142,14 @@ async def replicas_of(client: KubeClient, namespace: str) -> int:
 
 
 async def grow_queue(fleet: SloFleet, namespace: str, pod: str) -> None:
-    """The queue builds up by 5 requests every half second to PEAK_QUEUE and stays there; the agent's
-    gauge follows it (its peak since the last scrape is the queue now: the queue only grows)."""
+    """A burst: the queue builds up by 5 requests every half second to PEAK_QUEUE and stays there; the
+    agent's gauges follow it (the queue only grows, so its peak since the last scrape is the queue now, and
+    the burst's arrivals between two reads are as large)."""
     waiting = 0.0
     while True:
         waiting = min(waiting + 5.0, PEAK_QUEUE)
         fleet.update(pod, waiting=waiting)
-        fleet.update_slo(namespace, pod, peak_waiting={"GPU-0": waiting})
+        fleet.update_slo(namespace, pod, peak_waiting={"GPU-0": waiting}, peak_arrivals={"GPU-0": waiting})
         await asyncio.sleep(0.5)
 
 
@@ -169,6 +177,7 @@ async def test_a_queue_keeps_a_warm_floor_after_it_drains(setup: dict[str, Any],
             queued,
             lambda s: (
                 (observed(s, "peakWaitingRequests") or 0) >= PEAK_QUEUE
+                and (observed(s, "peakArrivals") or 0) >= PEAK_QUEUE
                 and (observed(s, "attainment") or 1.0) < 0.99
                 and (s.get("replicas") or 0) > 1
             ),
@@ -182,7 +191,7 @@ async def test_a_queue_keeps_a_warm_floor_after_it_drains(setup: dict[str, Any],
 
     # The queue drains and every new request is on time again.
     fake.update(pod, waiting=0.0)
-    fake.update_slo(queued, pod, ttft=ON_TIME, peak_waiting={"GPU-0": 0.0})
+    fake.update_slo(queued, pod, ttft=ON_TIME, peak_waiting={"GPU-0": 0.0}, peak_arrivals={"GPU-0": 0.0})
     drained_at = time.time()
     window = parse_duration(green_model(queued)["spec"]["scaling"]["scaleDownStabilization"])
     # Past the down-window and the rate window, with a few ticks to spare: the live signals are calm.
@@ -196,7 +205,8 @@ async def test_a_queue_keeps_a_warm_floor_after_it_drains(setup: dict[str, Any],
 
     assert st["replicas"] > calm_st["replicas"], (
         f"queued fleet fell from {busy_replicas} to {st['replicas']}: the window's peak queue "
-        f"({observed(st, 'peakWaitingRequests')}) and attainment ({observed(st, 'attainment')}) kept no floor"
+        f"({observed(st, 'peakWaitingRequests')}), its largest burst ({observed(st, 'peakArrivals')}) and "
+        f"attainment ({observed(st, 'attainment')}) kept no floor"
     )
     assert await replicas_of(client, queued) == st["replicas"]
     assert calm_st["replicas"] == await replicas_of(client, calm) == 1

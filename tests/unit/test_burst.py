@@ -238,7 +238,7 @@ def floor(
         state,
         now,
         attainment=attainment,
-        peak_waiting=peak,
+        peak_arrivals=peak,
         prompt_tokens_per_request=tokens,
         burst_prefill_tokens_per_s=rate,
         hold_s=HOLD_S,
@@ -249,7 +249,7 @@ def floor(
 T0 = 1_700_000_000.0  # epoch seconds, as the operator passes them
 
 
-def test_the_floor_prefills_the_peak_queue_within_the_ttft() -> None:
+def test_the_floor_prefills_the_peak_burst_within_the_ttft() -> None:
     # 10 requests of 2,000 tokens at 5,000 tokens/s within 2 s: exactly 2 replicas; 11 need a third.
     assert floor(FloorState(), T0, None)[0] == 2
     assert floor(FloorState(), T0, None, peak=11.0)[0] == 3
@@ -263,7 +263,7 @@ def test_the_floor_is_capped_at_replicas_max() -> None:
 
 
 @pytest.mark.parametrize(("peak", "rate"), [(None, 5000.0), (0.0, 5000.0), (10.0, 0.0)])
-def test_no_floor_without_a_queue_or_a_rate(peak: float | None, rate: float) -> None:
+def test_no_floor_without_a_burst_or_a_rate(peak: float | None, rate: float) -> None:
     assert floor(FloorState(margin=2.0), T0, 0.5, peak=peak, rate=rate)[0] == 0
 
 
@@ -273,22 +273,22 @@ def test_no_attainment_leaves_the_margin_alone() -> None:
     assert (after.margin, after.raised_at, after.lowered_at) == (2.0, state.raised_at, None)
 
 
-def test_the_margin_rises_at_once_by_the_overspent_share_of_the_budget() -> None:
-    # Target 99%: a 1% budget. 98.5% overspends half of it: x1.5.
+def test_the_margin_rises_at_once_by_the_overspent_share_of_a_headroom_step() -> None:
+    # Target 99%: a 1% budget. 98.5% overspends half of it: x(1 + 0.5 x 0.2) = x1.1.
     replicas, state = floor(FloorState(), T0, 0.985)
-    assert state.margin == pytest.approx(1.5) and state.raised_at == T0
-    assert replicas == 3  # 1.5 x 2
-    # At most doubling however far under.
-    assert floor(FloorState(), T0, 0.5)[1].margin == pytest.approx(2.0)
+    assert state.margin == pytest.approx(1.1) and state.raised_at == T0
+    assert replicas == 3  # ceil(1.1 x 2)
+    # At most one headroom step however far under.
+    assert floor(FloorState(), T0, 0.5)[1].margin == pytest.approx(1.2)
 
 
 def test_the_margin_rises_no_more_than_once_per_hold() -> None:
     _, state = floor(FloorState(), T0, 0.985)
     _, same = floor(state, T0 + HOLD_S - 1.0, 0.98)  # still falling, but within the hold
-    assert same.margin == pytest.approx(1.5) and same.raised_at == T0
+    assert same.margin == pytest.approx(1.1) and same.raised_at == T0
     _, again = floor(same, T0 + HOLD_S, 0.975)
-    assert again.margin == pytest.approx(3.0) and again.raised_at == T0 + HOLD_S
-    _, capped = floor(again, T0 + 2 * HOLD_S, 0.97)
+    assert again.margin == pytest.approx(1.1 * 1.2) and again.raised_at == T0 + HOLD_S
+    _, capped = floor(FloorState(margin=3.9), T0, 0.5)
     assert capped.margin == MAX_MARGIN
 
 
@@ -298,8 +298,9 @@ def test_the_margin_rises_only_while_attainment_keeps_falling() -> None:
     assert recovering.margin == state.margin
 
 
-def test_the_margin_falls_slowly_once_attainment_recovers() -> None:
-    # Met with room to spare and no longer falling: one headroom step (x1/1.2) per hold.
+def test_the_margin_falls_slowly_while_under_half_the_budget_is_spent() -> None:
+    # At or above 99.5 % (half the 1 % budget left) and no longer falling: one headroom step (x1/1.2) per
+    # hold.
     state = FloorState(margin=3.0, raised_at=T0, last_attainment=0.995)
     _, held = floor(state, T0 + HOLD_S - 1.0, 0.999)
     assert held.margin == 3.0 and held.lowered_at is None
@@ -314,6 +315,12 @@ def test_the_margin_falls_slowly_once_attainment_recovers() -> None:
 def test_the_margin_holds_while_attainment_is_under_target() -> None:
     state = FloorState(margin=3.0, raised_at=T0, last_attainment=0.97)
     _, after = floor(state, T0 + 10 * HOLD_S, 0.98)  # recovering, but still missing the target
+    assert after.margin == 3.0 and after.lowered_at is None
+
+
+def test_the_margin_holds_while_more_than_half_the_budget_is_spent() -> None:
+    state = FloorState(margin=3.0, raised_at=T0, last_attainment=0.992)
+    _, after = floor(state, T0 + 10 * HOLD_S, 0.994)  # met and recovering, but 0.6 % of 1 % spent
     assert after.margin == 3.0 and after.lowered_at is None
 
 
@@ -338,8 +345,8 @@ def test_no_raise_while_a_larger_floor_is_still_coming_up() -> None:
     _, early = floor(state, T0 + HOLD_S - 1.0, 0.98)  # its pods may still be starting
     assert early.margin == 1.0 and early.raised_at is None
     _, later = floor(early, T0 + HOLD_S, 0.975)
-    assert later.margin == pytest.approx(2.0) and later.raised_at == T0 + HOLD_S
-    assert later.floor == 4 and later.floor_grew_at == T0 + HOLD_S
+    assert later.margin == pytest.approx(1.2) and later.raised_at == T0 + HOLD_S
+    assert later.floor == 3 and later.floor_grew_at == T0 + HOLD_S
 
 
 def test_the_request_size_is_smoothed_over_the_hold() -> None:

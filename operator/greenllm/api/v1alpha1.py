@@ -289,6 +289,10 @@ class Observed(_Model):
     attainment: float | None = Field(
         default=None, description="Share of requests within both SLOs over the attainment window."
     )
+    peak_arrivals: float | None = Field(
+        default=None,
+        description="Most requests that arrived within about a second (fast-tier reads) over the window.",
+    )
     peak_waiting_requests: float | None = Field(
         default=None, description="Most requests waiting at once (fast-tier gauge) over the burst window."
     )

@@ -124,6 +124,13 @@ DEFAULT_QUERIES: dict[str, str] = {
     "attainment": _ATTAINMENT,
     # The node agent's per-GPU gauge: the most requests its pod had waiting since the agent's last scrape.
     # The highest of the window per pod (a pod's GPUs repeat its value), summed over the pods.
+    # The node agent's per-GPU gauge of the most requests that arrived at its pod between two reads (about
+    # a second) since its last scrape. Summed over the pods at each scrape (a pod's GPUs repeat its value),
+    # then the highest such sum of the window: the largest burst the fleet saw, whatever its size then.
+    "peak_arrivals": (
+        "max_over_time(sum(max by (pod) (greenllm_agent_arrivals_peak"
+        f"{_POD}))[{{attainment_window}}:])"
+    ),
     "peak_waiting_requests": (
         "sum(max by (pod) (max_over_time(greenllm_agent_waiting_requests_peak"
         f"{_POD}[{{attainment_window}}])))"
@@ -140,10 +147,10 @@ def fill(template: str, values: Mapping[str, str]) -> str:
 
 DEMAND_QUERIES = ("prompt_tokens_per_s", "output_tokens_per_s")
 LOAD_QUERIES = ("requests_per_s", "requests_waiting", "requests_running", "tpot_p90_ms", "ttft_p90_ms")
-SLO_QUERIES = ("attainment", "peak_waiting_requests")
+SLO_QUERIES = ("attainment", "peak_waiting_requests", "peak_arrivals")
 # Answers that are a share (in [0, 1]) or a count (>= 0): anything else is garbage, hence unknown.
 _SHARES = ("attainment",)
-_COUNTS = ("peak_waiting_requests",)
+_COUNTS = ("peak_waiting_requests", "peak_arrivals")
 
 
 def pod_regex(deployment: str) -> str:
@@ -290,6 +297,7 @@ def observe(
         ttft_p90_ms=values.get("ttft_p90_ms"),
         attainment=values.get("attainment"),
         peak_waiting_requests=values.get("peak_waiting_requests"),
+        peak_arrivals=values.get("peak_arrivals"),
     )
 
 

@@ -2,17 +2,20 @@
 
 Replicas take a minute to start, so a fleet sized for the last minute's rate meets every burst after a
 quiet spell with too few replicas (the 1-s load of the Azure code trace is up to 9x its 1-minute mean).
-The slow tier therefore keeps a *warm floor*: enough replicas to prefill the largest queue the fast tier
-saw within `slo.attainmentWindow` inside the TTFT SLO, at the burst setting,
+The slow tier therefore keeps a *warm floor*: enough replicas to prefill the largest burst the node agent
+saw arrive within `slo.attainmentWindow` inside the TTFT SLO, at the burst setting,
 
-    floor = ceil(margin x peak waiting requests x prompt tokens per request / (burst prefill rate x TTFT)),
+    floor = ceil(margin x peak arrivals x prompt tokens per request / (burst prefill rate x TTFT)).
 
-and an error budget steers the margin: when the attainment measured over the same window (vLLM's TTFT and
-TPOT histograms) falls under `slo.attainment`, the margin rises at once by the share of the error budget
-that was overspent (at most doubling, once per hold, only while attainment is still falling and no
-larger floor is still coming up); it falls back one headroom step per `scaling.scaleDownStabilization`
-while attainment meets the target and is not falling. No constant of this rule comes from a trace: the
-window, the target, the TTFT SLO and the hold are the spec's, the prefill rate is the energy model's.
+The burst is counted in arrivals (requests reaching the pods between two of the agent's 1-s reads), not
+in the queue it left: a queue shrinks when a larger fleet absorbs the same burst, so a floor sized from it
+lets go of the burst exactly when it has covered it, and misses it the next time. An error budget steers
+the margin (within [1/4, 4]): when the attainment measured over the same window (vLLM's TTFT and TPOT
+histograms) is under `slo.attainment` and still falling, and no larger floor is still coming up, the
+margin rises at once by the overspent share of the budget times `scaling.headroom` (once per
+`scaling.scaleDownStabilization`); while at most half the budget is spent it falls back one headroom step
+per `scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
+the TTFT SLO, the headroom and the hold are the spec's, the prefill rate is the energy model's.
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ def burst_floor(
     now: float,
     *,
     attainment: float | None,
-    peak_waiting: float | None,
+    peak_arrivals: float | None,
     prompt_tokens_per_request: float,
     burst_prefill_tokens_per_s: float,
     hold_s: float,
@@ -228,22 +231,22 @@ def burst_floor(
     if attainment is not None and attainment < target and burning and settled:
         overspent = (target - attainment) / budget
         if raised is None or now - raised >= hold_s:
-            margin = min(margin * (1.0 + min(overspent, 1.0)), MAX_MARGIN)
+            margin = min(margin * (1.0 + min(overspent, 1.0) * spec.scaling.headroom), MAX_MARGIN)
             raised = now
             why.append(f"attainment {attainment:.2%} < {target:.2%}: floor margin raised to {margin:.2f}")
-    elif attainment is not None and attainment >= target and not burning and margin > MIN_MARGIN:
+    elif attainment is not None and attainment >= target + budget / 2.0 and not burning:
         since = max(-math.inf if raised is None else raised, -math.inf if lowered is None else lowered)
-        if now - since >= hold_s:
+        if now - since >= hold_s and margin > MIN_MARGIN:
             margin = max(MIN_MARGIN, margin / (1.0 + spec.scaling.headroom))
             lowered = now
-            why.append(f"attainment {attainment:.2%} meets the target and recovers: margin {margin:.2f}")
+            why.append(f"attainment {attainment:.2%} spends under half the error budget: margin {margin:.2f}")
     replicas = 0
-    if peak_waiting is not None and peak_waiting > 0 and burst_prefill_tokens_per_s > 0:
+    if peak_arrivals is not None and peak_arrivals > 0 and burst_prefill_tokens_per_s > 0:
         ttft_s = spec.slo.ttft_p90_ms / 1000.0
-        work = peak_waiting * size
+        work = peak_arrivals * size
         replicas = math.ceil(margin * work / (burst_prefill_tokens_per_s * ttft_s) - 1e-9)
         why.append(
-            f"warm floor {replicas}: {peak_waiting:.0f} requests waited at once within "
+            f"warm floor {replicas}: {peak_arrivals:.0f} requests arrived within a second at most in "
             f"{spec.slo.attainment_window} (x{margin:.2f} margin, {size:.0f} prompt "
             f"tokens each, prefilled within the TTFT SLO at the burst setting)"
         )

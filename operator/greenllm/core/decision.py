@@ -41,6 +41,10 @@ class Observation:
     # (the node agent's per-GPU peak gauge, summed over the GreenModel's GPUs).
     attainment: float | None = None
     peak_waiting_requests: float | None = None
+    # The most requests that arrived at the pods within one fast-tier read (about a second) in the
+    # attainment window (the agent's arrivals gauge, summed over the pods): the size of the largest
+    # burst, which, unlike a queue, does not shrink when a larger fleet absorbs the burst.
+    peak_arrivals: float | None = None
 
     @property
     def has_demand(self) -> bool:

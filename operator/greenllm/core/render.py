@@ -319,6 +319,7 @@ def observed_status(observation: Observation, stamp: str) -> dict[str, Any]:
         ttft_p90_ms=observation.ttft_p90_ms,
         attainment=None if observation.attainment is None else round(observation.attainment, 6),
         peak_waiting_requests=observation.peak_waiting_requests,
+        peak_arrivals=observation.peak_arrivals,
     )
     return observed.model_dump(by_alias=True, mode="json")
 

@@ -423,7 +423,7 @@ def with_burst_rules(
             before.floor,
             now,
             attainment=observation.attainment,
-            peak_waiting=observation.peak_waiting_requests,
+            peak_arrivals=observation.peak_arrivals,
             prompt_tokens_per_request=per_prompt,
             burst_prefill_tokens_per_s=chunked_prefill_rate(
                 burst_perf, serving_budget(spec, variant, perf), slo_s

@@ -123,6 +123,7 @@ class _Live:
     pod: Pod
     fast: FastState = field(default_factory=FastState)
     peak_waiting: float = 0.0
+    peak_arrivals: int = 0  # most requests routed to it between two fast-tier reads since the scrape
 
     @property
     def variant(self) -> str:
@@ -273,13 +274,16 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         draining = still
         # The fast tier reads every pod once per step.
         waiting_now = running_now = 0.0
-        peak_sum = 0.0
+        peak_sum = arrivals_sum = 0.0
         for x in live.values():
             reading = QueueReading(float(x.server.waiting), float(x.server.running))
             waiting_now += reading.waiting
             running_now += reading.running
             x.peak_waiting = max(x.peak_waiting, reading.waiting)
             peak_sum += x.peak_waiting
+            x.peak_arrivals = max(x.peak_arrivals, x.server.arrived)
+            x.server.arrived = 0
+            arrivals_sum += x.peak_arrivals
             if tier is not None:
                 mode_before = x.fast.mode
                 x.fast = next_mode(tier.rule, x.fast, end, reading)
@@ -325,10 +329,12 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
             requests_completed=totals.completed - served_requests,
             latency=(ttft_ok, ttft_n, tpot_ok, tpot_n),
             waiting_peak=peak_sum,
+            arrivals_peak=arrivals_sum,
         )
         if telemetry.samples and telemetry.samples[-1].time == end:
             for x in live.values():
-                x.peak_waiting = 0.0  # the agent's peak gauge resets when it is scraped
+                x.peak_waiting = 0.0  # the agent's peak gauges reset when they are scraped
+                x.peak_arrivals = 0
         served_prompt, served_output = totals.prompt, totals.output
         served_requests, busy_before = totals.completed, totals.busy_s
         run.power_w[k] = step_energy / dt

@@ -122,6 +122,7 @@ class DecisionLog:
                 "carbon_intensity_g_per_kwh": obs.carbon_intensity_g_per_kwh,
                 "attainment": obs.attainment,
                 "peak_waiting_requests": obs.peak_waiting_requests,
+                "peak_arrivals": obs.peak_arrivals,
             },
         }
 
@@ -240,6 +241,8 @@ def _answer(
     """The value Prometheus would return for the controller's query `name`."""
     if name == "attainment":
         return view.attainment(long_s)
+    if name == "peak_arrivals":
+        return view.max_over_time("arrivals_peak", long_s)
     if name == "peak_waiting_requests":
         return view.max_over_time("waiting_peak", long_s)
     if name in ("power_w", "requests_waiting", "requests_running"):

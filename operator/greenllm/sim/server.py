@@ -59,6 +59,7 @@ class Server:
         "_queued_tokens",
         "_reqs",
         "_slo_s",
+        "arrived",
         "busy_s",
         "clock",
         "completed",
@@ -102,6 +103,7 @@ class Server:
         self.completed = 0
         self.busy_s = 0.0  # time with a prompt or a decode in hand (HPA-style utilization)
         self.routed_free_at = now  # the router's own estimate of when this server's prompts are done
+        self.arrived = 0  # requests routed here since the engine last reset it (the agent's arrivals)
 
     # -- views ------------------------------------------------------------------------------------------
     @property
@@ -134,6 +136,7 @@ class Server:
     def add(self, index: int, at: float) -> None:
         """A request arrives at `at` (>= the server's clock)."""
         self.advance(at)
+        self.arrived += 1
         prompt = self._reqs.prompt[index]
         self._queue.append([float(index), prompt])
         self._queued_tokens += prompt

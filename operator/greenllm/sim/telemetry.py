@@ -37,6 +37,9 @@ class Sample:
     # greenllm_agent_waiting_requests_peak summed over the pods: the most requests that waited at once on
     # each pod since the previous scrape (the fast tier's 1-s reads).
     waiting_peak: float = 0.0
+    # greenllm_agent_arrivals_peak summed over the pods: the most requests that arrived at each pod between
+    # two fast-tier reads since the previous scrape.
+    arrivals_peak: float = 0.0
 
 
 @dataclass(slots=True)
@@ -52,6 +55,7 @@ class _Counters:
     tpot_ok: float = 0.0
     tpot_count: float = 0.0
     waiting_peak: float = 0.0  # reset at every scrape
+    arrivals_peak: float = 0.0  # reset at every scrape
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Telemetry:
         requests_completed: float = 0.0,
         latency: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
         waiting_peak: float = 0.0,
+        arrivals_peak: float = 0.0,
     ) -> None:
         """Advance the exporters by one step ending at `end`; scrape if a scrape falls due. `latency` is
         (TTFT within SLO, TTFT count, TPOT within SLO, TPOT count) of this step's requests."""
@@ -101,6 +106,7 @@ class Telemetry:
         c.tpot_ok += latency[2]
         c.tpot_count += latency[3]
         c.waiting_peak = max(c.waiting_peak, waiting_peak)
+        c.arrivals_peak = max(c.arrivals_peak, arrivals_peak)
         c.prompt += prompt_served
         c.generation += output_served
         c.energy_j += energy_j
@@ -128,9 +134,11 @@ class Telemetry:
                     tpot_ok_total=c.tpot_ok,
                     tpot_count_total=c.tpot_count,
                     waiting_peak=c.waiting_peak,
+                    arrivals_peak=c.arrivals_peak,
                 )
             )
             c.waiting_peak = 0.0
+            c.arrivals_peak = 0.0
             self._times.append(end)
             while self._next_scrape <= end + 1e-9:
                 self._next_scrape += self.scrape_interval_s
