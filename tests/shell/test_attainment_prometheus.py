@@ -48,7 +48,24 @@ def prometheus() -> Iterator[tuple[SloFleet, metrics.Query]]:
     peak_a = SloSeries("queue", POD.format("aaaaa"), peak_waiting={"GPU-0": 7.0, "GPU-1": 7.0})
     peak_b = SloSeries("queue", POD.format("bbbbb"), peak_waiting={"GPU-2": 3.0})
     other = SloSeries("queue", "other-6b7c8d9f5-zzzzz", peak_waiting={"GPU-3": 100.0})
-    for series in (mixed, fast, slow, bad, no_tpot, idle, peak_a, peak_b, other):
+    # The arrivals gauge, likewise (its own namespace: the same pods' series would mix the two tests).
+    burst_a = SloSeries("burst", POD.format("aaaaa"), peak_arrivals={"GPU-0": 20.0, "GPU-1": 20.0})
+    burst_b = SloSeries("burst", POD.format("bbbbb"), peak_arrivals={"GPU-2": 5.0})
+    burst_other = SloSeries("burst", "other-6b7c8d9f5-zzzzz", peak_arrivals={"GPU-3": 500.0})
+    for series in (
+        mixed,
+        fast,
+        slow,
+        bad,
+        no_tpot,
+        idle,
+        peak_a,
+        peak_b,
+        other,
+        burst_a,
+        burst_b,
+        burst_other,
+    ):
         fleet.set_slo(series)
     exporter = Exporter(fleet)
     server = PrometheusServer(exporter.port)
@@ -144,3 +161,19 @@ def test_peak_waiting_is_each_pods_highest_in_the_window(prometheus: tuple[SloFl
     now = 'sum(greenllm_agent_waiting_requests_peak{namespace="queue"})'  # every GPU's latest value
     eventually(lambda: metrics.scalar(query(now)) == 105.0, "the queue to fall (1 + 1 + 3 + 100)")
     assert observe(query, "queue").peak_waiting_requests == 12.0  # the window remembers
+
+
+def test_peak_arrivals_is_the_largest_fleet_burst_in_the_window(
+    prometheus: tuple[SloFleet, metrics.Query],
+) -> None:
+    fleet, query = prometheus
+    pod_a = POD.format("aaaaa")
+    # One pod on two GPUs counts once; the other Deployment's pod not at all.
+    assert eventually(lambda: observe(query, "burst").peak_arrivals == 25.0, "20 + 5")
+    assert observe(query, "mixed").peak_arrivals is None  # no agent gauge: unknown, not 0
+    fleet.update_slo("burst", pod_a, peak_arrivals={"GPU-0": 40.0, "GPU-1": 40.0})
+    eventually(lambda: observe(query, "burst").peak_arrivals == 45.0, "the larger burst")
+    fleet.update_slo("burst", pod_a, peak_arrivals={"GPU-0": 0.0, "GPU-1": 0.0})
+    now = 'sum(greenllm_agent_arrivals_peak{namespace="burst"})'  # every GPU's latest value
+    eventually(lambda: metrics.scalar(query(now)) == 505.0, "the burst to pass (0 + 0 + 5 + 500)")
+    assert observe(query, "burst").peak_arrivals == 45.0  # the window remembers the fleet's largest

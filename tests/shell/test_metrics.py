@@ -261,3 +261,11 @@ def test_observe_reads_attainment_and_peak(
     obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
     assert (obs.attainment, obs.peak_waiting_requests) == expected
     assert obs.requests_waiting == 2
+
+
+def test_peak_arrivals_is_the_fleets_largest_burst_over_the_window() -> None:
+    qs = metrics.build_queries(slo_spec(attainmentWindow="1h"), "ns", "d")
+    assert qs.queries["peak_arrivals"] == (
+        "max_over_time(sum(max by (pod) (greenllm_agent_arrivals_peak"
+        '{namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"}))[3600s:])'
+    )

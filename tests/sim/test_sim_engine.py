@@ -202,6 +202,26 @@ def test_the_waiting_peak_is_per_scrape(spec: GreenModelSpec, monkeypatch: pytes
     assert peaks[30.0] == 0.0 and peaks[45.0] == 0.0
 
 
+def test_the_arrivals_peak_counts_a_burst_whatever_the_fleet(
+    spec: GreenModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Telemetry] = []
+
+    class Kept(Telemetry):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            made.append(self)
+
+    monkeypatch.setattr(engine, "Telemetry", Kept)
+    # Ten requests within one second at 5 s, three more at 20 s: the same whatever the fleet absorbs them
+    # with (a queue would not be: one replica queues nine, four replicas about six).
+    trace = make_trace([5.0] * 10 + [20.0] * 3, 10_000.0, 1.0, duration=60.0)
+    for replicas in (1, 4):
+        run_policy(scenario(spec, trace), StaticPolicy("hq", replicas))
+        arrivals = {s.time: s.arrivals_peak for s in made[-1].samples}
+        assert arrivals[15.0] == 10.0 and arrivals[30.0] == 3.0 and arrivals[45.0] == 0.0
+
+
 def test_the_simulated_histograms_credit_requests_as_the_operators_query_does() -> None:
     from greenllm.controller.metrics import VLLM_TTFT_BUCKETS_S
     from greenllm.sim.engine import histogram_credit
