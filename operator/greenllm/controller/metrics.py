@@ -128,8 +128,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     # a second) since its last scrape. Summed over the pods at each scrape (a pod's GPUs repeat its value),
     # then the highest such sum of the window: the largest burst the fleet saw, whatever its size then.
     "peak_arrivals": (
-        "max_over_time(sum(max by (pod) (greenllm_agent_arrivals_peak"
-        f"{_POD}))[{{attainment_window}}:])"
+        f"max_over_time(sum(max by (pod) (greenllm_agent_arrivals_peak{_POD}))[{{attainment_window}}:])"
     ),
     "peak_waiting_requests": (
         "sum(max by (pod) (max_over_time(greenllm_agent_waiting_requests_peak"
