@@ -13,12 +13,14 @@ from greenllm.core.burst import (
     MIN_MARGIN,
     VLLM_MAX_BATCHED_TOKENS,
     FloorState,
+    budget_flags,
     burst_floor,
     chunked_prefill_rate,
     efficient_candidates,
     energy_per_request_j,
     explicit_token_budget,
     fast_tier_for,
+    max_running,
     serving_budget,
     token_budget,
 )
@@ -363,3 +365,23 @@ def test_a_raise_at_time_zero_holds_like_any_other() -> None:
     assert raised.raised_at == 0.0
     _, after = floor(raised, 1.0, 1.0)
     assert after.margin == raised.margin
+
+
+def test_budget_flags_respect_vllms_rule_that_the_budget_covers_max_num_seqs() -> None:
+    # The variant sets nothing: the budget, and sequences capped at it when below vLLM's default 1,024.
+    assert budget_flags(variant(), 512) == ["--max-num-batched-tokens", "512", "--max-num-seqs", "512"]
+    assert budget_flags(variant(), 2048) == ["--max-num-batched-tokens", "2048"]
+    # The variant's own --max-num-seqs stays and lifts the budget to it.
+    assert budget_flags(variant("--max-num-seqs", "128"), 512) == ["--max-num-batched-tokens", "512"]
+    assert budget_flags(variant("--max-num-seqs=1500"), 512) == ["--max-num-batched-tokens", "1500"]
+    # The variant's own budget wins; no budget, no flags.
+    assert budget_flags(variant("--max-num-batched-tokens", "4096"), 512) == []
+    assert budget_flags(variant(), None) == []
+
+
+def test_max_running_mirrors_the_rendered_flags() -> None:
+    assert max_running(variant(), 512) == 512
+    assert max_running(variant(), 2048) == 1024  # vLLM's default stays
+    assert max_running(variant("--max-num-seqs", "128"), 512) == 128
+    assert max_running(variant("--max-num-batched-tokens", "256"), 512) == 1024  # not greenllm's budget
+    assert max_running(variant(), None) == 1024

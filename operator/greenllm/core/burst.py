@@ -37,14 +37,16 @@ MAX_MARGIN = 4.0
 MIN_MARGIN = 1.0 / MAX_MARGIN
 
 
-def explicit_token_budget(variant: Variant) -> int | None:
-    """`--max-num-batched-tokens` as the variant's own args set it, else None."""
-    args = variant.args
+VLLM_MAX_NUM_SEQS = 1024  # vLLM v0.11.1's default max_num_seqs for `vllm serve` on an 80 GB-class GPU
+
+
+def _int_flag(args: list[str], flag: str) -> int | None:
+    """The positive integer a vLLM flag is given in `args` (`--flag N` or `--flag=N`), else None."""
     for i, arg in enumerate(args):
         value: str | None = None
-        if arg == "--max-num-batched-tokens" and i + 1 < len(args):
+        if arg == flag and i + 1 < len(args):
             value = args[i + 1]
-        elif arg.startswith("--max-num-batched-tokens="):
+        elif arg.startswith(flag + "="):
             value = arg.split("=", 1)[1]
         if value is not None:
             try:
@@ -54,6 +56,35 @@ def explicit_token_budget(variant: Variant) -> int | None:
             if n >= 1:
                 return n
     return None
+
+
+def explicit_token_budget(variant: Variant) -> int | None:
+    """`--max-num-batched-tokens` as the variant's own args set it, else None."""
+    return _int_flag(variant.args, "--max-num-batched-tokens")
+
+
+def max_running(variant: Variant, budget: int | None) -> int:
+    """vLLM's max_num_seqs for the variant's pods as greenllm renders them (`budget_flags`)."""
+    seqs = _int_flag(variant.args, "--max-num-seqs")
+    if seqs is not None:
+        return seqs
+    if budget is not None and explicit_token_budget(variant) is None and budget < VLLM_MAX_NUM_SEQS:
+        return budget
+    return VLLM_MAX_NUM_SEQS
+
+
+def budget_flags(variant: Variant, budget: int | None) -> list[str]:
+    """The vLLM flags that render `budget` for a variant that sets none itself. vLLM refuses a token budget
+    below max_num_seqs, so a variant's own `--max-num-seqs` raises the budget to it, and without one the
+    sequences are capped at the budget when it is below vLLM's default (a batch that large is far past
+    the TPOT SLO anyway)."""
+    if budget is None or explicit_token_budget(variant) is not None:
+        return []
+    seqs = _int_flag(variant.args, "--max-num-seqs")
+    flags = ["--max-num-batched-tokens", str(max(budget, seqs or 0))]
+    if seqs is None and budget < VLLM_MAX_NUM_SEQS:
+        flags += ["--max-num-seqs", str(budget)]
+    return flags
 
 
 # vLLM refuses a token budget below max_num_seqs; below this the budget would starve long prompts.

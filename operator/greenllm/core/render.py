@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from greenllm.api import v1alpha1 as api
+from greenllm.core.burst import budget_flags
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 
@@ -60,11 +61,8 @@ def _selector(owner_name: str) -> dict[str, str]:
 
 def serving_args(variant: api.Variant, token_budget: int | None) -> list[str]:
     """The variant's args, plus the prompt-chunk budget greenllm chose when the variant sets none (it keeps
-    a decode step within the TPOT SLO while prompts are chunked: core.burst.token_budget)."""
-    args = list(variant.args)
-    if token_budget is not None and not any(a.startswith("--max-num-batched-tokens") for a in args):
-        args += ["--max-num-batched-tokens", str(token_budget)]
-    return args
+    a decode step within the TPOT SLO while prompts are chunked: core.burst.token_budget, budget_flags)."""
+    return [*variant.args, *budget_flags(variant, token_budget)]
 
 
 def _pod_template(

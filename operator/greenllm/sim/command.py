@@ -18,7 +18,7 @@ from typing import Any
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.controller.config import OperatorConfig
-from greenllm.core.burst import energy_per_request_j, fast_tier_for, serving_budget
+from greenllm.core.burst import energy_per_request_j, fast_tier_for, max_running, serving_budget
 from greenllm.core.decision import Decision
 from greenllm.core.energy import EnergyModel
 from greenllm.core.performance import PowerSetting
@@ -299,6 +299,7 @@ def compare(
         metrics_lag_s=args.metrics_lag,
         strategy=RolloutStrategy.from_deployment(rendered),
         token_budgets=budgets,
+        running_limits={v.name: max_running(v, budgets[v.name]) for v in spec.variants},
     )
     ev = Evaluator(scenario, spec.slo.attainment, tick)
     # The feedback loops (greenllm, hpa) are scored on the last of several back-to-back replays of the

@@ -55,7 +55,8 @@ class Scenario:
     # vLLM's prompt-chunk budget per variant, as the operator renders it (core.burst.token_budget); a
     # variant missing here runs with vLLM's default.
     token_budgets: Mapping[str, int] = field(default_factory=dict)
-    max_running: int = VLLM_MAX_NUM_SEQS
+    # vLLM's max_num_seqs per variant as rendered (core.burst.max_running); vLLM's default otherwise.
+    running_limits: Mapping[str, int] = field(default_factory=dict)
     drain_s: float = 120.0  # after the last arrival, how long the fleet may finish what it holds
     # Score only from here on (s): the loop before it is warm-up (`Trace.repeated`), as an operator that
     # has been running sees the previous hours; requests arriving earlier and energy spent earlier count
@@ -185,7 +186,7 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
             scenario.perf(pod.variant, setting),
             now,
             max_batched_tokens=scenario.token_budgets.get(pod.variant, VLLM_MAX_BATCHED_TOKENS),
-            max_running=scenario.max_running,
+            max_running=scenario.running_limits.get(pod.variant, VLLM_MAX_NUM_SEQS),
             tpot_slo_s=tpot_slo,
         )
         return _Live(server, pod, fast)
