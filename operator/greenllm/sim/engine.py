@@ -25,6 +25,7 @@ import numpy as np
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.controller.metrics import VLLM_TPOT_BUCKETS_S, VLLM_TTFT_BUCKETS_S, slo_interpolation
+from greenllm.core.burst import VLLM_MAX_BATCHED_TOKENS, VLLM_MAX_NUM_SEQS
 from greenllm.core.fasttier import FastState, Mode, QueueReading, next_mode
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.sim.fleet import Fleet, Pod, RolloutStrategy
@@ -33,10 +34,6 @@ from greenllm.sim.server import Requests, Server
 from greenllm.sim.telemetry import Telemetry
 from greenllm.sim.trace import FloatArray, Trace
 
-# vLLM's scheduler limits when a variant's args do not set them: V1 engine defaults of the OpenAI server on
-# an 80 GB-class GPU (vllm/engine/arg_utils.py, v0.11.1: max_num_batched_tokens 8192, max_num_seqs 1024).
-VLLM_MAX_BATCHED_TOKENS = 8192
-VLLM_MAX_NUM_SEQS = 1024
 # How long a deleted pod may keep serving what it holds (Kubernetes' default terminationGracePeriodSeconds).
 GRACE_S = 30.0
 
