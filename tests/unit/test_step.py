@@ -103,6 +103,25 @@ def test_state_round_trips_through_json() -> None:
     assert LoopState.from_status(data) == state
 
 
+def test_state_times_are_rfc3339_and_legacy_floats_still_read() -> None:
+    spec = make_spec()
+    state = started(spec, fp16_cheaper())
+    state, _ = step(spec, state, obs(15.0, 3000.0, power_w=900.0, energy_j_total=5.0), 15.0, fp16_cheaper())
+    data = state.to_status()
+    assert data["periodStart"] == "1970-01-01T00:00:00Z"
+    assert data["lastSampleTime"] == "1970-01-01T00:00:15Z"
+    assert all(isinstance(t, str) and t.endswith("Z") for t, _ in data["history"])
+    # What an operator before RFC 3339 wrote: epoch floats. An upgrade resumes the same state.
+    legacy = {
+        **data,
+        "periodStart": 0.0,
+        "lastSampleTime": 15.0,
+        "history": [[t, n] for t, n in state.history],
+        "demandPeaks": [[t, p, o] for t, p, o in state.demand_peaks],
+    }
+    assert LoopState.from_status(legacy) == state
+
+
 def test_state_from_old_or_broken_status() -> None:
     assert LoopState.from_status({}) == LoopState(period_start=0.0)
     junk = {"periodStart": "x", "replicas": -3, "history": [[1, 2], "bad", [None, 3]], "budgetMet": "yes"}

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from greenllm.api.durations import parse_duration
+from greenllm.api.timestamps import epoch_seconds, rfc3339
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
 from greenllm.core import budget
 from greenllm.core.burst import (
@@ -110,13 +111,13 @@ class LoopState:
     floor: FloorState = field(default_factory=FloorState)
 
     def to_status(self) -> dict[str, Any]:
-        """JSON-able form for status.controllerState (camelCase keys, floats and ints only)."""
+        """JSON-able form for status.controllerState (camelCase keys; times as RFC 3339 UTC strings)."""
         return {
             "version": STATE_VERSION,
-            "periodStart": self.period_start,
+            "periodStart": rfc3339(self.period_start),
             "energyKwh": self.energy_kwh,
             "carbonGrams": self.carbon_grams,
-            "lastSampleTime": self.last_sample_time,
+            "lastSampleTime": _time(self.last_sample_time),
             "lastEnergyJ": self.last_energy_j,
             "lastPowerW": self.last_power_w,
             "carbonIntensityGPerKwh": self.carbon_intensity_g_per_kwh,
@@ -126,31 +127,32 @@ class LoopState:
             "lockedClockMhz": self.setting.locked_clock_mhz,
             "expectedPowerW": self.expected_power_w,
             "pendingVariant": self.pending_variant,
-            "pendingSince": self.pending_since,
-            "lastScaleUp": self.last_scale_up,
-            "lastScaleDown": self.last_scale_down,
-            "history": [[t, n] for t, n in self.history],
-            "demandPeaks": [[t, p, o] for t, p, o in self.demand_peaks],
+            "pendingSince": _time(self.pending_since),
+            "lastScaleUp": _time(self.last_scale_up),
+            "lastScaleDown": _time(self.last_scale_down),
+            "history": [[rfc3339(t), n] for t, n in self.history],
+            "demandPeaks": [[rfc3339(t), p, o] for t, p, o in self.demand_peaks],
             "allowedPowerW": self.allowed_power_w,
             "budgetMet": self.budget_met,
             "floorMargin": self.floor.margin,
-            "floorRaisedAt": self.floor.raised_at,
-            "floorLoweredAt": self.floor.lowered_at,
+            "floorRaisedAt": _time(self.floor.raised_at),
+            "floorLoweredAt": _time(self.floor.lowered_at),
             "floorLastAttainment": self.floor.last_attainment,
             "floorPromptPerRequest": self.floor.prompt_per_request,
-            "floorSeenAt": self.floor.seen_at,
+            "floorSeenAt": _time(self.floor.seen_at),
         }
 
     @classmethod
     def from_status(cls, data: Mapping[str, Any]) -> LoopState:
-        """Inverse of `to_status`; missing, null or malformed keys fall back to their defaults."""
-        start = _num(data.get("periodStart"))
+        """Inverse of `to_status`; missing, null or malformed keys fall back to their defaults. Times are read
+        as RFC 3339 strings or, as older operators wrote them, epoch seconds (an upgrade keeps its state)."""
+        start = epoch_seconds(data.get("periodStart"))
         history: list[tuple[float, int]] = []
         raw = data.get("history")
         if isinstance(raw, list):
             for item in raw:
                 if isinstance(item, list | tuple) and len(item) == 2:
-                    t, n = _num(item[0]), _int(item[1])
+                    t, n = epoch_seconds(item[0]), _int(item[1])
                     if t is not None and n is not None:
                         history.append((t, n))
         peaks: list[tuple[float, float, float]] = []
@@ -158,7 +160,7 @@ class LoopState:
         if isinstance(raw_peaks, list):
             for item in raw_peaks:
                 if isinstance(item, list | tuple) and len(item) == 3:
-                    t, pr, out = _num(item[0]), _num(item[1]), _num(item[2])
+                    t, pr, out = epoch_seconds(item[0]), _num(item[1]), _num(item[2])
                     if t is not None and pr is not None and out is not None:
                         peaks.append((t, max(pr, 0.0), max(out, 0.0)))
         limit = _num(data.get("powerLimitW"))
@@ -169,7 +171,7 @@ class LoopState:
             period_start=start if start is not None else 0.0,
             energy_kwh=max(_num(data.get("energyKwh")) or 0.0, 0.0),
             carbon_grams=max(_num(data.get("carbonGrams")) or 0.0, 0.0),
-            last_sample_time=_num(data.get("lastSampleTime")),
+            last_sample_time=epoch_seconds(data.get("lastSampleTime")),
             last_energy_j=_num(data.get("lastEnergyJ")),
             last_power_w=_num(data.get("lastPowerW")),
             carbon_intensity_g_per_kwh=_num(data.get("carbonIntensityGPerKwh")),
@@ -178,20 +180,20 @@ class LoopState:
             setting=PowerSetting(limit_w=limit, locked_clock_mhz=clock),
             expected_power_w=_num(data.get("expectedPowerW")),
             pending_variant=_str(data.get("pendingVariant")),
-            pending_since=_num(data.get("pendingSince")),
-            last_scale_up=_num(data.get("lastScaleUp")),
-            last_scale_down=_num(data.get("lastScaleDown")),
+            pending_since=epoch_seconds(data.get("pendingSince")),
+            last_scale_up=epoch_seconds(data.get("lastScaleUp")),
+            last_scale_down=epoch_seconds(data.get("lastScaleDown")),
             history=tuple(sorted(history)),
             demand_peaks=tuple(sorted(peaks)),
             allowed_power_w=_num(data.get("allowedPowerW")),
             budget_met=budget_met if isinstance(budget_met, bool) else True,
             floor=FloorState(
                 margin=min(max(_num(data.get("floorMargin")) or 1.0, MIN_MARGIN), MAX_MARGIN),
-                raised_at=_num(data.get("floorRaisedAt")),
-                lowered_at=_num(data.get("floorLoweredAt")),
+                raised_at=epoch_seconds(data.get("floorRaisedAt")),
+                lowered_at=epoch_seconds(data.get("floorLoweredAt")),
                 last_attainment=_num(data.get("floorLastAttainment")),
                 prompt_per_request=_positive(data.get("floorPromptPerRequest")),
-                seen_at=_num(data.get("floorSeenAt")),
+                seen_at=epoch_seconds(data.get("floorSeenAt")),
             ),
         )
 
@@ -232,6 +234,10 @@ def _int(value: object) -> int | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _time(epoch: float | None) -> str | None:
+    return None if epoch is None else rfc3339(epoch)
 
 
 def _default_setting(spec: GreenModelSpec) -> PowerSetting:
