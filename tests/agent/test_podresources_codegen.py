@@ -1,7 +1,7 @@
 """The committed PodResources gRPC modules are exactly what grpcio-tools makes from the vendored api.proto.
 
-Regenerate after changing api.proto or grpcio-tools:
-    cd /work/main && PYTHONPATH=operator python tests/agent/test_podresources_codegen.py
+Regenerate after changing api.proto or grpcio-tools, from the repository root:
+    PYTHONPATH=operator python tests/agent/test_podresources_codegen.py
 """
 
 from __future__ import annotations

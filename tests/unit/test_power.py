@@ -32,7 +32,7 @@ from greenllm.core.power import (
     watts_to_mw,
 )
 
-# H100 SXM5: min 200 W, max 700 W, default 700 W (/work/shared/data/gpu_specs/gpu_power_specs.csv).
+# H100 SXM5: min 200 W, max 700 W, default 700 W (shared/data/gpu_specs/gpu_power_specs.csv).
 H100 = LimitConstraints(min_mw=200_000, max_mw=700_000, default_mw=700_000)
 # A100 SXM4 80GB: min 100 W, max 400 W, default 400 W (same file).
 A100 = LimitConstraints(min_mw=100_000, max_mw=400_000, default_mw=400_000)

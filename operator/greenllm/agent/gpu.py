@@ -309,18 +309,18 @@ def _nvml_error_kinds(nvml: Any) -> dict[int, GpuErrorKind]:
 
 # ------------------------------------------------------------------------------------------- simulated
 
-# Defaults of a simulated H100 SXM5, from /work/shared/data/gpu_specs/gpu_power_specs.csv (row "H100 SXM5":
+# Defaults of a simulated H100 SXM5, from shared/data/gpu_specs/gpu_power_specs.csv (row "H100 SXM5":
 # default 700 W, min 200 W, max 700 W; nvidia-smi dumps in stackhpc/ansible-slurm-appliance PR #975 and
 # NVIDIA/DCGM issue #120, which also shows the max graphics clock 1980 MHz).
 H100_SXM5_MIN_MW = 200_000
 H100_SXM5_MAX_MW = 700_000
 H100_SXM5_DEFAULT_MW = 700_000
 # Graphics clocks known to be lockable on H100: 1980 MHz (max, DCGM issue #120 above) and 1770 / 1035 MHz
-# (`nvidia-smi -lgc` runs in /work/shared/data/power_limit/published_power_knob_effects.csv, row
+# (`nvidia-smi -lgc` runs in shared/data/power_limit/published_power_knob_effects.csv, row
 # "mertside/ai-inference-energy ... H100").
 H100_SXM5_CLOCKS_MHZ = (1035, 1770, 1980)
 # Draw of a busy H100 at the default limit: 486 W per GPU, Llama-3.1-8B on 1x H100 at max_num_seqs 8
-# (ML.ENERGY v3 via /work/shared/data/power_limit/PROVENANCE.md, "Shape visible in the sources").
+# (ML.ENERGY v3 via shared/data/power_limit/PROVENANCE.md, "Shape visible in the sources").
 H100_SXM5_BUSY_MW = 486_000
 
 

@@ -58,7 +58,7 @@ from greenllm.core.decision import Demand as Demand  # re-exported: the planner'
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 
 # Mean prompt length in tokens: the mean ContextTokens of the Azure LLM inference code trace (8,819
-# requests; /work/shared/data/traces/AzureLLMInferenceTrace_code_2023.csv, Patel et al., Splitwise,
+# requests; shared/data/traces/AzureLLMInferenceTrace_code_2023.csv, Patel et al., Splitwise,
 # ISCA 2024, CC-BY 4.0), DERIVED = 2047.8. Its p90 (5188) is close to the p90 of an exponential law
 # with that mean (4716), which is what the M/M/1 TTFT estimate assumes.
 MEAN_PROMPT_TOKENS = 2048.0

@@ -74,7 +74,7 @@ STATE_VERSION = 1
 
 # Mean output tokens of a request when the observation cannot tell (no request rate): the mean
 # GeneratedTokens of the Azure LLM inference code trace (8,819 requests, DERIVED = 27.88;
-# /work/shared/data/traces/AzureLLMInferenceTrace_code_2023.csv, Patel et al., Splitwise, ISCA 2024,
+# shared/data/traces/AzureLLMInferenceTrace_code_2023.csv, Patel et al., Splitwise, ISCA 2024,
 # CC-BY 4.0). Its prompt counterpart is planner.MEAN_PROMPT_TOKENS (2,048).
 MEAN_OUTPUT_TOKENS = 27.9
 

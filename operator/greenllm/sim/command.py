@@ -49,13 +49,13 @@ from greenllm.sim.trace import SCALE_MODES, Trace, TraceError, load_trace
 POLICIES = ("greenllm", "static", "best-static", "hpa", "clairvoyant", "instant")
 
 # Default grid intensity: Ember yearly average generation emissions intensity, World, 2024 = 472.94 gCO2/kWh
-# (/work/shared/data/carbon/ember_yearly_average_selected.csv, row "World,World,2024,472.94,..."; Ember data
+# (shared/data/carbon/ember_yearly_average_selected.csv, row "World,World,2024,472.94,..."; Ember data
 # CC BY-SA 4.0 via thegreenwebfoundation/co2.js data/output/average-intensities.json).
 DEFAULT_CARBON_G_PER_KWH = 472.94
 DEFAULT_CARBON_SOURCE = "Ember 2024 world average (ember_yearly_average_selected.csv, row World 2024)"
 
 # Pod start-up (scheduling to ready) is a scenario assumption, not calibration data: no start-up time is
-# in /work/shared/data. About a minute for an 8B model on one GPU with warm caches follows the phase times
+# in shared/data. About a minute for an 8B model on one GPU with warm caches follows the phase times
 # reported in vllm-project/vllm issue #44881 (container init ~16 s, ~18 s for 21.8 GiB of weights, ~5 s of
 # cached torch.compile) plus CUDA-graph warm-up. Override with --startup-delay.
 DEFAULT_STARTUP = "60s"
