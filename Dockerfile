@@ -6,7 +6,9 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# Stage 1: build the wheel and install it with its dependencies into a self-contained virtual environment.
+# Stage 1: build the wheel and install it with its runtime dependencies into a self-contained virtual
+# environment. The runtime set is pyproject's dependencies minus the [sim] extra (matplotlib, tqdm: the
+# simulator's plots and progress bar), which the default `pip install .` includes and the image does not.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -16,8 +18,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ ./operator/
 RUN python -m pip wheel --no-deps --wheel-dir /dist . \
+ && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; sim = set(p["optional-dependencies"]["sim"]); print("\n".join(d for d in p["dependencies"] if d not in sim))' > /dist/runtime-requirements.txt \
  && python -m venv /opt/greenllm \
- && /opt/greenllm/bin/python -m pip install /dist/greenllm-*.whl \
+ && /opt/greenllm/bin/python -m pip install -r /dist/runtime-requirements.txt \
+ && /opt/greenllm/bin/python -m pip install --no-deps /dist/greenllm-*.whl \
  && /opt/greenllm/bin/python -m pip uninstall --yes pip setuptools wheel \
  && /opt/greenllm/bin/greenllm --help >/dev/null
 

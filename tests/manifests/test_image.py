@@ -3,10 +3,13 @@ installed from its wheel into a clean virtual environment, where the console scr
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tomllib
@@ -290,6 +293,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (wheel,) = dist.glob("greenllm-*.whl")
     env_dir = work / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    _see_outer_environment(env_dir)
     subprocess.run(
         [
             sys.executable,
@@ -307,6 +311,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cwd=work,
     )
     return wheel, env_dir
+
+
+def _see_outer_environment(env_dir: Path) -> None:
+    """`system_site_packages` links the new venv to the *base* interpreter's site-packages. When the tests
+    themselves run in a virtualenv (`pip install -e '.[test]'` inside one), the dependencies live in that
+    outer venv, so its site directories are appended to the new venv's path with a .pth file (plain path
+    lines: they come after the venv's own site-packages, so the installed wheel still wins over the
+    outer editable install, whose .pth hooks are not run)."""
+    if sys.prefix == sys.base_prefix:
+        return
+    (inner,) = (env_dir / "lib").glob("python*/site-packages")
+    outer = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (inner / "_outer_environment.pth").write_text("".join(f"{p}\n" for p in outer))
 
 
 def _run(env_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -385,3 +402,54 @@ def test_agent_command_line_contract(installed: tuple[Path, Path]) -> None:
         "--log-level",
     ):
         assert flag in result.stdout, flag
+
+
+# --- declared dependencies ---------------------------------------------------------------------------------
+
+
+def _requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert match, requirement
+    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+
+
+def _imported_distributions() -> set[str]:
+    """Distributions providing the top-level modules the package imports (stdlib and greenllm left out)."""
+    modules: set[str] = set()
+    for path in (ROOT / "operator" / "greenllm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {"greenllm", "__future__"}
+    providers = importlib.metadata.packages_distributions()
+    return {_requirement_name(dist) for module in modules for dist in providers.get(module, [module])}
+
+
+def test_declared_dependencies_are_what_the_package_imports() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(d) for d in project["dependencies"]}
+    assert declared == _imported_distributions()
+    sim = {_requirement_name(d) for d in project["optional-dependencies"]["sim"]}
+    assert sim == {"matplotlib", "tqdm"}
+    assert set(project["optional-dependencies"]["sim"]) <= set(project["dependencies"]), (
+        "the default install includes [sim] with the same specifiers"
+    )
+
+
+def test_image_installs_the_dependencies_without_the_sim_extra(
+    dockerfile: tuple[list[str], dict[str, str], list[Stage]],
+) -> None:
+    build = " ".join(dockerfile[2][0].args("RUN"))
+    match = re.search(r"python -c '([^']*)' > (\S+)", build)
+    assert match, "the build stage writes the runtime requirements from pyproject.toml"
+    result = subprocess.run(
+        [sys.executable, "-c", match.group(1)], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    runtime = {_requirement_name(line) for line in result.stdout.split()}
+    assert "matplotlib" not in runtime and "tqdm" not in runtime
+    assert {"kopf", "kubernetes", "numpy", "urllib3", "nvidia-ml-py"} <= runtime
+    assert f"pip install -r {match.group(2)}" in build
+    assert re.search(r"pip install --no-deps /dist/greenllm-\S+\.whl", build)
+    assert re.search(r"pip install (?!-r |--no-deps )", build) is None, "nothing else is installed"
