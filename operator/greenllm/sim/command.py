@@ -25,7 +25,7 @@ from greenllm.core.performance import PowerSetting
 from greenllm.core.planner import MEAN_PROMPT_TOKENS
 from greenllm.core.render import deployment
 from greenllm.core.step import MEAN_OUTPUT_TOKENS
-from greenllm.modelfile import ModelFileError, load_green_model
+from greenllm.modelfile import ModelFileError, load_green_model, require_supported_gpu
 from greenllm.sim.baselines import Evaluator, Found, best_static, clairvoyant, frontier, smallest_count
 from greenllm.sim.engine import (
     PolicyRun,
@@ -211,14 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="write every greenllm decision step as JSON lines",
+        help="write every greenllm decision step as JSON lines (checked writable before the run)",
     )
     p.add_argument(
         "--plot",
         type=Path,
         default=None,
         metavar="FILE",
-        help="write a PNG of demand, replicas, variant and power over time",
+        help="write a PNG (FILE must end in .png) of demand, replicas, variant and power over time",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
@@ -441,8 +441,52 @@ SENSITIVITY: tuple[tuple[str, dict[str, float]], ...] = (
 )
 
 
-def simulate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the scenario the arguments describe; the result is what --json prints."""
+def check_writable(path: Path, flag: str, suffix: str | None = None) -> None:
+    """Refuse, before a long run, an output path that cannot be written: a directory, a parent that
+    cannot be created, a read-only file or directory, or (with `suffix`) the wrong file type. Probes by
+    creating the parents and opening the file for appending; a file that did not exist is removed again."""
+    if suffix is not None and path.suffix.lower() != suffix:
+        kind = suffix[1:].upper()
+        raise SimulationError(f"{flag} {path}: must end in {suffix} (the file written is a {kind})")
+    if path.is_dir():
+        raise SimulationError(f"{flag} {path}: is a directory, give a file name")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SimulationError(f"{flag} {path}: cannot be written: {reason}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def _reporting(write: Callable[..., None], flag: str, errors: list[str] | None) -> Callable[..., None]:
+    """`write`, which on failure records one line in `errors` (when given) instead of raising, so the
+    results of a long run are still printed."""
+
+    def guarded(path: Path, *rest: Any) -> None:
+        try:
+            write(path, *rest)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors.append(f"{flag} {path}: not written: {type(exc).__name__}: {exc}".splitlines()[0])
+
+    return guarded
+
+
+def _write_decisions(path: Path, logs: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for log in logs:
+            out.write(json.dumps(log.as_json()) + "\n")
+
+
+def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[str, Any]:
+    """Run the scenario the arguments describe; the result is what --json prints. A failure to write
+    --decisions-out or --plot after the run goes to `errors` when given (else it raises)."""
     from greenllm.calibration import default_energy_model, energy_model_at
 
     try:
@@ -450,7 +494,12 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as exc:
         raise SimulationError(f"--rate-window: {exc}") from exc
     names = _policies(args.policies)
+    if args.decisions_out is not None:
+        check_writable(args.decisions_out, "--decisions-out")
+    if args.plot is not None:
+        check_writable(args.plot, "--plot", ".png")
     model = load_green_model(args.model)
+    require_supported_gpu(model, args.model, default_energy_model())
     spec = model.spec
     base = load_trace(args.trace)
     if args.start is not None or args.duration is not None:
@@ -503,18 +552,28 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     runs = result.runs
     if args.decisions_out is not None and "greenllm" in runs:
-        args.decisions_out.parent.mkdir(parents=True, exist_ok=True)
-        with args.decisions_out.open("w", encoding="utf-8") as out:
-            for log in runs["greenllm"].decisions:
-                out.write(json.dumps(log.as_json()) + "\n")
+        write_decisions = _reporting(_write_decisions, "--decisions-out", errors)
+        write_decisions(args.decisions_out, runs["greenllm"].decisions)
     if args.plot is not None:
-        from greenllm.sim.plot import write_plot
+        from greenllm.sim import plot
+
+        write_plot = _reporting(plot.write_plot, "--plot", errors)
 
         steps = next(iter(runs.values())).steps
         demand_prompt, demand_output = trace.binned(args.step, steps)
         by_quality = [v.name for v in sorted(spec.variants, key=lambda v: v.quality)]
         title = f"{spec.model.name} on {spec.gpu.type}: {trace.name} x{factor:.3g} ({args.scale_mode})"
-        write_plot(args.plot, runs, demand_prompt, demand_output, by_quality, args.step, title)
+        write_plot(
+            args.plot,
+            runs,
+            demand_prompt,
+            demand_output,
+            by_quality,
+            args.step,
+            title,
+            result.summaries,
+            spec.slo.attainment,
+        )
     return {
         "policies": {n: s.as_json() for n, s in result.summaries.items()},
         "ratios": {"greenllm_energy_over": ratios(result.summaries)},
@@ -550,8 +609,9 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    errors: list[str] = []
     try:
-        result = simulate(args)
+        result = simulate(args, errors)
     except (ModelFileError, TraceError, SimulationError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -559,7 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(report_text(result))
-    return 0
+    for error in errors:  # after the results: a long run's numbers are never lost to a failed write
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def report_text(result: dict[str, Any]) -> str:
