@@ -6,27 +6,71 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from greenllm import __version__
 
 
+def _fail(command: str, message: str, code: int = 2) -> int:
+    print(f"greenllm {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def kube_credentials_problem() -> str | None:
+    """Why the operator could not log in to Kubernetes (None: it can), as its login handler would try:
+    an explicit $KUBECONFIG first, else the pod's service account, else ~/.kube/config."""
+    import os
+
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    where = os.environ.get("KUBECONFIG")
+    try:
+        if where:
+            info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(
+                settings=settings
+            )
+        else:
+            info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+                settings=settings
+            )
+    except FileNotFoundError as exc:
+        return f"no Kubernetes credentials: kubeconfig {exc.filename} does not exist ($KUBECONFIG={where})"
+    except Exception as exc:  # a malformed kubeconfig: kopf would retry it forever
+        return f"cannot use the kubeconfig ($KUBECONFIG={where or '~/.kube/config'}): {exc!r}".splitlines()[0]
+    if info is not None:
+        return None
+    return (
+        "no Kubernetes credentials: no $KUBECONFIG and no ~/.kube/config, and not in a pod with a "
+        "service account (KUBERNETES_SERVICE_HOST and /var/run/secrets/kubernetes.io/serviceaccount/token)"
+    )
+
+
+def _set_log_level(level: str) -> None:
+    import logging
+
+    logging.getLogger().setLevel(level.upper())
+
+
 def _run(args: argparse.Namespace) -> int:
+    from greenllm.controller.config import SETTINGS, ConfigError, OperatorConfig
+
+    try:
+        config = OperatorConfig.from_sources({s.field: getattr(args, s.field) for s in SETTINGS})
+    except ConfigError as exc:
+        return _fail("run", str(exc))
+    problem = kube_credentials_problem()
+    if problem is not None:
+        return _fail("run", problem, 1)
+
     import kopf
 
     from greenllm.controller import handlers  # noqa: F401  (importing registers the handlers)
-    from greenllm.controller.config import OperatorConfig
+    from greenllm.controller.metrics import set_default_connection
 
-    config = OperatorConfig(
-        prometheus_url=args.prometheus_url,
-        namespaces=tuple(args.namespace),
-        metrics_port=args.metrics_port,
-        probe_port=args.probe_port,
-        log_level=args.log_level,
-        default_carbon_intensity_g_per_kwh=args.default_carbon_intensity,
-        peering_name=args.peering,
-        priority=args.priority,
-    )
-    kopf.configure(verbose=args.log_level == "debug")
+    kopf.configure(verbose=config.log_level == "debug")
+    _set_log_level(config.log_level)
+    set_default_connection(config.prometheus_connection())
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
@@ -43,15 +87,22 @@ def _plan(args: argparse.Namespace) -> int:
     from greenllm.calibration import default_energy_model
     from greenllm.core.decision import Observation
     from greenllm.core.step import initial_decision, initial_state, step
-    from greenllm.modelfile import ModelFileError, load_green_model
+    from greenllm.modelfile import ModelFileError, load_green_model, require_supported_gpu
 
+    energy = default_energy_model()
     try:
         gm = load_green_model(Path(args.file))
+        require_supported_gpu(gm, args.file, energy)
     except ModelFileError as e:
-        raise SystemExit(str(e)) from e
-    energy = default_energy_model()
+        return _fail("plan", str(e))
     decision = initial_decision(gm.spec, energy)
-    if args.prompt_tokens_per_s is not None or args.output_tokens_per_s is not None:
+    if args.prompt_tokens_per_s is None and args.output_tokens_per_s is None:
+        print(
+            "greenllm plan: planned for zero demand (the decision before any metrics); pass one with "
+            "--prompt-tokens-per-s N and/or --output-tokens-per-s N",
+            file=sys.stderr,
+        )
+    else:
         observation = Observation(
             time=0.0,
             prompt_tokens_per_s=args.prompt_tokens_per_s or 0.0,
@@ -93,22 +144,57 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """`greenllm run`'s flags, one per config setting; None = not given (the environment or default)."""
+    from greenllm.controller.config import SETTINGS, OperatorConfig
+
+    defaults = OperatorConfig()
+    for s in SETTINGS:
+        default = s.render(getattr(defaults, s.field)) if getattr(defaults, s.field) is not None else "none"
+        help_text = f"{s.help} [env {s.env}; default {default or 'all'}]"
+        if s.kind == "switch":
+            run.add_argument(s.flag, dest=s.field, action="store_true", default=None, help=help_text)
+            continue
+
+        def parse(text: str, setting: Any = s) -> Any:
+            try:
+                return setting.parse(text)
+            except (ValueError, TypeError) as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        run.add_argument(
+            s.flag,
+            dest=s.field,
+            type=parse,
+            action="append" if s.kind == "list" else "store",
+            default=None,
+            metavar=s.metavar,
+            help=help_text,
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenllm", description=__doc__)
     parser.add_argument("--version", action="version", version=f"greenllm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator (kopf)")
-    run.add_argument("--prometheus-url", default="http://prometheus-operated.monitoring.svc:9090")
-    run.add_argument(
-        "--namespace", action="append", default=[], help="watch only these (repeat); default all"
+    run = sub.add_parser(
+        "run",
+        help="run the operator (kopf)",
+        description="Run the operator. Each setting comes from its flag, else its GREENLLM_* "
+        "environment variable, else the default.",
     )
-    run.add_argument("--metrics-port", type=int, default=9400)
-    run.add_argument("--probe-port", type=int, default=8080, help="liveness endpoint /healthz")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--default-carbon-intensity", type=float, default=None, help="gCO2/kWh")
-    run.add_argument("--peering", default=None, help="kopf peering name (several replicas)")
-    run.add_argument("--priority", type=int, default=0, help="peering priority; give replicas distinct ones")
+    add_run_arguments(run)
     run.set_defaults(func=_run)
 
     agent = sub.add_parser("agent", help="run the node power agent", add_help=False)
@@ -118,14 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=None)
 
     plan = sub.add_parser("plan", help="print the decision for a GreenModel file")
-    plan.add_argument("file")
-    plan.add_argument("--prompt-tokens-per-s", type=float, default=None)
-    plan.add_argument("--output-tokens-per-s", type=float, default=None)
-    plan.add_argument("--carbon-intensity", type=float, default=None, help="gCO2/kWh")
+    plan.add_argument("file", help="GreenModel YAML file")
+    plan.add_argument(
+        "--prompt-tokens-per-s",
+        type=_nonneg_float,
+        default=None,
+        metavar="N",
+        help="demand to plan for: prompt tokens/s (default: none, the decision before any metrics)",
+    )
+    plan.add_argument(
+        "--output-tokens-per-s",
+        type=_nonneg_float,
+        default=None,
+        metavar="N",
+        help="demand to plan for: output tokens/s (default: none)",
+    )
+    plan.add_argument(
+        "--carbon-intensity", type=_nonneg_float, default=None, metavar="G", help="grid intensity, gCO2/kWh"
+    )
     plan.set_defaults(func=_plan)
 
     crd = sub.add_parser("crd", help="print the GreenModel CRD generated from the API models")
-    crd.add_argument("--output", "-o", default=None)
+    crd.add_argument("--output", "-o", default=None, metavar="FILE", help="write to FILE instead of stdout")
     crd.set_defaults(func=_crd)
     return parser
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import ValidationError
 
 from greenllm.api.v1alpha1 import KIND, GreenModel
+
+if TYPE_CHECKING:
+    from greenllm.core.energy import EnergyModel
 
 
 class ModelFileError(ValueError):
@@ -83,3 +87,17 @@ def _kind(node: yaml.MappingNode) -> str | None:
         if isinstance(k, yaml.ScalarNode) and k.value == "kind" and isinstance(v, yaml.ScalarNode):
             return str(v.value)
     return None
+
+
+def require_supported_gpu(model: GreenModel, path: Path | str, energy: EnergyModel) -> None:
+    """Raise ModelFileError, one line listing the supported types, when the energy model does not know
+    `spec.gpu.type`."""
+    gpu_type = model.spec.gpu.type
+    try:
+        energy.gpu(gpu_type)
+    except ValueError:
+        known = ", ".join(g.name for g in energy.calibration.gpus)
+        raise ModelFileError(
+            f"{path}: spec.gpu.type {gpu_type!r} is not a supported GPU type; supported: {known} "
+            "(or one of their aliases in greenllm/data/gpus.csv)"
+        ) from None

@@ -1,11 +1,26 @@
-"""Operator settings: read once at start-up (CLI flags, else GREENLLM_* environment), never at import."""
+"""Operator settings: read once at start-up, never at import.
+
+One source for every `greenllm run` setting: the command-line flag, else the GREENLLM_* environment
+variable, else the default. `SETTINGS` lists each (field, flag, variable, parser, help); the CLI builds
+its flags from it and the Helm chart sets each through its flag.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from greenllm.api.durations import parse_duration
+
+if TYPE_CHECKING:
+    from greenllm.controller.metrics import PrometheusConnection
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the flag or the variable."""
 
 
 @dataclass(frozen=True)
@@ -23,46 +38,206 @@ class OperatorConfig:
     io_threads: int = 64  # threads for blocking Prometheus and Kubernetes calls
     rate_window: str = "1m"  # PromQL range for rate() and histogram quantiles
     queries: dict[str, str] = field(default_factory=dict)  # overrides of metrics.DEFAULT_QUERIES by name
+    # Prometheus connection: certificates are verified unless insecure_skip_verify is set explicitly.
+    prometheus_ca_file: str | None = None  # PEM bundle to verify the server with (default: system CAs)
+    prometheus_insecure_skip_verify: bool = False
+    prometheus_bearer_token_file: str | None = None  # re-read on every request (rotated tokens)
+    prometheus_username: str | None = None  # basic auth, with the password from prometheus_password_file
+    prometheus_password_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        return cls.from_sources({}, env)
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Each setting from `flags` (field name -> value, None = not given), else `env`, else the default."""
         env = os.environ if env is None else env
-        defaults = cls()
-        carbon = env.get("GREENLLM_DEFAULT_CARBON_INTENSITY")
-        namespaces = env.get("GREENLLM_NAMESPACES", "")
-        return cls(
-            prometheus_url=env.get("GREENLLM_PROMETHEUS_URL", defaults.prometheus_url),
-            namespaces=tuple(n.strip() for n in namespaces.split(",") if n.strip()),
-            metrics_port=int(env.get("GREENLLM_METRICS_PORT", defaults.metrics_port)),
-            probe_port=int(env.get("GREENLLM_PROBE_PORT", defaults.probe_port)),
-            log_level=env.get("GREENLLM_LOG_LEVEL", defaults.log_level),
-            default_carbon_intensity_g_per_kwh=float(carbon) if carbon else None,
-            peering_name=env.get("GREENLLM_PEERING") or None,
-            priority=int(env.get("GREENLLM_PRIORITY", defaults.priority)),
-            peering_lifetime_s=int(env.get("GREENLLM_PEERING_LIFETIME", defaults.peering_lifetime_s)),
-            prometheus_timeout_s=float(env.get("GREENLLM_PROMETHEUS_TIMEOUT", defaults.prometheus_timeout_s)),
-            rate_window=env.get("GREENLLM_RATE_WINDOW", defaults.rate_window),
-            io_threads=int(env.get("GREENLLM_IO_THREADS", defaults.io_threads)),
-            queries=json.loads(env.get("GREENLLM_QUERIES", "{}")),
+        values: dict[str, Any] = {}
+        for s in SETTINGS:
+            given = flags.get(s.field)
+            if given is not None and given != []:
+                values[s.field] = s.from_flag(given)
+            elif env.get(s.env, "") != "":
+                try:
+                    values[s.field] = s.parse(env[s.env])
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(f"{s.env}={env[s.env]!r}: {exc}") from exc
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Settings that only make sense together."""
+        if bool(self.prometheus_username) != bool(self.prometheus_password_file):
+            raise ConfigError(
+                "basic auth needs both --prometheus-username and --prometheus-password-file "
+                "(GREENLLM_PROMETHEUS_USERNAME, GREENLLM_PROMETHEUS_PASSWORD_FILE)"
+            )
+        if self.prometheus_username and self.prometheus_bearer_token_file:
+            raise ConfigError("give either a bearer token file or basic auth for Prometheus, not both")
+        if self.prometheus_insecure_skip_verify and self.prometheus_ca_file:
+            raise ConfigError("--prometheus-ca-file and --prometheus-insecure-skip-verify exclude each other")
+
+    def prometheus_connection(self) -> PrometheusConnection:
+        from greenllm.controller.metrics import PrometheusConnection
+
+        return PrometheusConnection(
+            ca_file=self.prometheus_ca_file,
+            insecure_skip_verify=self.prometheus_insecure_skip_verify,
+            bearer_token_file=self.prometheus_bearer_token_file,
+            username=self.prometheus_username,
+            password_file=self.prometheus_password_file,
         )
 
     def to_env(self) -> dict[str, str]:
-        """The environment that makes `from_env` return this config (for `greenllm run` -> kopf)."""
-        env = {
-            "GREENLLM_PROMETHEUS_URL": self.prometheus_url,
-            "GREENLLM_NAMESPACES": ",".join(self.namespaces),
-            "GREENLLM_METRICS_PORT": str(self.metrics_port),
-            "GREENLLM_PROBE_PORT": str(self.probe_port),
-            "GREENLLM_LOG_LEVEL": self.log_level,
-            "GREENLLM_PRIORITY": str(self.priority),
-            "GREENLLM_PEERING_LIFETIME": str(self.peering_lifetime_s),
-            "GREENLLM_PROMETHEUS_TIMEOUT": str(self.prometheus_timeout_s),
-            "GREENLLM_RATE_WINDOW": self.rate_window,
-            "GREENLLM_IO_THREADS": str(self.io_threads),
-            "GREENLLM_QUERIES": json.dumps(self.queries),
-        }
-        if self.default_carbon_intensity_g_per_kwh is not None:
-            env["GREENLLM_DEFAULT_CARBON_INTENSITY"] = str(self.default_carbon_intensity_g_per_kwh)
-        if self.peering_name:
-            env["GREENLLM_PEERING"] = self.peering_name
+        """The environment that makes `from_env` return this config."""
+        env: dict[str, str] = {}
+        for s in SETTINGS:
+            value = getattr(self, s.field)
+            if value is None:
+                continue
+            env[s.env] = s.render(value)
         return env
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"must be >= 0, got {value}")
+    return value
+
+
+def _window(text: str) -> str:
+    parse_duration(text)  # raises ValueError with the reason
+    return text
+
+
+def _queries(text: str) -> dict[str, str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError('expected a JSON object of query name -> PromQL, e.g. {"power": "..."}')
+    return value
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _log_level(text: str) -> str:
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `greenllm run` setting: its config field, flag, environment variable and parser."""
+
+    field: str
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+    kind: str = "value"  # "value" | "list" (repeatable flag, comma-separated variable) | "switch"
+
+    def from_flag(self, value: Any) -> Any:
+        if self.kind == "list":  # each flag value is parsed like the variable: a tuple of names
+            return tuple(n for v in value for n in (v if isinstance(v, tuple) else (v,)))
+        if self.kind == "switch":
+            return bool(value)
+        return value
+
+    def render(self, value: Any) -> str:
+        if self.kind == "list":
+            return ",".join(value)
+        if self.kind == "switch":
+            return "true" if value else "false"
+        if isinstance(value, dict):
+            return json.dumps(value)
+        return str(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("prometheus_url", "--prometheus-url", "GREENLLM_PROMETHEUS_URL", str,
+            "Prometheus base URL (http:// or https://)", "URL"),
+    Setting("namespaces", "--namespace", "GREENLLM_NAMESPACES", _namespaces,
+            "watch only this namespace (repeat; the variable is comma-separated)", "NS",
+            "list"),
+    Setting("metrics_port", "--metrics-port", "GREENLLM_METRICS_PORT", _port,
+            "port of the operator's own /metrics", "PORT"),
+    Setting("probe_port", "--probe-port", "GREENLLM_PROBE_PORT", _port,
+            "port of the liveness endpoint /healthz", "PORT"),
+    Setting("log_level", "--log-level", "GREENLLM_LOG_LEVEL", _log_level,
+            f"one of {', '.join(LOG_LEVELS)}", "LEVEL"),
+    Setting("default_carbon_intensity_g_per_kwh", "--default-carbon-intensity",
+            "GREENLLM_DEFAULT_CARBON_INTENSITY", _nonneg_float,
+            "gCO2/kWh used when a GreenModel has no live carbon intensity", "G"),
+    Setting("peering_name", "--peering", "GREENLLM_PEERING", str,
+            "kopf peering name for several operators (default: standalone)", "NAME"),
+    Setting("priority", "--priority", "GREENLLM_PRIORITY", int,
+            "peering priority; give replicas distinct ones", "N"),
+    Setting("peering_lifetime_s", "--peering-lifetime", "GREENLLM_PEERING_LIFETIME", _positive_int,
+            "seconds a silent peer (e.g. a crashed operator) still counts", "SECONDS"),
+    Setting("prometheus_timeout_s", "--prometheus-timeout", "GREENLLM_PROMETHEUS_TIMEOUT", _positive_float,
+            "seconds before a Prometheus query times out", "SECONDS"),
+    Setting("io_threads", "--io-threads", "GREENLLM_IO_THREADS", _positive_int,
+            "threads for blocking Prometheus and Kubernetes calls", "N"),
+    Setting("rate_window", "--rate-window", "GREENLLM_RATE_WINDOW", _window,
+            "PromQL range of rate() and histogram quantiles, e.g. 1m", "DURATION"),
+    Setting("queries", "--queries", "GREENLLM_QUERIES", _queries,
+            "JSON object overriding PromQL templates by name (as spec.metrics.queries)", "JSON"),
+    Setting("prometheus_ca_file", "--prometheus-ca-file", "GREENLLM_PROMETHEUS_CA_FILE", str,
+            "PEM CA bundle to verify Prometheus' certificate (default: the system's CAs)", "FILE"),
+    Setting("prometheus_insecure_skip_verify", "--prometheus-insecure-skip-verify",
+            "GREENLLM_PROMETHEUS_INSECURE_SKIP_VERIFY", _bool,
+            "do not verify Prometheus' TLS certificate (unsafe; logged as a warning)", None, "switch"),
+    Setting("prometheus_bearer_token_file", "--prometheus-bearer-token-file",
+            "GREENLLM_PROMETHEUS_BEARER_TOKEN_FILE", str,
+            "file holding a bearer token for Prometheus (re-read on every request)", "FILE"),
+    Setting("prometheus_username", "--prometheus-username", "GREENLLM_PROMETHEUS_USERNAME", str,
+            "basic-auth user for Prometheus (with --prometheus-password-file)", "USER"),
+    Setting("prometheus_password_file", "--prometheus-password-file", "GREENLLM_PROMETHEUS_PASSWORD_FILE",
+            str, "file holding the basic-auth password for Prometheus", "FILE"),
+)  # fmt: skip
+
+assert {s.field for s in SETTINGS} == {f.name for f in fields(OperatorConfig)}, "a setting has no flag"
