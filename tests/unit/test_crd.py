@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ import pytest
 import yaml
 
 from greenllm.api import crd
+from greenllm.api import v1alpha1 as api
+from greenllm.core import render
+from greenllm.core.decision import Decision, Observation
+from greenllm.core.performance import PowerSetting
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "greenmodels.greenllm.io.yaml"
@@ -67,11 +72,91 @@ def test_status_subresource_and_printer_columns() -> None:
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Variant"] == ".status.variant"
-    assert columns["Replicas"] == ".status.replicas"
-    assert columns["Power"] == ".status.observed.powerW"
+    assert columns["Replicas"] == ".status.replicasText"
+    assert columns["Watts"] == ".status.observed.powerW"
     assert "BudgetMet" in columns["Budget"]
     assert columns["Age"] == ".metadata.creationTimestamp"
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1]
+    assert wide == ["Setting", "Carbon"]
     assert crd_doc()["spec"]["names"]["shortNames"] == ["gm"]
+
+
+_FILTER = re.compile(r'^\[\?\(@\.(\w+)=="([^"]*)"\)\]')
+_FIELD = re.compile(r"^\.(\w+)")
+
+
+def _jsonpath(doc: Any, path: str) -> Any:
+    """The subset of Kubernetes JSONPath printer columns use: `.field` and `[?(@.key=="value")]`."""
+    node, rest = doc, path
+    while rest:
+        if m := _FIELD.match(rest):
+            node = node.get(m.group(1)) if isinstance(node, dict) else None
+        elif m := _FILTER.match(rest):
+            node = next((x for x in node or [] if x.get(m.group(1)) == m.group(2)), None)
+        else:
+            raise AssertionError(f"unsupported JSONPath at {rest!r} in {path!r}")
+        rest = rest[m.end() :]
+    return node
+
+
+def _realistic_green_model() -> dict[str, Any]:
+    """A GreenModel as the operator leaves it after a few ticks, built with the operator's own helpers."""
+    spec = api.GreenModelSpec.model_validate(
+        {
+            "model": {"name": "m", "paramsBillions": 8},
+            "variants": [{"name": "bf16", "precision": "bf16", "image": "vllm"}],
+            "budget": {"energyKwh": 40},
+        }
+    )
+    decision = Decision("bf16", 4, PowerSetting(limit_w=300.0), 1200.0, "planned", True)
+    now = "2026-12-02T10:55:13Z"
+    conditions: list[dict[str, Any]] = []
+    for kind, ok, reason in [
+        (api.ConditionType.SPEC_VALID, True, "Valid"),
+        (api.ConditionType.READY, False, "Progressing"),
+        (api.ConditionType.METRICS_AVAILABLE, True, "Observed"),
+    ]:
+        conditions = render.set_condition(conditions, kind, ok, reason, "", now, 1)
+    budget = render.budget_condition(spec, decision, 1.2, 300.0, 1150.0, measured=True)
+    conditions = render.set_condition(conditions, api.ConditionType.BUDGET_MET, *budget, now, 1)
+    observation = Observation(time=0.0, prompt_tokens_per_s=9000.0, output_tokens_per_s=500.0, power_w=1150.0)
+    status = {
+        **render.decision_status(decision),
+        **render.replicas_status(3, decision.replicas),
+        "energyText": render.energy_text(1.2, spec.budget.energy_kwh),
+        "observed": render.observed_status(observation, now),
+        "period": {"start": now, "energyKwh": 1.2, "carbonGrams": 300.0, "lastSampleTime": now},
+        "conditions": conditions,
+    }
+    api.GreenModelStatus.model_validate(status)  # every field the columns read is in the status model
+    return {"metadata": {"name": "llama", "creationTimestamp": now}, "status": status}
+
+
+EXPECTED_COLUMNS = {
+    "Variant": "bf16",
+    "Replicas": "3/4",
+    "Watts": 1150.0,
+    "Energy": "1.2/40 kWh",
+    "J/Token": 2.3,
+    "Budget": "True",
+    "Metrics": "True",
+    "Ready": "False",
+    "Age": "2026-12-02T10:55:13Z",
+    "Setting": "300 W/GPU",
+    "Carbon": 300.0,
+}
+
+
+@pytest.mark.parametrize("column", crd.PRINTER_COLUMNS, ids=lambda c: c["name"])
+def test_printer_column_resolves_on_a_realistic_status(column: dict[str, Any]) -> None:
+    value = _jsonpath(_realistic_green_model(), column["jsonPath"])
+    assert value == EXPECTED_COLUMNS[column["name"]]
+    assert isinstance(value, {"string": str, "number": float, "date": str}[column["type"]])
+    # The API server prunes what the status schema does not declare: the column would stay empty.
+    if column["jsonPath"].startswith(".status."):
+        node = root_schema()["properties"]["status"]
+        for part in column["jsonPath"].split("[")[0].split(".")[2:]:
+            node = node["properties"][part]
 
 
 # ------------------------------------------------------------- validating objects like the API server

@@ -208,3 +208,47 @@ def test_observed_status_carries_attainment_and_the_peak_queue() -> None:
     unknown = render.observed_status(Observation(time=0.0), "t")
     assert unknown["attainment"] is None and unknown["peakWaitingRequests"] is None  # null, never 0
     assert set(observed) == set(api.Observed.model_fields[f].alias or f for f in api.Observed.model_fields)
+
+
+def test_condition_messages_are_cut_to_200_characters_with_an_ellipsis() -> None:
+    error = (
+        "HTTPConnectionPool(host='127.0.0.1', port=9090): Max retries exceeded with url: /api/v1/query?query="
+        + "sum%28rate%28DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION%7Bnamespace%3D%22team%22%7D%5B1m%5D%29%29" * 5
+    )
+    [cond] = render.set_condition([], api.ConditionType.METRICS_AVAILABLE, False, "Down", error, "t", 1)
+    assert len(cond["message"]) == render.MESSAGE_MAX
+    assert cond["message"].endswith("\u2026")
+    assert cond["message"].startswith("HTTPConnectionPool(host='127.0.0.1', port=9090)")
+    assert render.short("fits\nas it is") == "fits as it is"
+
+
+def test_budget_met_is_unknown_until_power_or_energy_was_measured() -> None:
+    s = spec(budget={"energyKwh": 40})
+    d = Decision("bf16", 2, PowerSetting(), None, "planned")
+    assert render.budget_condition(s, d, 0.0, 0.0, None, measured=False) == (
+        None,
+        "NoMetrics",
+        "no power or energy measured yet for this GreenModel's GPUs",
+    )
+    met, reason, message = render.budget_condition(s, d, 1.25, 0.0, 800.0, measured=True)
+    assert (met, reason) == (True, "WithinBudget")
+    assert message == "1.25 of 40 kWh used this 24h period"
+    met, reason, message = render.budget_condition(spec(), d, 1.25, 0.0, 800.0, measured=True)
+    assert (met, reason) == (True, "NoBudget") and message
+    over = Decision("bf16", 2, PowerSetting(), None, "budget breached: 900 W > 500 W allowed", False)
+    assert render.budget_condition(s, over, 1.25, 0.0, 900.0, measured=True) == (
+        False,
+        "BudgetExceeded",
+        "budget breached: 900 W > 500 W allowed",
+    )
+
+
+def test_texts_for_the_printer_columns() -> None:
+    assert render.replicas_status(3, 4) == {"readyReplicas": 3, "replicasText": "3/4"}
+    assert render.replicas_status(None, 2)["replicasText"] == "0/2"
+    assert render.energy_text(1.2, 40.0) == "1.2/40 kWh"
+    assert render.energy_text(0.000123, None) == "0.00012 kWh"
+    assert render.energy_text(0.0, 0.5) == "0/0.5 kWh"
+    assert render.decision_status(Decision("bf16", 1, PowerSetting(limit_w=300.0), None, ""))[
+        "settingText"
+    ] == ("300 W/GPU")

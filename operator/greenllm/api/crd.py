@@ -17,14 +17,52 @@ from greenllm.api import v1alpha1 as api
 
 _DROP = {"title", "$defs"}
 
+
+def _condition(kind: str) -> str:
+    return f'.status.conditions[?(@.type=="{kind}")].status'
+
+
+# `kubectl get gm` at a glance; `-o wide` adds the priority-1 columns. One JSONPath per column, so the
+# operator writes the two-number columns as text (status.replicasText, status.energyText).
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Variant", "type": "string", "jsonPath": ".status.variant"},
-    {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
-    {"name": "Power", "type": "number", "jsonPath": ".status.observed.powerW", "description": "Observed W"},
-    {"name": "Limit", "type": "number", "jsonPath": ".status.powerLimitW", "priority": 1},
-    {"name": "Budget", "type": "string", "jsonPath": '.status.conditions[?(@.type=="BudgetMet")].status'},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Replicas", "type": "string", "jsonPath": ".status.replicasText", "description": "Ready/wanted"},
+    {"name": "Watts", "type": "number", "jsonPath": ".status.observed.powerW", "description": "Power now, W"},
+    {
+        "name": "Energy",
+        "type": "string",
+        "jsonPath": ".status.energyText",
+        "description": "Energy this budget period / its budget, kWh",
+    },
+    {
+        "name": "J/Token",
+        "type": "number",
+        "jsonPath": ".status.observed.joulesPerToken",
+        "description": "Joules per output token",
+    },
+    {"name": "Budget", "type": "string", "jsonPath": _condition("BudgetMet"), "description": "BudgetMet"},
+    {
+        "name": "Metrics",
+        "type": "string",
+        "jsonPath": _condition("MetricsAvailable"),
+        "description": "MetricsAvailable",
+    },
+    {"name": "Ready", "type": "string", "jsonPath": _condition("Ready")},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Setting",
+        "type": "string",
+        "jsonPath": ".status.settingText",
+        "priority": 1,
+        "description": "Per-GPU power setting",
+    },
+    {
+        "name": "Carbon",
+        "type": "number",
+        "jsonPath": ".status.period.carbonGrams",
+        "priority": 1,
+        "description": "gCO2 this budget period",
+    },
 ]
 
 

@@ -336,6 +336,15 @@ class GreenModelStatus(_Model):
     observed_generation: int | None = None
     variant: str | None = None
     replicas: int | None = None
+    ready_replicas: int | None = Field(default=None, description="Ready replicas of the Deployment.")
+    replicas_text: str | None = Field(default=None, description='Ready / wanted replicas, e.g. "3/4".')
+    energy_text: str | None = Field(
+        default=None, description='Energy this period and its budget, e.g. "1.2/40 kWh" ("1.2 kWh": none).'
+    )
+    setting_text: str | None = Field(
+        default=None,
+        description='Per-GPU power setting, e.g. "300 W/GPU", "clock 1410 MHz", "default power".',
+    )
     power_limit_w: float | None = Field(default=None, description="Per-GPU power limit; null = GPU default.")
     locked_clock_mhz: int | None = None
     fast_tier: FastTierStatus | None = Field(

@@ -169,6 +169,17 @@ def _ports(ports: Sequence[Mapping[str, Any]] | None) -> list[tuple[Any, ...]]:
 # ---------------------------------------------------------------------------------------------- status
 
 
+# Condition messages are for `kubectl describe` and `get -o wide`: a raw client error (a URL with its
+# encoded PromQL) belongs in the operator's log, the condition keeps its start.
+MESSAGE_MAX = 200
+
+
+def short(message: str, limit: int = MESSAGE_MAX) -> str:
+    """`message` on one line, cut to at most `limit` characters with an ellipsis."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "\u2026"
+
+
 def set_condition(
     conditions: Sequence[Mapping[str, Any]],
     type_: api.ConditionType,
@@ -178,8 +189,10 @@ def set_condition(
     now: str,
     generation: int | None,
 ) -> list[dict[str, Any]]:
-    """Conditions with `type_` set; lastTransitionTime moves only when the status itself changes."""
+    """Conditions with `type_` set; lastTransitionTime moves only when the status itself changes. The
+    message is cut to MESSAGE_MAX characters."""
     value = "Unknown" if status is None else ("True" if status else "False")
+    message = short(message)
     out: list[dict[str, Any]] = []
     found = False
     for cond in conditions:
@@ -218,7 +231,7 @@ def with_ready(
     """Conditions with Ready taken from the Deployment: all of its wanted replicas ready."""
     meta = deployment.get("metadata") or {}
     want = (deployment.get("spec") or {}).get("replicas") or 0
-    ready_replicas = (deployment.get("status") or {}).get("readyReplicas") or 0
+    ready_replicas = deployment_ready_replicas(deployment)
     ready = ready_replicas >= want
     return set_condition(
         conditions,
@@ -262,7 +275,57 @@ def decision_status(decision: Decision) -> dict[str, Any]:
         "replicas": decision.replicas,
         "powerLimitW": decision.setting.limit_w,
         "lockedClockMhz": decision.setting.locked_clock_mhz,
+        "settingText": decision.setting.label(),
     }
+
+
+def replicas_status(ready: int | None, wanted: int) -> dict[str, Any]:
+    """status.readyReplicas and the `kubectl get gm` Replicas column, "ready/wanted"."""
+    ready = ready or 0
+    return {"readyReplicas": ready, "replicasText": f"{ready}/{wanted}"}
+
+
+def deployment_ready_replicas(deployment: Mapping[str, Any]) -> int:
+    ready: int = (deployment.get("status") or {}).get("readyReplicas") or 0
+    return ready
+
+
+def _kwh(value: float) -> str:
+    return f"{value:.3g}" if value >= 0.001 or value == 0 else f"{value:.2g}"
+
+
+def energy_text(energy_kwh: float, budget_kwh: float | None) -> str:
+    """The Energy column: "1.2/40 kWh" (used this period / budget), or "1.2 kWh" without an energy budget."""
+    used = _kwh(energy_kwh)
+    return f"{used} kWh" if budget_kwh is None else f"{used}/{budget_kwh:g} kWh"
+
+
+def budget_condition(
+    spec: api.GreenModelSpec,
+    decision: Decision,
+    energy_kwh: float,
+    carbon_grams: float,
+    power_w: float | None,
+    measured: bool,
+) -> tuple[bool | None, str, str]:
+    """BudgetMet as (status, reason, message): Unknown/NoMetrics until power or energy was measured once,
+    then the decision's verdict, always with a message saying what was measured against what."""
+    if not measured:
+        return None, "NoMetrics", "no power or energy measured yet for this GreenModel's GPUs"
+    if not decision.budget_met:
+        return False, "BudgetExceeded", decision.reason
+    b = spec.budget
+    parts = []
+    if b.energy_kwh is not None:
+        parts.append(f"{_kwh(energy_kwh)} of {b.energy_kwh:g} kWh used this {b.period} period")
+    if b.carbon_grams is not None:
+        parts.append(f"{carbon_grams:.3g} of {b.carbon_grams:g} gCO2 this {b.period} period")
+    if b.power_w is not None:
+        now = "power unknown now" if power_w is None else f"{power_w:.0f} W now"
+        parts.append(f"{now}, cap {b.power_w:g} W")
+    if not parts:
+        return True, "NoBudget", "spec.budget sets no power, energy or carbon budget"
+    return True, "WithinBudget", "; ".join(parts)
 
 
 def _setting_status(setting: PowerSetting) -> api.SettingStatus:
