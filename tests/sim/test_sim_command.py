@@ -294,3 +294,96 @@ def test_decisions_carry_the_planned_demand_not_only_the_observed_rates(tmp_path
     assert any(
         r["demand_prompt_tokens_per_s"] > (r["observed"]["prompt_tokens_per_s"] or 0.0) for r in planned
     )
+
+
+# ------------------------------------------------------------------------- outputs checked before the run
+
+
+def test_an_unknown_gpu_type_lists_the_supported_ones(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model = tmp_path / "m.yaml"
+    model.write_text(EXAMPLE.read_text().replace("type: H100-SXM", "type: B999", 1))
+    line = one_line_error(capsys, ["--model", str(model), "--no-progress"])
+    assert "'B999'" in line and "supported: H100-SXM" in line and "B200" in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "target", "message"),
+    [
+        ("--plot", "{tmp}/out.txt", "must end in .png"),
+        ("--plot", "{tmp}", "is a directory"),
+        ("--decisions-out", "{tmp}", "is a directory"),
+        ("--decisions-out", "{tmp}/file/below/a/file.jsonl", "cannot be written"),
+        ("--plot", "/proc/no-such-pid/plot.png", "cannot be written"),
+    ],
+)
+def test_an_unwritable_output_is_refused_before_the_run(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flag: str,
+    target: str,
+    message: str,
+) -> None:
+    import greenllm.sim.command as command
+
+    (tmp_path / "file").write_text("a file, not a directory")
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the simulation started")
+
+    monkeypatch.setattr(command, "compare_parallel", never)
+    path = target.format(tmp=tmp_path)
+    line = one_line_error(capsys, [*SHORT, flag, path])
+    assert line.startswith(f"greenllm simulate: error: {flag} {path}: ") and message in line
+    assert not Path(path).is_file() or Path(path) == tmp_path / "file"
+
+
+def test_a_read_only_directory_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import os
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if os.access(readonly, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writes")
+        line = one_line_error(capsys, [*SHORT, "--decisions-out", str(readonly / "d.jsonl")])
+        assert "cannot be written" in line
+    finally:
+        readonly.chmod(0o700)
+
+
+def test_the_probe_leaves_no_file_and_creates_missing_parents(tmp_path: Path) -> None:
+    from greenllm.sim.command import check_writable
+
+    target = tmp_path / "new" / "dir" / "plot.png"
+    check_writable(target, "--plot", ".png")
+    assert target.parent.is_dir() and not target.exists()
+    existing = tmp_path / "kept.jsonl"
+    existing.write_text("old\n")
+    check_writable(existing, "--decisions-out")
+    assert existing.read_text() == "old\n"
+
+
+def test_results_survive_a_failed_plot(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from greenllm.sim import plot
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the renderer ran out of memory")
+
+    monkeypatch.setattr(plot, "write_plot", broken)
+    decisions = tmp_path / "d.jsonl"
+    code = main(
+        [*SHORT, "--policies", "greenllm", "--json", "--plot", str(tmp_path / "p.png"), "--decisions-out",
+         str(decisions)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "greenllm" in json.loads(captured.out)["policies"], "the results are printed"
+    assert decisions.read_text().strip(), "the decisions are written"
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("greenllm simulate: error: --plot ") and "ran out of memory" in line

@@ -445,11 +445,11 @@ def check_writable(path: Path, flag: str, suffix: str | None = None) -> None:
     """Refuse, before a long run, an output path that cannot be written: a directory, a parent that
     cannot be created, a read-only file or directory, or (with `suffix`) the wrong file type. Probes by
     creating the parents and opening the file for appending; a file that did not exist is removed again."""
+    if path.is_dir():
+        raise SimulationError(f"{flag} {path}: is a directory, give a file name")
     if suffix is not None and path.suffix.lower() != suffix:
         kind = suffix[1:].upper()
         raise SimulationError(f"{flag} {path}: must end in {suffix} (the file written is a {kind})")
-    if path.is_dir():
-        raise SimulationError(f"{flag} {path}: is a directory, give a file name")
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
