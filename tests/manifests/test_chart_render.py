@@ -23,6 +23,7 @@ from chartkit import (
 import greenllm
 from greenllm.agent.command import build_parser as agent_parser
 from greenllm.cli import build_parser
+from greenllm.controller.config import SETTINGS, OperatorConfig
 
 CHART = ROOT / "charts" / "greenllm"
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -171,18 +172,21 @@ def test_operator_args_parse_with_the_real_cli(
     container = _container(find(rendered[scenario], "Deployment", OPERATOR))
     args = build_parser().parse_args(container["args"])
     assert args.command == "run"
-    assert args.prometheus_url == values.get("prometheus", {}).get(
+    config = OperatorConfig.from_sources({s.field: getattr(args, s.field) for s in SETTINGS}, {})
+    assert config.prometheus_url == values.get("prometheus", {}).get(
         "url", "http://prometheus-operated.monitoring.svc:9090"
     )
-    assert args.namespace == values.get("watchNamespaces", [])
-    assert args.log_level == values.get("logLevel", "info")
-    assert args.default_carbon_intensity == values.get("carbon", {}).get("defaultIntensityGPerKWh")
+    assert list(config.namespaces) == values.get("watchNamespaces", [])
+    assert config.log_level == values.get("logLevel", "info")
+    assert config.default_carbon_intensity_g_per_kwh == values.get("carbon", {}).get(
+        "defaultIntensityGPerKWh"
+    )
     peering = values.get("operator", {}).get("peering", {})
     if peering.get("enabled"):
-        assert args.peering == peering.get("name", "greenllm")
-        assert args.priority == peering.get("priority", 100)
+        assert config.peering_name == peering.get("name", "greenllm")
+        assert config.priority == peering.get("priority", 100)
     else:
-        assert args.peering is None
+        assert config.peering_name is None
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
