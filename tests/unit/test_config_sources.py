@@ -163,7 +163,7 @@ def test_skipping_verification_is_explicit_and_logged(caplog: pytest.LogCaptureF
 class _Recorder(BaseHTTPRequestHandler):
     seen: list[str | None] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         type(self).seen.append(self.headers.get("Authorization"))
         body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
         self.send_response(200)

@@ -110,7 +110,7 @@ def _positive_int(text: str) -> int:
 
 def _port(text: str) -> int:
     value = int(text)
-    if not 0 < value < 65536:
+    if not 0 <= value < 65536:
         raise ValueError(f"not a TCP port: {value}")
     return value
 
@@ -204,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
             "watch only this namespace (repeat; the variable is comma-separated)", "NS",
             "list"),
     Setting("metrics_port", "--metrics-port", "GREENLLM_METRICS_PORT", _port,
-            "port of the operator's own /metrics", "PORT"),
+            "port of the operator's own /metrics (0: not served)", "PORT"),
     Setting("probe_port", "--probe-port", "GREENLLM_PROBE_PORT", _port,
             "port of the liveness endpoint /healthz", "PORT"),
     Setting("log_level", "--log-level", "GREENLLM_LOG_LEVEL", _log_level,
