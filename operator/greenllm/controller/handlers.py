@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, cast
 
 import kopf
@@ -36,6 +37,7 @@ from greenllm.core.step import LoopState, initial_decision, initial_state, step
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 ANNOTATION_PREFIX = "greenllm.io"
+REPORTING_COMPONENT = "greenllm"
 
 
 def _iso(epoch: float) -> str:
@@ -60,6 +62,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         memo.telemetry = Telemetry()
         memo.telemetry.serve(config.metrics_port)
     logging.getLogger().setLevel(config.log_level.upper())
+    # Events say who posted them: `kubectl describe gm` shows this component in its "From" column.
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = os.environ.get("HOSTNAME") or REPORTING_COMPONENT
     # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural and would prune it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -123,6 +128,8 @@ async def reconcile(
         for variant in model.variants:
             memo.energy.performance(model, variant, PowerSetting())
         carried = carried_decision(model, status.get("lastDecision"))
+        if carried is not None and status.get("observedGeneration") not in (None, generation):
+            carried = replace(carried, reason=_kept_reason(model, carried, generation))
         decision = carried or initial_decision(model, memo.energy)
         if carried is None:
             fast_tier = render.fast_tier_status(decision)
@@ -135,7 +142,7 @@ async def reconcile(
         message = _readable(e) if isinstance(e, ValidationError) else str(e)
         logger.warning("invalid spec, workloads left as they are: %s", message)
         await update_status(kube, namespace, name, _spec_invalid(message, generation))
-        kopf.warn(body, reason="InvalidSpec", message=message)
+        kopf.warn(body, reason="InvalidSpec", message=render.short(message, EVENT_MESSAGE_MAX))
         return
 
     def build(gm: dict[str, Any]) -> dict[str, Any]:
@@ -151,19 +158,41 @@ async def reconcile(
             generation,
         )
         conditions = render.with_ready(conditions, deployment, now, generation)
+        if _condition_status(gm, api.ConditionType.BUDGET_MET) is None:
+            conditions = render.set_condition(
+                conditions, api.ConditionType.BUDGET_MET, *render.budget_condition(
+                    model, decision, 0.0, 0.0, None, measured=False
+                ), now, generation,
+            )  # fmt: skip
+        period = current.get("period") or {}
         new = {
             **render.decision_status(decision),
+            **render.replicas_status(render.deployment_ready_replicas(deployment), decision.replicas),
+            "energyText": render.energy_text(period.get("energyKwh") or 0.0, model.budget.energy_kwh),
             "fastTier": fast_tier,
             "observedGeneration": generation,
             "conditions": conditions,
         }
-        if not render.same_decision(decision, current.get("lastDecision")):
+        last = current.get("lastDecision")
+        if not render.same_decision(decision, last) or (last or {}).get("reason") != decision.reason:
             new["lastDecision"] = render.decision_record(decision, now)
         return new
 
     written = await update_status(kube, namespace, name, build)
     if written is not None and not render.same_decision(decision, status.get("lastDecision")):
         kopf.info(body, reason="Decision", message=_event_message(decision))
+
+
+def _kept_reason(spec: api.GreenModelSpec, carried: Decision, generation: int | None) -> str:
+    """lastDecision.reason for a decision a spec edit kept: said against the new spec, never the old one."""
+    variant = spec.variant(carried.variant)
+    low, high = spec.replicas.min, spec.replicas.max
+    clamped = "" if f"[{low}, {high}]" not in carried.reason else f"; {carried.reason}"
+    return (
+        f"spec changed (generation {generation}): kept {variant.name} (quality {variant.quality:g} >= "
+        f"slo.minQuality {spec.slo.min_quality:g}) x{carried.replicas} (replicas [{low}, {high}]) at "
+        f"{carried.setting.label()}{clamped}; the loop re-plans from its next observation"
+    )
 
 
 def _spec_invalid(message: str, generation: int | None) -> StatusBuilder:
@@ -213,8 +242,12 @@ class WorkloadRejectedError(Exception):
     """The API server refused a Deployment or Service rendered from the spec (HTTP 422)."""
 
 
+EVENT_MESSAGE_MAX = 1000  # the API server refuses an Event message over 1 KiB
+
+
 def _event_message(decision: Decision) -> str:
-    return f"{decision.variant} x{decision.replicas} at {decision.setting.label()}: {decision.reason}"
+    message = f"{decision.variant} x{decision.replicas} at {decision.setting.label()}: {decision.reason}"
+    return render.short(message, EVENT_MESSAGE_MAX)
 
 
 async def apply_workloads(
@@ -292,9 +325,19 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
     def build(gm: dict[str, Any]) -> dict[str, Any] | None:
         if gm["metadata"].get("uid") != owner.get("uid"):
             return None  # a new GreenModel of the same name; its own Deployment will report
-        conditions = (gm.get("status") or {}).get("conditions") or []
+        status = gm.get("status") or {}
+        conditions = status.get("conditions") or []
         updated = render.with_ready(conditions, body, _now(), gm["metadata"].get("generation"))
-        return None if updated == conditions else {"conditions": updated}
+        wanted = status.get("replicas")
+        if wanted is None:
+            wanted = (body.get("spec") or {}).get("replicas") or 0
+        change: dict[str, Any] = {}
+        if updated != conditions:
+            change["conditions"] = updated
+        replicas = render.replicas_status(render.deployment_ready_replicas(body), wanted)
+        if any(status.get(k) != v for k, v in replicas.items()):
+            change.update(replicas)
+        return change or None
 
     await update_status(memo.kube, meta["namespace"], owner["name"], build)
 
@@ -400,11 +443,15 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
 
     stamp = _iso(now)
     budget_was: list[str | None] = []
+    metrics_was: list[str | None] = []
+    budget_now: list[bool | None] = []
 
     def build(latest: dict[str, Any]) -> dict[str, Any] | None:
         if latest["metadata"].get("generation") != generation:
             return None  # reconcile owns this generation's status now; the next tick catches up
-        conditions = (latest.get("status") or {}).get("conditions") or []
+        current = latest.get("status") or {}
+        conditions = current.get("conditions") or []
+        metrics_was[:] = [_condition_status(latest, api.ConditionType.METRICS_AVAILABLE)]
         conditions = render.set_condition(
             conditions,
             api.ConditionType.METRICS_AVAILABLE,
@@ -415,17 +462,23 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
             generation,
         )
         budget_was[:] = [_condition_status(latest, api.ConditionType.BUDGET_MET)]
+        # Measured once = this tick saw power or energy, or an earlier one did (BudgetMet left NoMetrics).
+        measured = observation.power_w is not None or observation.energy_j_total is not None
+        measured = measured or _condition_reason(latest, api.ConditionType.BUDGET_MET) not in (
+            None,
+            "NoMetrics",
+        )
+        budget = render.budget_condition(
+            spec, decision, state.energy_kwh, state.carbon_grams, observation.power_w, measured
+        )
+        budget_now[:] = [budget[0]]
         conditions = render.set_condition(
-            conditions,
-            api.ConditionType.BUDGET_MET,
-            decision.budget_met,
-            "WithinBudget" if decision.budget_met else "BudgetExceeded",
-            "" if decision.budget_met else decision.reason,
-            stamp,
-            generation,
+            conditions, api.ConditionType.BUDGET_MET, *budget, stamp, generation
         )
         new_status: dict[str, Any] = {
             **render.decision_status(decision),
+            **render.replicas_status(current.get("readyReplicas"), decision.replicas),
+            "energyText": render.energy_text(state.energy_kwh, spec.budget.energy_kwh),
             "fastTier": render.fast_tier_status(decision),
             "observed": render.observed_status(observation, stamp),
             "period": {
@@ -443,19 +496,38 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
 
     if await update_status(kube, namespace, name, build, read=latest) is None:
         return interval
-    was_met, now_met = budget_was[0], "True" if decision.budget_met else "False"
-    if was_met != now_met and (was_met or not decision.budget_met):  # no event for a first "met"
-        if decision.budget_met:
-            kopf.info(subject, reason="BudgetMet", message="back within budget")
-        else:
-            kopf.warn(subject, reason="BudgetExceeded", message=decision.reason)
+    was_met, met = budget_was[0], budget_now[0]
+    if met is False and was_met != "False":
+        kopf.warn(subject, reason="BudgetExceeded", message=render.short(decision.reason, EVENT_MESSAGE_MAX))
+    elif met is True and was_met == "False":  # no event for a first "met"
+        kopf.info(subject, reason="BudgetMet", message="back within budget")
+    _metrics_event(subject, metrics_was[0], metrics_ok, metrics_reason, metrics_message)
     _export(memo.telemetry, namespace, name, spec, decision, observation, state)
     return interval
 
 
-def _condition_status(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
+def _metrics_event(subject: kopf.Body, was: str | None, ok: bool, reason: str, message: str) -> None:
+    """One Warning when MetricsAvailable turns False, one Normal when it turns True again; none while it
+    stays. A first tick without token rates (pods still starting) is not a transition worth a Warning."""
+    if not ok and was != "False" and not (was is None and reason == "NoData"):
+        text = render.short(f"metrics unavailable ({reason}): {message}", EVENT_MESSAGE_MAX)
+        kopf.warn(subject, reason="MetricsUnavailable", message=text)
+    elif ok and was == "False":
+        kopf.info(subject, reason="MetricsAvailable", message="metrics are available again")
+
+
+def _condition(gm: dict[str, Any], kind: api.ConditionType) -> dict[str, Any]:
     conditions = (gm.get("status") or {}).get("conditions") or []
-    return next((c.get("status") for c in conditions if c.get("type") == kind.value), None)
+    found: dict[str, Any] = next((c for c in conditions if c.get("type") == kind.value), {})
+    return found
+
+
+def _condition_status(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
+    return _condition(gm, kind).get("status")
+
+
+def _condition_reason(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
+    return _condition(gm, kind).get("reason")
 
 
 def _export(
