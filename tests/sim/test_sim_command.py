@@ -387,3 +387,21 @@ def test_results_survive_a_failed_plot(
     assert decisions.read_text().strip(), "the decisions are written"
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("greenllm simulate: error: --plot ") and "ran out of memory" in line
+
+
+def test_simulate_runs_without_tqdm(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The container image installs without the [sim] extra: no progress bar, same results.
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "tqdm" or name.startswith("tqdm."):
+            raise ImportError("no tqdm")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    assert main([*SHORT, "--policies", "static", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policies"]["static"]["energy_kwh"] > 0

@@ -484,6 +484,28 @@ def _write_decisions(path: Path, logs: Any) -> None:
             out.write(json.dumps(log.as_json()) + "\n")
 
 
+class _NoProgress:
+    """Stands in for tqdm where the `[sim]` extra is not installed (the container image)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        del n
+
+
+def _progress(show: bool) -> Any:
+    """A tqdm progress bar on stderr when it is installed and wanted, else one that shows nothing."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(file=sys.stderr, disable=not show, unit="step", desc="simulate")
+
+
 def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[str, Any]:
     """Run the scenario the arguments describe; the result is what --json prints. A failure to write
     --decisions-out or --plot after the run goes to `errors` when given (else it raises)."""
@@ -529,11 +551,9 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
     else:
         carbon, carbon_source = DEFAULT_CARBON_G_PER_KWH, DEFAULT_CARBON_SOURCE
 
-    from tqdm import tqdm
-
     started = time.perf_counter()
     show = not args.no_progress and sys.stderr.isatty()
-    with tqdm(file=sys.stderr, disable=not show, unit="step", desc="simulate") as bar:
+    with _progress(show) as bar:
         result = compare_parallel(spec, trace, source, names, args, carbon, gpus, bar.update)
         sensitivity: dict[str, dict[str, float | None]] = {}
         if args.sensitivity:
