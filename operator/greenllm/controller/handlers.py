@@ -373,7 +373,10 @@ async def autoscale(
 
 def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
     if url not in memo.prometheus:
-        memo.prometheus[url] = metrics.prometheus_query(url, memo.config.prometheus_timeout_s)
+        # The config's own TLS and auth settings (not the process default), however the operator started.
+        memo.prometheus[url] = metrics.prometheus_query(
+            url, memo.config.prometheus_timeout_s, connection=memo.config.prometheus_connection()
+        )
     query: metrics.Query = memo.prometheus[url]
     return query
 
