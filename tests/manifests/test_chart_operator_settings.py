@@ -65,6 +65,15 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
         {"prometheus": {"auth": {"username": "u", "passwordFile": "/etc/prom/pw"}}},
         "/etc/prom/pw",
     ),
+    "allowed_prometheus_urls": (
+        {"trust": {"allowedPrometheusUrls": ["https://team-prom:9090", "http://other:9090"]}},
+        ("https://team-prom:9090", "http://other:9090"),
+    ),
+    "allow_spec_queries": ({"trust": {"allowSpecQueries": True}}, True),
+    "allowed_image_prefixes": (
+        {"trust": {"allowedImagePrefixes": ["vllm/vllm-openai:", "ghcr.io/acme/"]}},
+        ("vllm/vllm-openai:", "ghcr.io/acme/"),
+    ),
 }
 
 
@@ -112,6 +121,8 @@ BAD = [
     ({"prometheus": {"tls": {"caFile": "relative/ca.crt"}}}, "/prometheus/tls/caFile"),
     ({"prometheus": {"auth": {"token": "inline"}}}, "additional properties 'token'"),
     ({"operator": {"ioThreads": 0}}, "/operator/ioThreads"),
+    ({"trust": {"allowSpecQueries": "yes"}}, "/trust/allowSpecQueries"),
+    ({"trust": {"allowedPrometheusUrls": ["ftp://x"]}}, "/trust/allowedPrometheusUrls/0"),
     ({"operator": {"peering": {"lifetime": 0}}}, "/operator/peering/lifetime"),
 ]
 

@@ -38,6 +38,9 @@ CASES: dict[str, tuple[str, Any, str, Any]] = {
     "prometheus_bearer_token_file": ("/flag/token", "/flag/token", "/env/token", "/env/token"),
     "prometheus_username": ("flaguser", "flaguser", "envuser", "envuser"),
     "prometheus_password_file": ("/flag/pw", "/flag/pw", "/env/pw", "/env/pw"),
+    "allowed_prometheus_urls": ("https://a:9090", ("https://a:9090",), "http://b, http://c", ("http://b", "http://c")),
+    "allow_spec_queries": ("", True, "true", True),
+    "allowed_image_prefixes": ("ghcr.io/a/", ("ghcr.io/a/",), "ghcr.io/b/, vllm/", ("ghcr.io/b/", "vllm/")),
 }
 # Settings checked together with another one (basic auth needs both halves).
 COMPANIONS: dict[str, dict[str, str]] = {

@@ -44,6 +44,10 @@ class OperatorConfig:
     prometheus_bearer_token_file: str | None = None  # re-read on every request (rotated tokens)
     prometheus_username: str | None = None  # basic auth, with the password from prometheus_password_file
     prometheus_password_file: str | None = None
+    # Trust (README "Trust model"): what a GreenModel author may make the operator do (controller/trust.py).
+    allowed_prometheus_urls: tuple[str, ...] = field(default_factory=tuple)  # empty: only prometheus_url
+    allow_spec_queries: bool = False  # spec.metrics.queries / carbonIntensity.query, namespace-scoped
+    allowed_image_prefixes: tuple[str, ...] = field(default_factory=tuple)  # empty: any image
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -238,6 +242,15 @@ SETTINGS: tuple[Setting, ...] = (
             "basic-auth user for Prometheus (with --prometheus-password-file)", "USER"),
     Setting("prometheus_password_file", "--prometheus-password-file", "GREENLLM_PROMETHEUS_PASSWORD_FILE",
             str, "file holding the basic-auth password for Prometheus", "FILE"),
+    Setting("allowed_prometheus_urls", "--allowed-prometheus-url", "GREENLLM_ALLOWED_PROMETHEUS_URLS",
+            _namespaces, "a spec.metrics.prometheusUrl GreenModels may use (repeat; the variable is "
+            "comma-separated; default: none, only --prometheus-url)", "URL", "list"),
+    Setting("allow_spec_queries", "--allow-spec-queries", "GREENLLM_ALLOW_SPEC_QUERIES", _bool,
+            "run PromQL from spec.metrics.queries / carbonIntensity.query, scoped to the GreenModel's "
+            "namespace (default: refused)", None, "switch"),
+    Setting("allowed_image_prefixes", "--allowed-image-prefix", "GREENLLM_ALLOWED_IMAGE_PREFIXES",
+            _namespaces, "an image prefix variants must start with (repeat; the variable is comma-separated; "
+            "default: any image)", "PREFIX", "list"),
 )  # fmt: skip
 
 assert {s.field for s in SETTINGS} == {f.name for f in fields(OperatorConfig)}, "a setting has no flag"

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
-from greenllm.controller import metrics
+from greenllm.controller import metrics, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.kube import Kube
 from greenllm.controller.telemetry import Telemetry
@@ -124,6 +124,7 @@ async def reconcile(
         if problem:
             raise ValueError(problem)
         model = api.GreenModelSpec.model_validate(dict(spec))
+        trust.check(model, namespace, memo.config)  # UntrustedSpecError (a ValueError): SpecValid=False
         # The energy model refuses (ValueError) a GPU type or model size it has no calibration for.
         for variant in model.variants:
             memo.energy.performance(model, variant, PowerSetting())
@@ -396,6 +397,10 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
     if _condition_status(gm, api.ConditionType.SPEC_VALID) == "False":
         return parse_duration(spec.scaling.interval)  # e.g. a GPU type without calibration
     interval = parse_duration(spec.scaling.interval)
+    try:
+        trust.check(spec, namespace, config)
+    except trust.UntrustedSpecError:
+        return interval  # reconcile sets SpecValid=False; nothing is asked of any Prometheus
     status = gm.get("status") or {}
     applied = carried_decision(spec, status.get("lastDecision"))
     if applied is None:
@@ -414,7 +419,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         overrides=config.queries,
         default_carbon_g_per_kwh=config.default_carbon_intensity_g_per_kwh,
     )
-    query = _prometheus(memo, spec.metrics.prometheus_url or config.prometheus_url)
+    query = _prometheus(memo, trust.prometheus_url(spec, config))
     try:
         observation = await asyncio.to_thread(
             metrics.observe, query, queries, now, metrics.max_age_s(interval), state.last_energy_j
@@ -424,7 +429,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         metrics_message = "" if metrics_ok else "no vLLM token rates for this GreenModel's pods"
     except metrics.MetricsError as e:
         observation = Observation(time=now)
-        metrics_ok, metrics_reason, metrics_message = False, "PrometheusUnavailable", str(e)
+        metrics_ok, metrics_reason, metrics_message = False, "PrometheusUnavailable", trust.metrics_failure(e)
         logger.warning("metrics unavailable, holding the last decision: %s", e)
 
     state, decision = step(spec, state, observation, now, memo.energy)

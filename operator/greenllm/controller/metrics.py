@@ -21,6 +21,7 @@ from urllib3.util.retry import Retry
 
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
+from greenllm.controller.trust import scope_promql
 from greenllm.core.decision import Observation
 
 # Placeholders: {namespace}, {pods} (regex of the GreenModel's pod names), {window} (rate window),
@@ -169,6 +170,11 @@ class QuerySet:
     carbon_static: float | None
 
 
+def _template_key(name: str, source: str) -> str:
+    """The DEFAULT_QUERIES key a chosen query comes from: power_w -> dcgm_power_w, ..."""
+    return f"{source}_{name}" if name in ("power_w", "power_age_s", "energy_j") else name
+
+
 def build_queries(
     spec: api.GreenModelSpec,
     namespace: str,
@@ -215,10 +221,16 @@ def build_queries(
     if any(edge is None and "{" + key + "}" in chosen["attainment"] for key, edge in edges.items()):
         chosen.pop("attainment")  # an SLO below the histogram's first bucket: attainment is unknown
     carbon = spec.metrics.carbon_intensity
-    carbon_query = fill(carbon.query, values) if carbon.query else None
+    # PromQL from the GreenModel sees only its own namespace (trust.scope_promql; UnscopableQueryError if not
+    # parseable). The operator's own templates and config overrides are run as they are.
+    carbon_query = scope_promql(fill(carbon.query, values), namespace) if carbon.query else None
     static = carbon.grams_per_kwh if carbon.grams_per_kwh is not None else default_carbon_g_per_kwh
+    own = {name for name in chosen if _template_key(name, source) in spec.metrics.queries}
     return QuerySet(
-        queries={name: fill(q, values) for name, q in chosen.items()},
+        queries={
+            name: scope_promql(fill(q, values), namespace) if name in own else fill(q, values)
+            for name, q in chosen.items()
+        },
         carbon_query=carbon_query,
         carbon_static=static,
     )

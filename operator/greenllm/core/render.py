@@ -86,7 +86,8 @@ def _pod_template(
             "labels": {**_selector(owner_name), VARIANT_LABEL: variant.name, **MANAGED_BY},
             "annotations": {"greenllm.io/precision": variant.precision.value},
         },
-        "spec": {"containers": [container]},
+        # A serving container needs no Kubernetes API access: no service-account token in the pod.
+        "spec": {"automountServiceAccountToken": False, "containers": [container]},
     }
 
 
