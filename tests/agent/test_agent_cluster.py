@@ -427,3 +427,57 @@ async def test_dry_run_changes_nothing(
     assert h.gpu(0)["changes"] == 0
     assert not (h.state_dir / "power-record.json").exists()
     assert cluster.events() == []
+
+
+# ---------------------------------------------------------------------------------------------- bad numbers
+
+
+def _strand(h: Harness, bad_entry: str) -> None:
+    """What a crashed agent leaves: GPUs 0 and 1 capped (GPU 0's clocks locked too), and a record file whose
+    entry for GPU 0 is `bad_entry` (raw JSON text) while GPU 1's entry is sane."""
+    sim = SimulatedBackend(h.sim_path)
+    sim.set_power_limit(gpu_uuid(0), 300_000)
+    sim.lock_clocks(gpu_uuid(0), 1770)
+    sim.set_power_limit(gpu_uuid(1), 250_000)
+    sim.close()
+    good = '{"changed_at": 999000.0, "clock_mhz": null, "default_limit_mw": 700000, "greenmodel": "serving/llama", "limit_mw": 250000, "pending": false}'  # noqa: E501
+    h.state_dir.mkdir(parents=True, exist_ok=True)
+    (h.state_dir / "power-record.json").write_text(
+        f'{{"format": 1, "gpus": {{"{gpu_uuid(0)}": {bad_entry}, "{gpu_uuid(1)}": {good}}}}}'
+    )
+
+
+_ENTRY = (
+    '{{"changed_at": {changed_at}, "clock_mhz": 1770, "default_limit_mw": {default}, "limit_mw": {limit}}}'
+)
+
+
+@pytest.mark.parametrize(
+    "bad_entry",
+    [
+        _ENTRY.format(changed_at="999000.0", default="700000", limit="Infinity"),
+        _ENTRY.format(changed_at="1" + "0" * 399, default="700000", limit="300000"),  # a 400-digit time
+        _ENTRY.format(changed_at="999000.0", default="1e400", limit="300000"),  # JSON's inf by another name
+        _ENTRY.format(changed_at="999000.0", default="700000", limit="-Infinity"),
+    ],
+    ids=["limit-Infinity", "changed_at-400-digits", "default-1e400", "limit-minus-Infinity"],
+)
+async def test_record_entry_with_non_finite_or_huge_numbers_restores_that_gpu_and_keeps_running(
+    cluster: Cluster, kubelet: KubeletServer, make_agent: Callable[..., Harness], bad_entry: str
+) -> None:
+    h = make_agent()
+    _strand(h, bad_entry)
+
+    report = await h.cycle()  # start-up restore, then the cycle (it raised OverflowError every cycle)
+
+    assert h.limits() == {0: DEFAULT_MW, 1: DEFAULT_MW, 2: DEFAULT_MW, 3: DEFAULT_MW}
+    assert h.gpu(0)["locked_clock_mhz"] is None
+    assert h.record() == {}
+    assert all(g.action is not Action.FAILED for g in report.gpus)
+    # ...and the agent keeps working: a GreenModel's GPU is capped the next cycle.
+    _, rs = await serving(cluster)
+    await cluster.pod("llama-0", rs)
+    kubelet.kubelet.allocate(NS, "llama-0", [gpu_uuid(0)])
+    await h.cycle()
+    assert h.limits()[0] == 350_000
+    assert set(h.record()) == {gpu_uuid(0)}

@@ -188,10 +188,12 @@ class Reconciler:
         # drops the record): the hold time runs from it. Urgent restores clear it.
         self._changed_at: dict[str, float] = {u: r.changed_at for u, r in self.records.items()}
         self._record_corrupt = False
+        self._bad_records: dict[str, str] = {}  # uuid -> why its entry in the record was not sane
         self.fast: dict[str, FastGpu] = {}  # uuid -> fast tier of a GPU owned by a GreenModel with one
         if store is not None:
             try:
                 self.records = store.load()
+                self._bad_records = dict(store.bad)
             except RecordError as exc:
                 log.error("GPU power record unreadable (%s): every GPU will be restored to its default", exc)
                 self._record_corrupt = True
@@ -209,7 +211,8 @@ class Reconciler:
 
     def startup(self) -> list[GpuReport]:
         """Restore every GPU the record says was changed (a previous agent died without restoring).
-        With an unreadable record, restore every GPU whose limit or clocks may have been changed."""
+        With an unreadable record, restore every GPU whose limit or clocks may have been changed; with a bad
+        entry (numbers not finite or out of range), restore that GPU."""
         inventory = {g.uuid: g for g in self.backend.inventory()}
         if self._record_corrupt:
             for gpu in inventory.values():
@@ -226,6 +229,21 @@ class Reconciler:
                         ),
                     )
             self._record_corrupt = False
+        for uuid, why in sorted(self._bad_records.items()):
+            found = inventory.get(uuid)
+            if found is None or found.constraints is None:
+                log.warning("GPU %s has a bad record entry (%s) but is not a manageable GPU here", uuid, why)
+                continue
+            log.error("GPU %s: bad record entry (%s); restoring its defaults", uuid, why)
+            # Unknown what was set: pending makes the restore set the default limit and reset clocks.
+            self.records[uuid] = GpuRecord(
+                default_limit_mw=found.constraints.default_mw,
+                limit_mw=None,
+                clock_mhz=None,
+                changed_at=self._clock(),
+                pending=True,
+            )
+        self._bad_records = {}
         for uuid in [u for u in self.records if u not in inventory or inventory[u].constraints is None]:
             log.warning(
                 "GPU %s in the record is not a manageable GPU of this node; dropping its record", uuid
