@@ -63,6 +63,7 @@ class FakeFleet(Collector):
 
     pods: dict[str, PodSeries] = field(default_factory=dict)
     extra_gauges: dict[str, float] = field(default_factory=dict)  # e.g. a carbon-intensity exporter
+    extra_gauge_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # by gauge name
     lock: threading.Lock = field(default_factory=threading.Lock)
     _last: float = field(default_factory=time.monotonic)
 
@@ -131,7 +132,10 @@ class FakeFleet(Collector):
             tpot.add_metric(v, [*buckets, ("+Inf", p.tpot_count)], p.tpot_count * p.tpot_s)
         yield from (power, energy, kepler_w, kepler_j, prompt, output, success, waiting, running, tpot)
         for name, value in self.extra_gauges.items():
-            yield GaugeMetricFamily(name, name, value=value)
+            labels = self.extra_gauge_labels.get(name) or {}
+            gauge = GaugeMetricFamily(name, name, labels=list(labels))
+            gauge.add_metric(list(labels.values()), value)
+            yield gauge
 
 
 def _text_format_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:

@@ -81,6 +81,7 @@ async def setup(
     monkeypatch.setenv("GREENLLM_METRICS_PORT", "0")
     monkeypatch.setenv("GREENLLM_RATE_WINDOW", "5s")
     monkeypatch.setenv("GREENLLM_PROMETHEUS_TIMEOUT", "2")
+    monkeypatch.setenv("GREENLLM_ALLOW_SPEC_QUERIES", "true")  # the carbon-intensity query below
     namespace = f"auto-{next(_counter)}"
     await client.ensure_namespace(namespace)
     # One series carries the whole GreenModel's load: the operator sums over its pods anyway.
@@ -212,6 +213,8 @@ async def test_carbon_intensity_rise_tightens_the_allowed_energy(
 ) -> None:
     ns, fake = setup["namespace"], setup["fleet"]
     gauge = f"grid_intensity_{ns.replace('-', '_')}"
+    # PromQL from a GreenModel sees its own namespace only: the intensity series carries it.
+    fake.extra_gauge_labels[gauge] = {"namespace": ns}
     fake.extra_gauges[gauge] = 100.0
     spec = green_model(
         "llama",

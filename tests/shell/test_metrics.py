@@ -56,7 +56,8 @@ def test_overrides_spec_beats_operator_config() -> None:
         "d",
         overrides={"output_tokens_per_s": "operator", "prompt_tokens_per_s": "sum(p{pod=~'{pods}'})"},
     )
-    assert qs.queries["output_tokens_per_s"] == "sum(my_tokens{ns='ns'})"
+    # the GreenModel's PromQL is scoped to its namespace, the operator's own override is not
+    assert qs.queries["output_tokens_per_s"] == "sum(my_tokens{ns='ns', namespace=\"ns\"})"
     assert qs.queries["prompt_tokens_per_s"] == "sum(p{pod=~'d-[a-z0-9]+-[a-z0-9]+'})"
 
 
@@ -67,7 +68,7 @@ def test_carbon_static_query_and_operator_default() -> None:
     )
     assert qs.carbon_static == 56
     qs = metrics.build_queries(spec(carbonIntensity={"query": "grid_intensity{zone='FR'}"}), "n", "d")
-    assert qs.carbon_query == "grid_intensity{zone='FR'}"
+    assert qs.carbon_query == "grid_intensity{zone='FR', namespace=\"n\"}"  # scoped to the GreenModel's
 
 
 def sample(value: str) -> list[dict[str, Any]]:
