@@ -481,3 +481,64 @@ async def test_record_entry_with_non_finite_or_huge_numbers_restores_that_gpu_an
     await h.cycle()
     assert h.limits()[0] == 350_000
     assert set(h.record()) == {gpu_uuid(0)}
+
+
+@pytest.mark.parametrize("limit", [1e308, -1e308, 1e7])
+async def test_absurdly_large_power_limit_is_refused_and_other_gpus_are_still_reconciled(
+    cluster: Cluster, kubelet: KubeletServer, make_agent: Callable[..., Harness], limit: float
+) -> None:
+    h = make_agent()
+    bad = await cluster.greenmodel("bad", {"powerLimitW": 350})
+    bad_rs = await cluster.deployment_for(bad)
+    await cluster.pod("bad-0", bad_rs)
+    kubelet.kubelet.allocate(NS, "bad-0", [gpu_uuid(0)])
+    _, rs = await serving(cluster)
+    await cluster.pod("llama-0", rs)
+    kubelet.kubelet.allocate(NS, "llama-0", [gpu_uuid(1)])
+    await h.cycle()
+    assert (h.limits()[0], h.limits()[1]) == (350_000, 350_000)
+
+    # The schema accepts 1e308; llama's pod leaves at the same time: its GPU must still be restored.
+    await cluster.set_status(bad, {"powerLimitW": limit})
+    await cluster.delete_pod("llama-0")
+    kubelet.kubelet.release(NS, "llama-0")
+    report = await h.cycle()
+
+    gpus = {g.index: g for g in report.gpus}
+    assert gpus[0].action is Action.REFUSED
+    assert h.limits()[0] == 350_000  # left as it was
+    assert gpus[1].action is Action.RESTORED
+    assert h.limits()[1] == DEFAULT_MW
+    assert set(h.record()) == {gpu_uuid(0)}
+    refused = cluster.events("PowerSettingRefused")
+    assert len(refused) == 1 and f"{limit:g} W" in refused[0]["message"]
+
+
+async def test_fast_tier_setting_absurdly_large_is_refused_not_raised(
+    cluster: Cluster, kubelet: KubeletServer, make_agent: Callable[..., Harness]
+) -> None:
+    h = make_agent()
+    tier = {
+        "efficient": {"powerLimitW": 300},
+        "burst": {"powerLimitW": 1e308},
+        "rule": {"burstAtWaiting": 1, "holdSeconds": 3},
+    }
+    _, rs = await serving(cluster, {"powerLimitW": 450, "fastTier": tier})
+    await cluster.pod("llama-0", rs)
+    kubelet.kubelet.allocate(NS, "llama-0", [gpu_uuid(0)])
+    _, rs2 = await serving_named(cluster, "other")
+    await cluster.pod("other-1", rs2)
+    kubelet.kubelet.allocate(NS, "other-1", [gpu_uuid(1)])
+
+    report = await h.cycle()
+
+    gpus = {g.index: g for g in report.gpus}
+    assert gpus[0].action is Action.REFUSED
+    assert h.limits()[0] == DEFAULT_MW
+    assert h.limits()[1] == 350_000
+
+
+async def serving_named(cluster: Cluster, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    gm = await cluster.greenmodel(name, {"powerLimitW": 350})
+    rs = await cluster.deployment_for(gm)
+    return gm, rs

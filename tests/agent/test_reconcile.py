@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from greenllm.agent.kube import ClusterView, NodePod
 from greenllm.agent.ownership import GreenModelRef, GreenModelSetting
 from greenllm.agent.podresources import DeviceAllocation, PodDevices
 from greenllm.agent.reconcile import Action, FastGpu, FastPod, Policy, Reconciler
-from greenllm.agent.state import StateStore
+from greenllm.agent.state import GpuRecord, StateStore
 from greenllm.core.fasttier import FastTier, QueueReading
 from greenllm.core.performance import PowerSetting
 from greenllm.core.power import Backoff, HoldPolicy, Requested
@@ -296,3 +297,71 @@ def test_fast_gpu_arrivals_per_pod() -> None:
     assert fast.arrivals(a.key, q(9), None) is None  # no counter
     assert fast.arrivals(a.key, q(9), 3.0) is None
     assert fast.arrivals(b.key, q(7), 1.0) == 3.0  # b unaffected by a's gaps
+
+
+# ---------------------------------------------------------------------------------------------- isolation
+
+
+class _Broken(SimulatedBackend):
+    """A backend whose set_power_limit on one GPU raises something that is not a GpuError (a bug, a value
+    nothing refused): what must not stop the other GPUs."""
+
+    broken: str = ""
+
+    def set_power_limit(self, uuid: str, limit_mw: int) -> None:
+        if uuid == self.broken:
+            raise OverflowError("cannot convert float infinity to integer")
+        super().set_power_limit(uuid, limit_mw)
+
+
+def _broken(tmp_path: Path, clock: Clock, broken: str) -> tuple[Reconciler, _Broken, StateStore]:
+    backend = _Broken(tmp_path / "sim.json", [simulated_h100(i, gpu_uuid(i)) for i in range(2)], clock=clock)
+    backend.broken = broken
+    store = StateStore(tmp_path / "state")
+    return Reconciler(backend, store, clock=clock, sleep=lambda _s: None), backend, store
+
+
+def test_one_gpus_error_is_reported_as_failed_and_the_other_gpus_are_reconciled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    reconciler, backend, store = _broken(tmp_path, clock, gpu_uuid(0))
+    both = PodDevices(
+        "serving",
+        "llama-0",
+        tuple(DeviceAllocation("server", "nvidia.com/gpu", gpu_uuid(i)) for i in range(2)),
+    )
+
+    report = reconciler.reconcile(view(), [both])
+
+    assert report.cluster_known
+    gpu0, gpu1 = report.gpus
+    assert (gpu0.action, gpu0.error) == (Action.FAILED, "internal")
+    assert "OverflowError" in gpu0.message
+    assert gpu1.action is Action.APPLIED and limit(backend, 1) == 350_000
+    assert store.load()[gpu_uuid(0)].pending  # written ahead: the next agent restores it
+    assert any(gpu_uuid(0) in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_one_gpus_error_does_not_stop_the_start_up_restore_of_the_others(tmp_path: Path) -> None:
+    clock = Clock()
+    store = StateStore(tmp_path / "state")
+    store.save(
+        {
+            gpu_uuid(i): GpuRecord(
+                default_limit_mw=DEFAULT_MW, limit_mw=300_000, clock_mhz=None, changed_at=9.0
+            )
+            for i in range(2)
+        }
+    )
+    reconciler, backend, _ = _broken(tmp_path, clock, gpu_uuid(0))
+    backend.broken = ""
+    backend.set_power_limit(gpu_uuid(1), 300_000)
+    backend.broken = gpu_uuid(0)
+
+    reports = {r.uuid: r for r in reconciler.startup()}
+
+    assert reports[gpu_uuid(0)].action is Action.FAILED
+    assert reports[gpu_uuid(1)].action is Action.RESTORED
+    assert limit(backend, 1) == DEFAULT_MW
+    assert set(store.load()) == {gpu_uuid(0)}  # still to restore

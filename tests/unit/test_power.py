@@ -56,6 +56,19 @@ def test_watts_to_mw_refuses_non_finite(bad: float) -> None:
         watts_to_mw(bad)
 
 
+@pytest.mark.parametrize("bad", [1e308, -1e308, 1e7, 1.8e305])
+def test_watts_to_mw_refuses_absurdly_large_not_overflows(bad: float) -> None:
+    with pytest.raises(ValueError):  # was OverflowError (round(inf)) for 1e308
+        watts_to_mw(bad)
+
+
+@pytest.mark.parametrize("huge", [1e308, 1.7976931348623157e308, 1e7, 700.0011])
+def test_limit_absurdly_large_is_refused_before_conversion(huge: float) -> None:
+    plan = plan_limit(huge, H100)
+    assert plan.target_mw is None
+    assert plan.refused is not None and "above the device maximum 700 W" in plan.refused
+
+
 @given(st.integers(min_value=0, max_value=2_000_000))
 def test_mw_round_trip(mw: int) -> None:
     assert watts_to_mw(mw_to_watts(mw)) == mw

@@ -271,7 +271,10 @@ class Reconciler:
     def _restore_now(self, gpu: GpuInfo) -> GpuReport:
         report = GpuReport(uuid=gpu.uuid, index=gpu.index, role=None, action=Action.FAILED)
         for attempt in range(self.policy.restore_attempts):
-            report = self._change(gpu, None, None, greenmodel="", base=report, urgent=True)
+            try:
+                report = self._change(gpu, None, None, greenmodel="", base=report, urgent=True)
+            except Exception as exc:  # one GPU's fault never stops the restore of the others
+                report = _internal_failure(report, exc)
             if report.action is not Action.FAILED:
                 break
             self._sleep(min(0.2 * 2**attempt, 2.0))
@@ -309,7 +312,10 @@ class Reconciler:
                 pods=assignments[gpu.uuid].pods,
                 wanted_by=tuple(sorted(wanted.get(gpu.uuid, ()))),
             )
-            reports.append(self._reconcile_gpu(gpu, assignments[gpu.uuid], view, base, now))
+            try:
+                reports.append(self._reconcile_gpu(gpu, assignments[gpu.uuid], view, base, now))
+            except Exception as exc:  # one GPU's fault never stops the cycle for the others
+                reports.append(_internal_failure(base, exc))
         return CycleReport(gpus=tuple(reports), cluster_known=True)
 
     def _claims(self, view: ClusterView, pods: list[PodDevices], inventory: list[GpuInfo]) -> Iterable[Claim]:
@@ -621,6 +627,13 @@ class Reconciler:
             if clock_mhz is None and exc.kind is GpuErrorKind.NOT_SUPPORTED:
                 return  # nothing to reset on a device without clock locking
             raise
+
+
+def _internal_failure(base: GpuReport, exc: Exception) -> GpuReport:
+    """A GPU whose step raised something other than a driver error (a bug or an input nothing refused)."""
+    log.exception("GPU %s: %s", base.uuid, exc)
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    return replace(base, action=Action.FAILED, error="internal", message=message[:300])
 
 
 def _clamp_text(target: Target, gpu: GpuInfo) -> str:

@@ -211,7 +211,11 @@ class Agent:
                     arrived = fast.arrivals(pod.key, result.reading, result.succeeded)
                     if arrived is not None:
                         arrivals.append((uuid, pod.key, arrived))
-                report = self.reconciler.fast_step(uuid, _combined(read), now)
+                try:
+                    report = self.reconciler.fast_step(uuid, _combined(read), now)
+                except Exception:  # one GPU's fault never stops the fast step of the others
+                    log.exception("fast-tier step of GPU %s failed", uuid)
+                    continue
                 if report is not None:
                     reports.append(report)
             self.metrics.fast_tier(list(self.reconciler.fast.values()), waiting, arrivals)

@@ -17,10 +17,13 @@ MW_PER_W = 1000
 MJ_PER_J = 1000
 
 
+MAX_W = 1e6  # no GPU limit comes near a megawatt: beyond it a value is nonsense, not a power
+
+
 def watts_to_mw(watts: float) -> int:
-    """Watts to the integer milliwatts NVML takes (nearest mW)."""
-    if not math.isfinite(watts):
-        raise ValueError(f"not a finite power: {watts!r}")
+    """Watts to the integer milliwatts NVML takes (nearest mW). ValueError beyond +-MAX_W, NaN, inf."""
+    if not (math.isfinite(watts) and -MAX_W <= watts <= MAX_W):
+        raise ValueError(f"not a power in [-{MAX_W:g}, {MAX_W:g}] W: {watts!r}")
     return round(watts * MW_PER_W)
 
 
@@ -69,8 +72,8 @@ def plan_limit(requested_w: float | None, constraints: LimitConstraints) -> Limi
         return LimitPlan(
             requested_w=requested_w, refused=f"power limit {requested_w!r} W is not a positive number"
         )
-    requested_mw = watts_to_mw(requested_w)
-    if requested_mw > constraints.max_mw:
+    # Compared in watts first: an absurd number (1e308) is refused before it is converted.
+    if requested_w > MAX_W or watts_to_mw(requested_w) > constraints.max_mw:
         return LimitPlan(
             requested_w=requested_w,
             refused=(
@@ -78,6 +81,7 @@ def plan_limit(requested_w: float | None, constraints: LimitConstraints) -> Limi
                 f"{mw_to_watts(constraints.max_mw):g} W"
             ),
         )
+    requested_mw = watts_to_mw(requested_w)
     if requested_mw < constraints.min_mw:
         return LimitPlan(requested_w=requested_w, target_mw=constraints.min_mw, clamped=True)
     return LimitPlan(requested_w=requested_w, target_mw=requested_mw)
