@@ -514,6 +514,24 @@ async def test_absurdly_large_power_limit_is_refused_and_other_gpus_are_still_re
     assert len(refused) == 1 and f"{limit:g} W" in refused[0]["message"]
 
 
+async def test_odd_device_ids_from_the_kubelet_do_not_stop_the_cycle(
+    cluster: Cluster, kubelet: KubeletServer, make_agent: Callable[..., Harness]
+) -> None:
+    """Device IDs come from the device plugin: a 5000-digit "index" or a non-ASCII digit ("²", "٣") is not a
+    GPU of this node (int() raised on them, or read "٣" as index 3), and the other pods' GPUs are handled."""
+    h = make_agent()
+    _, rs = await serving(cluster)
+    await cluster.pod("llama-0", rs)
+    await cluster.pod("llama-1", rs)
+    kubelet.kubelet.allocate(NS, "llama-0", ["9" * 5000, "²", "٣"])
+    kubelet.kubelet.allocate(NS, "llama-1", [gpu_uuid(1)])
+
+    report = await h.cycle()
+
+    assert h.limits() == {0: DEFAULT_MW, 1: 350_000, 2: DEFAULT_MW, 3: DEFAULT_MW}
+    assert {g.index: g.role for g in report.gpus}[3].value == "free"
+
+
 async def test_fast_tier_setting_absurdly_large_is_refused_not_raised(
     cluster: Cluster, kubelet: KubeletServer, make_agent: Callable[..., Harness]
 ) -> None:

@@ -69,6 +69,14 @@ def test_limit_absurdly_large_is_refused_before_conversion(huge: float) -> None:
     assert plan.refused is not None and "above the device maximum 700 W" in plan.refused
 
 
+@pytest.mark.parametrize(
+    "device_id", ["9" * 5000, "²", "٣", "1²"], ids=["5000-digits", "sup2", "arabic3", "1sup2"]
+)
+def test_device_ids_that_are_not_ascii_indices_are_not_gpus(device_id: str) -> None:
+    gpus = [GpuIdentity(uuid="GPU-a", index=3), GpuIdentity(uuid="GPU-b", index=1)]
+    assert resolve_device_id(device_id, gpus) is None
+
+
 @given(st.integers(min_value=0, max_value=2_000_000))
 def test_mw_round_trip(mw: int) -> None:
     assert watts_to_mw(mw_to_watts(mw)) == mw

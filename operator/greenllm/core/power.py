@@ -227,7 +227,9 @@ def resolve_device_id(device_id: str, gpus: Iterable[GpuIdentity]) -> Resolved |
             return Resolved(gpu.uuid, partition)
         if base in gpu.mig_uuids:
             return Resolved(gpu.uuid, True)
-    if base.isdigit():
+    # An index is a few ASCII digits: str.isdigit() also takes "²" and "٣", which int() refuses or reads
+    # as another number, and int() refuses a string of thousands of digits.
+    if base.isascii() and base.isdigit() and len(base) <= 9:
         for gpu in gpus:
             if gpu.index == int(base):
                 return Resolved(gpu.uuid, partition)
