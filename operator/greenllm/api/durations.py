@@ -26,4 +26,55 @@ def _check(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN), AfterValidator(_check)]
+# Bounded so the CRD's CEL rules on durations stay within the API server's cost budget.
+DURATION_MAX_LENGTH = 32
+Duration = Annotated[
+    str, Field(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH), AfterValidator(_check)
+]
+
+# Bounds of the two durations the loop divides by or sleeps on. The CRD checks them with CEL, whose
+# duration() reads Go durations (h, m, s, ms) but not days: an interval has no days, and a period is
+# either whole days ("7d", 1 to 366) or a Go duration ("36h", "90m"). The model refuses exactly the same.
+INTERVAL_MIN_S, INTERVAL_MAX_S = 1.0, 3600.0
+PERIOD_MIN_S, PERIOD_MAX_DAYS = 60.0, 366
+_WHOLE_DAYS = r"^0*([1-9][0-9]?|[12][0-9][0-9]|3[0-5][0-9]|36[0-6])d$"
+
+INTERVAL_CEL = "!self.contains('d') && duration(self) >= duration('1s') && duration(self) <= duration('1h')"
+INTERVAL_MESSAGE = "must be between 1s and 1h (units h, m, s, ms)"
+PERIOD_CEL = (
+    f"self.contains('d') ? self.matches('{_WHOLE_DAYS}') : "
+    f"duration(self) >= duration('1m') && duration(self) <= duration('{PERIOD_MAX_DAYS * 24}h')"
+)
+PERIOD_MESSAGE = f"must be between 1m and {PERIOD_MAX_DAYS}d (whole days like 7d, or h, m, s, ms like 36h)"
+
+
+def check_interval(text: str) -> str:
+    """A scaling interval: 1s to 1h, no days."""
+    if "d" in text or not INTERVAL_MIN_S <= parse_duration(text) <= INTERVAL_MAX_S:
+        raise ValueError(f"interval {text!r} {INTERVAL_MESSAGE}")
+    return text
+
+
+def check_period(text: str) -> str:
+    """A budget period: whole days 1d to 366d, or a duration without days from 1m to 366d."""
+    if "d" in text:
+        ok = re.fullmatch(_WHOLE_DAYS, text) is not None
+    else:
+        ok = PERIOD_MIN_S <= parse_duration(text) <= PERIOD_MAX_DAYS * 86400.0
+    if not ok:
+        raise ValueError(f"period {text!r} {PERIOD_MESSAGE}")
+    return text
+
+
+Interval = Annotated[
+    Duration,
+    AfterValidator(check_interval),
+    Field(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": INTERVAL_CEL, "message": INTERVAL_MESSAGE}]}
+    ),
+]
+Period = Annotated[
+    Duration,
+    AfterValidator(check_period),
+    Field(json_schema_extra={"x-kubernetes-validations": [{"rule": PERIOD_CEL, "message": PERIOD_MESSAGE}]}),
+]

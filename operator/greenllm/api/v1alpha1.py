@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
-from greenllm.api.durations import Duration, parse_duration
+from greenllm.api.durations import Duration, Interval, Period, parse_duration
 
 GROUP = "greenllm.io"
 VERSION = "v1alpha1"
@@ -141,7 +141,9 @@ class Budget(_Model):
     power_w: float | None = Field(default=None, gt=0, description="Average power cap, all replicas, W.")
     energy_kwh: float | None = Field(default=None, gt=0, description="Energy per period, kWh.")
     carbon_grams: float | None = Field(default=None, gt=0, description="Carbon per period, gCO2.")
-    period: Duration = Field(default="24h", description="Accounting period; totals reset at its end.")
+    period: Period = Field(
+        default="24h", description="Accounting period; totals reset at its end (1m to 366d)."
+    )
     on_exhausted: OnExhausted = OnExhausted.DEGRADE
 
     @property
@@ -151,11 +153,16 @@ class Budget(_Model):
 
 class Power(_Model):
     mode: PowerMode = PowerMode.AUTO
-    limit_w: float | None = Field(default=None, gt=0, description="Per-GPU power limit for mode Fixed, W.")
+    limit_w: float | None = Field(
+        default=None,
+        gt=0,
+        le=5000,
+        description="Per-GPU power limit for mode Fixed, W (the operator clamps it to the GPU's range).",
+    )
 
 
 class Scaling(_Model):
-    interval: Duration = Field(default="15s", description="How often the operator re-plans.")
+    interval: Interval = Field(default="15s", description="How often the operator re-plans (1s to 1h).")
     scale_up_stabilization: Duration = Field(default="0s")
     scale_down_stabilization: Duration = Field(default="5m")
     headroom: float = Field(

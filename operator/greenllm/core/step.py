@@ -240,9 +240,10 @@ def _time(epoch: float | None) -> str | None:
     return None if epoch is None else rfc3339(epoch)
 
 
-def _default_setting(spec: GreenModelSpec) -> PowerSetting:
+def _default_setting(spec: GreenModelSpec, source: PerformanceSource) -> PowerSetting:
     if spec.power.mode is PowerMode.FIXED and spec.power.limit_w is not None:
-        return PowerSetting(limit_w=spec.power.limit_w)
+        # The Fixed limit clamped to what the GPU accepts (the source's only setting in mode Fixed).
+        return source.power_settings(spec.gpu, spec.power)[0]
     return PowerSetting()
 
 
@@ -264,7 +265,7 @@ def initial_decision(spec: GreenModelSpec, source: PerformanceSource) -> Decisio
     """The decision before any metrics: highest-quality variant meeting slo.minQuality (preferring one the
     source says can meet the TPOT SLO at the default setting; ties: spec order), at replicas.min but at
     least 1, default power (or the Fixed limit). Expected power is unknown without a demand."""
-    setting = _default_setting(spec)
+    setting = _default_setting(spec, source)
     eligible = [v for v in spec.variants if v.quality >= spec.slo.min_quality]
     runnable = [v for v in eligible if source.performance(spec, v, setting) is not None]
     pool = runnable or eligible
