@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from tests.unit.test_step import fp16_cheaper, make_spec, started
 
 from greenllm.api import v1alpha1 as api
 from greenllm.controller import metrics
+from greenllm.core.step import step
 
 
 def spec(**metrics_spec: Any) -> api.GreenModelSpec:
@@ -270,3 +272,53 @@ def test_peak_arrivals_is_the_fleets_largest_burst_over_the_window() -> None:
         "max_over_time(sum(max by (pod) (greenllm_agent_arrivals_peak"
         '{namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"}))[3600s:])'
     )
+
+
+@pytest.mark.parametrize(
+    ("needle", "field"),
+    [
+        ("generation_tokens", "output_tokens_per_s"),
+        ("prompt_tokens", "prompt_tokens_per_s"),
+        ("request_success", "requests_per_s"),
+        ("num_requests_waiting", "requests_waiting"),
+        ("num_requests_running", "requests_running"),
+        ("sum(DCGM_FI_DEV_POWER_USAGE", "power_w"),
+        ("time_per_output_token", "tpot_p90_ms"),
+        ("time_to_first_token", "ttft_p90_ms"),
+    ],
+)
+def test_a_negative_answer_is_unknown_not_zero(needle: str, field: str) -> None:
+    # A counter reset seen by rate() or a bad override query: not a quantity that can be negative.
+    qs = metrics.build_queries(spec(), "n", "d", since_s=15)
+    promql = qs.queries[field]
+    assert needle in promql
+
+    def query(q: str) -> Any:
+        if q == promql:
+            return sample("-3.5")
+        return sample("5") if "timestamp(" in q else sample("100")
+
+    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    assert getattr(obs, field) is None
+    assert obs.output_tokens_per_s in (None, 100.0)
+
+
+def test_a_negative_carbon_intensity_is_unknown() -> None:
+    qs = metrics.build_queries(spec(carbonIntensity={"query": "grid"}), "n", "d", since_s=15)
+    obs = metrics.observe(answers({"grid": "-20"}), qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    assert obs.carbon_intensity_g_per_kwh is None
+
+
+def test_negative_token_rates_hold_the_decision_instead_of_scaling_down() -> None:
+    fleet = make_spec(scaling={"scaleDownStabilization": "0s", "switchHold": "0s"})
+    src = fp16_cheaper()
+    state = started(fleet, src, out=3500.0)  # several replicas for this demand
+    assert state.replicas is not None and state.replicas > 1
+    qs = metrics.build_queries(fleet, "n", "d", since_s=15)
+    negative = answers({"generation_tokens": "-3500", "prompt_tokens": "-100", "request_success": "-2"})
+    obs = metrics.observe(negative, qs, now=60.0, max_age_s=45, previous_energy_j=None)
+    assert obs.output_tokens_per_s is None and obs.prompt_tokens_per_s is None
+    assert not obs.has_demand  # the operator reports MetricsAvailable=False (no vLLM token rates)
+    after, decision = step(fleet, state, obs, 60.0, src)
+    assert (decision.variant, decision.replicas) == (state.variant, state.replicas)
+    assert after.replicas == state.replicas

@@ -285,10 +285,16 @@ def observe(
             carbon = scalar(query(queries.carbon_query))
         except Exception as e:
             raise MetricsError(f"carbon_intensity: {e}") from e
-    for name in _SHARES + _COUNTS:
+    # Rates, gauges, latencies and power cannot be negative: a negative answer (a counter reset seen by
+    # rate(), a bad override query) is unknown data, never zero demand, so the loop holds its decision.
+    rates = ("prompt_tokens_per_s", "output_tokens_per_s", "requests_per_s", "requests_waiting")
+    more = ("requests_running", "power_w", "tpot_p90_ms", "ttft_p90_ms")
+    for name in _SHARES + _COUNTS + rates + more:
         value = values.get(name)
         if value is not None and (value < 0 or (name in _SHARES and value > 1)):
             values[name] = None
+    if carbon is not None and carbon < 0:
+        carbon = None
     age = values.get("power_age_s")
     if age is None or age > max_age_s:
         values["power_w"] = None
