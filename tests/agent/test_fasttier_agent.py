@@ -617,3 +617,30 @@ async def test_shutdown_restores_fast_tier_gpus(
     assert {g.action for g in restored} == {Action.RESTORED}
     assert h.limits()[0] == h.limits()[1] == DEFAULT_MW
     assert h.agent.reconciler is not None and h.agent.reconciler.fast == {}
+
+
+# ---------------------------------------------------------------------------------------------- isolation
+
+
+async def test_one_gpus_error_in_the_fast_step_does_not_stop_the_other_gpus(
+    cluster: Cluster, kubelet: KubeletServer, stub: VllmStub, make_agent: Callable[..., Harness]
+) -> None:
+    h = make_agent()
+    await serving(cluster, kubelet, stub)
+    await at_efficient(h, stub)
+    backend = h.agent.backend
+    assert backend is not None
+    real = backend.set_power_limit
+
+    def broken(uuid: str, limit_mw: int) -> None:
+        if uuid == gpu_uuid(0):
+            raise OverflowError("cannot convert float infinity to integer")  # not a GpuError
+        real(uuid, limit_mw)
+
+    backend.set_power_limit = broken  # type: ignore[method-assign]
+    stub.serve(5)
+
+    await h.fast()  # raised out of fast_once before GPU 1 was reached
+
+    assert h.limits()[0] == EFFICIENT_MW
+    assert h.limits()[1] == BURST_MW
