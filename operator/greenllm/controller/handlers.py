@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, cast
@@ -123,7 +123,8 @@ async def reconcile(
         problem = render.name_problem(name)
         if problem:
             raise ValueError(problem)
-        model = api.GreenModelSpec.model_validate(dict(spec))
+        raw = body.get("spec")  # any shape where the schema is not enforced: null, a list, a string
+        model = api.GreenModelSpec.model_validate(dict(raw) if isinstance(raw, Mapping) else raw)
         trust.check(model, namespace, memo.config)  # UntrustedSpecError (a ValueError): SpecValid=False
         # The energy model refuses (ValueError) a GPU type or model size it has no calibration for.
         for variant in model.variants:
@@ -348,7 +349,12 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
 async def autoscale(
-    stopped: kopf.DaemonStopped, meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    stopped: kopf.DaemonStopped,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
     """Every spec.scaling.interval: observe -> the core's decision step -> apply what changed -> status.
 
@@ -369,7 +375,27 @@ async def autoscale(
             memo.telemetry.loop_errors.labels(namespace, name, type(e).__name__).inc()
         memo.telemetry.loop_duration.observe(time.monotonic() - started)
         ticks += 1
-        await stopped.wait(interval * (1 + phase) if ticks == 1 else interval)
+        await _sleep(stopped, spec, interval * (1 + phase) if ticks == 1 else interval)
+
+
+# How long the daemon sleeps at most before it looks at its spec again.
+SPEC_CHECK_S = 1.0
+
+
+def _interval_text(spec: kopf.Spec) -> Any:
+    scaling = spec.get("scaling") if isinstance(spec, Mapping) else None
+    return scaling.get("interval") if isinstance(scaling, Mapping) else None
+
+
+async def _sleep(stopped: kopf.DaemonStopped, spec: kopf.Spec, seconds: float) -> None:
+    """Wait `seconds`, or less: until stopped or until spec.scaling.interval changes (the daemon's spec is
+    kopf's live view of the object), so a shorter interval applies at once, not after the old sleep."""
+    seen = _interval_text(spec)
+    deadline = time.monotonic() + seconds
+    while not stopped and (left := deadline - time.monotonic()) > 0:
+        await stopped.wait(min(left, SPEC_CHECK_S))
+        if _interval_text(spec) != seen:
+            return
 
 
 def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
