@@ -356,6 +356,49 @@ async def test_restart_keeps_workloads_and_status(
     assert operator.runs[-1].exit_code == 0
 
 
+async def test_a_restart_after_applying_adopts_what_the_deployment_runs(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    """Stopped between patching the Deployment and writing status, the operator on restart keeps the
+    variant the pods already run instead of rolling them back to the recorded one (and forward again)."""
+    from greenllm.api import v1alpha1 as api
+    from greenllm.core import render
+    from greenllm.core.decision import Decision
+    from greenllm.core.performance import PowerSetting
+
+    gm, _ = await created(client)
+    spec = api.GreenModelSpec.model_validate(gm["spec"])
+    recorded = gm["status"]["variant"]
+    other = next(v.name for v in spec.variants if v.name != recorded and v.quality >= spec.slo.min_quality)
+    await operator.stop()
+    # What the tick would have applied just before it was killed: the other variant, 2 replicas.
+    owner = {"metadata": {"name": "qwen3-8b", "namespace": NS, "uid": gm["metadata"]["uid"]}}
+    applied = render.deployment(owner, spec, Decision(other, 2, PowerSetting(), None, "tick"))
+    meta = {"labels": applied["metadata"]["labels"], "annotations": applied["metadata"]["annotations"]}
+    body = {"metadata": meta, "spec": {"replicas": 2, "template": applied["spec"]["template"]}}
+    await client.patch(DEPLOYMENTS, "qwen3-8b", body, NS)
+    running = await client.get(DEPLOYMENTS, "qwen3-8b", NS)
+    assert running is not None
+
+    mark = len(kube.api_calls)
+    await operator.start()
+    await operator.wait_watching("greenmodels", "deployments", since=mark)
+    after = await wait_for(
+        lambda: _status_variant(client, other), message="status to adopt the running variant", timeout=60
+    )
+    assert after["replicas"] == 2
+    now = await client.get(DEPLOYMENTS, "qwen3-8b", NS)
+    assert now is not None
+    assert now["spec"]["template"] == running["spec"]["template"]  # no roll back
+    assert not [w for w in operator_calls(kube, mark) if w[:2] == ("patch", "deployments")]
+
+
+async def _status_variant(client: KubeClient, variant: str) -> dict[str, Any] | None:
+    gm = await client.get(GM, "qwen3-8b", NS)
+    status = (gm or {}).get("status") or {}
+    return status if status.get("variant") == variant else None
+
+
 # ---------------------------------------------------------------------------------------------- delete
 
 

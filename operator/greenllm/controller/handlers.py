@@ -30,7 +30,7 @@ from greenllm.controller.config import OperatorConfig
 from greenllm.controller.kube import Kube
 from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
-from greenllm.core.continuity import carried_decision
+from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
@@ -138,6 +138,10 @@ async def reconcile(
         else:  # lastDecision records no fast tier: keep the one in status while it fits the spec
             fast_tier = render.carried_fast_tier(model, carried, status.get("fastTier"))
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": meta["uid"]}}
+        running = await kube.get("Deployment", namespace, render.workload_name(name))
+        adopted = adopt_deployed(model, decision, running, meta["uid"])
+        if adopted is not decision:  # no roll back to what status recorded before a crash
+            decision, fast_tier = adopted, None
         deployment = await apply_workloads(kube, owner, model, decision, logger)
     except (ValueError, WorkloadRejectedError) as e:  # pydantic's ValidationError is a ValueError too
         # Not raised: a retry cannot fix a spec; the next edit of the spec triggers this handler again.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from greenllm.api import v1alpha1 as api
 from greenllm.core.decision import Decision
 from greenllm.core.performance import PowerSetting
+from greenllm.core.render import VARIANT_LABEL
 
 
 def carried_decision(spec: api.GreenModelSpec, last: Mapping[str, Any] | None) -> Decision | None:
@@ -43,3 +46,50 @@ def carried_decision(spec: api.GreenModelSpec, last: Mapping[str, Any] | None) -
         reason=reason,
         token_budget=record.token_budget,
     )
+
+
+def adopt_deployed(
+    spec: api.GreenModelSpec, decision: Decision, deployment: Mapping[str, Any] | None, owner_uid: str
+) -> Decision:
+    """What the owned Deployment already runs, when it differs from `decision` and the spec still allows
+    it. An operator stopped between patching the Deployment and recording the decision in status would
+    otherwise roll the pods back to the recorded variant and forward again on its next tick (two needless
+    restarts of every serving pod); the decision it had applied is the one the pods already run."""
+    if deployment is None:
+        return decision
+    meta = deployment.get("metadata") or {}
+    if not any(o.get("uid") == owner_uid for o in meta.get("ownerReferences") or []):
+        return decision
+    name = (meta.get("labels") or {}).get(VARIANT_LABEL)
+    variant = next((v for v in spec.variants if v.name == name), None)
+    if variant is None or variant.name == decision.variant or variant.quality < spec.slo.min_quality:
+        return decision
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool):
+        replicas = decision.replicas
+    replicas = min(max(replicas, spec.replicas.min), spec.replicas.max)
+    return replace(
+        decision,
+        variant=variant.name,
+        replicas=replicas,
+        token_budget=_deployed_budget(deployment, variant),
+        fast_tier=None,
+        reason=(
+            f"adopted {variant.name} x{replicas}, which the Deployment already runs (the operator stopped "
+            "after applying it and before recording it); the loop re-plans from its next observation"
+        ),
+    )
+
+
+def _deployed_budget(deployment: Mapping[str, Any], variant: api.Variant) -> int | None:
+    """The prompt-chunk budget greenllm rendered into the running pods (the flag after the variant's own
+    args), so rendering the adopted decision reproduces the running template exactly."""
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")
+    if not containers or not isinstance(containers, list):
+        return None
+    args = containers[0].get("args") or []
+    added = args[len(variant.args) :] if args[: len(variant.args)] == list(variant.args) else []
+    for flag, value in itertools.pairwise(added):
+        if flag == "--max-num-batched-tokens" and isinstance(value, str) and value.isdigit():
+            return int(value)
+    return None
