@@ -27,7 +27,10 @@ def test_dcgm_queries_select_the_deployments_pods() -> None:
     qs = metrics.build_queries(spec(), "team-a", "llama", since_s=15.2)
     sel = '{namespace="team-a",pod=~"llama-[a-z0-9]+-[a-z0-9]+"}'
     assert qs.queries["power_w"] == f"sum(DCGM_FI_DEV_POWER_USAGE{sel})"
-    assert qs.queries["energy_j"] == f"sum(increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{sel}[15s])) / 1000"
+    # The exact time since the last accounted sample (ms), not rounded to seconds: it is what is added.
+    assert (
+        qs.queries["energy_j"] == f"sum(increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{sel}[15200ms])) / 1000"
+    )
     assert qs.queries["output_tokens_per_s"] == f"sum(rate(vllm:generation_tokens_total{sel}[1m]))"
     assert qs.queries["prompt_tokens_per_s"] == f"sum(rate(vllm:prompt_tokens_total{sel}[1m]))"
     assert qs.queries["requests_per_s"] == f"sum(rate(vllm:request_success_total{sel}[1m]))"
@@ -43,7 +46,7 @@ def test_kepler_source_uses_kepler_labels() -> None:
     qs = metrics.build_queries(spec(powerSource="kepler"), "ns", "d", since_s=30, window="2m")
     sel = '{pod_namespace="ns",pod_name=~"d-[a-z0-9]+-[a-z0-9]+"}'
     assert qs.queries["power_w"] == f"sum(kepler_pod_gpu_watts{sel})"
-    assert qs.queries["energy_j"] == f"sum(increase(kepler_pod_gpu_joules_total{sel}[30s]))"
+    assert qs.queries["energy_j"] == f"sum(increase(kepler_pod_gpu_joules_total{sel}[30000ms]))"
     assert "[2m]" in qs.queries["output_tokens_per_s"]
 
 
@@ -322,3 +325,13 @@ def test_negative_token_rates_hold_the_decision_instead_of_scaling_down() -> Non
     after, decision = step(fleet, state, obs, 60.0, src)
     assert (decision.variant, decision.replicas) == (state.variant, state.replicas)
     assert after.replicas == state.replicas
+
+
+@pytest.mark.parametrize(
+    ("since_s", "window"), [(1.6, "1600ms"), (1.4, "1400ms"), (15.0, "15000ms"), (0.0001, "1ms")]
+)
+def test_the_energy_window_is_the_time_accounted(since_s: float, window: str) -> None:
+    # Rounded to whole seconds, a tick 1.6 s after the last one added 2 s of energy (x1.25), one after 1.4 s
+    # added 1 s: the account adds exactly the time since its last sample, so the query covers exactly that.
+    qs = metrics.build_queries(spec(), "n", "d", since_s=since_s)
+    assert f"[{window}]" in qs.queries["energy_j"]

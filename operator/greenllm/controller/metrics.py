@@ -188,7 +188,9 @@ def build_queries(
     """Operator-config overrides first, then the GreenModel's own (which win)."""
     templates = {**DEFAULT_QUERIES, **(overrides or {}), **spec.metrics.queries}
     source = spec.metrics.power_source.value
-    since = f"{max(1, round(since_s))}s" if since_s is not None else window
+    # In milliseconds: the window queried is the window the account adds (whole seconds over- or
+    # under-counted every tick whose spacing was not a whole number of seconds).
+    since = f"{max(1, round(since_s * 1000))}ms" if since_s is not None else window
     # In seconds: PromQL (2.x) refuses the fractional durations a spec may hold ("1.5h").
     attainment_window = f"{max(1, round(parse_duration(spec.slo.attainment_window)))}s"
     values = {

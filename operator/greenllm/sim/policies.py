@@ -212,7 +212,7 @@ class GreenllmPolicy(Policy):
         # The simulator knows the grid intensity it was given; it cannot run a PromQL carbon query.
         queries = replace(queries, carbon_query=None, carbon_static=self._carbon)
         names = {promql: name for name, promql in queries.queries.items()}
-        since_rounded = None if since_s is None else float(max(1, round(since_s)))
+        since_rounded = None if since_s is None else max(1, round(since_s * 1000)) / 1000.0
 
         def query(promql: str) -> Any:
             value = _answer(view, names[promql], self._window_s, since_rounded, self._long_s)
