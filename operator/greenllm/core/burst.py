@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
 from greenllm.core.fasttier import FastTier, SwitchRule
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.core.planner import PerformanceSource
 
 # vLLM V1's default token budget per engine iteration for the OpenAI server on an 80 GB-class GPU
 # (vllm/engine/arg_utils.py, v0.11.1); a variant's `--max-num-batched-tokens` arg overrides it.
@@ -113,6 +114,15 @@ def token_budget(variant: Variant, burst: ReplicaPerformance | None, tpot_slo_s:
     return min(max(budget, MIN_TOKEN_BUDGET), VLLM_MAX_BATCHED_TOKENS)
 
 
+def setting_performance(
+    spec: GreenModelSpec, variant: Variant, source: PerformanceSource
+) -> dict[PowerSetting, ReplicaPerformance]:
+    """The variant's performance at each power setting the spec allows (settings it cannot run left out):
+    what the fast tier and the prompt-chunk budget choose from."""
+    settings = source.power_settings(spec.gpu, spec.power)
+    return {s: p for s in settings if (p := source.performance(spec, variant, s)) is not None}
+
+
 def efficient_candidates(
     spec: GreenModelSpec, perf: Mapping[PowerSetting, ReplicaPerformance]
 ) -> dict[PowerSetting, ReplicaPerformance]:
@@ -160,10 +170,12 @@ def fast_tier_for(
     settings: tuple[PowerSetting, ...],
     perf: dict[PowerSetting, ReplicaPerformance],
     request: tuple[float, float],
+    budget_tokens: int | None = None,
 ) -> FastTier | None:
     """`efficient`: among `efficient_candidates`, the setting with the least energy per request of the
     observed size; `burst`: the GPU's default (the most capacity). None when power is not greenllm's to
-    set (mode Off or Fixed) or the two are the same."""
+    set (mode Off or Fixed) or the two are the same. `budget_tokens`: the variant's `serving_budget`, when
+    the caller has it already."""
     if spec.power.mode is not PowerMode.AUTO:
         return None
     burst = PowerSetting()
@@ -181,16 +193,14 @@ def fast_tier_for(
             best, best_j = s, j
     if best == burst:
         return None
-    rule = SwitchRule(burst_at_waiting=burst_threshold(spec, variant, perf, allowed[best], request[0]))
+    if budget_tokens is None:
+        budget_tokens = serving_budget(spec, variant, perf)
+    rule = SwitchRule(burst_at_waiting=burst_threshold(spec, budget_tokens, allowed[best], request[0]))
     return FastTier(efficient=best, burst=burst, rule=rule)
 
 
 def burst_threshold(
-    spec: GreenModelSpec,
-    variant: Variant,
-    perf: Mapping[PowerSetting, ReplicaPerformance],
-    efficient: ReplicaPerformance,
-    prompt_tokens_per_request: float,
+    spec: GreenModelSpec, budget_tokens: int, efficient: ReplicaPerformance, prompt_tokens_per_request: float
 ) -> float:
     """Requests waiting on one pod from which it runs at the burst setting.
 
@@ -205,7 +215,7 @@ def burst_threshold(
     iteration, so `waiting` is often 1-2 at steady load) then keep the efficient setting, and a burst
     still switches within a read."""
     slo_s = spec.slo.tpot_p90_ms / 1000.0
-    rate = chunked_prefill_rate(efficient, serving_budget(spec, variant, perf), slo_s)
+    rate = chunked_prefill_rate(efficient, budget_tokens, slo_s)
     ttft_s = spec.slo.ttft_p90_ms / 1000.0
     h = spec.scaling.headroom
     size = max(prompt_tokens_per_request, 1.0)

@@ -55,6 +55,7 @@ from greenllm.core.burst import (
     chunked_prefill_rate,
     fast_tier_for,
     serving_budget,
+    setting_performance,
 )
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
@@ -276,12 +277,7 @@ def initial_decision(spec: GreenModelSpec, source: PerformanceSource) -> Decisio
         f"no metrics yet: highest-quality variant {best.name} (quality {best.quality:g} >= slo.minQuality "
         f"{spec.slo.min_quality:g}) x{replicas} (replicas.min, at least 1) at {setting.label()}{caveat}"
     )
-    perf = {
-        s: p
-        for s in source.power_settings(spec.gpu, spec.power)
-        if (p := source.performance(spec, best, s)) is not None
-    }
-    budget_tokens = serving_budget(spec, best, perf)
+    budget_tokens = serving_budget(spec, best, setting_performance(spec, best, source))
     return Decision(best.name, replicas, setting, None, reason, True, (), token_budget=budget_tokens)
 
 
@@ -412,13 +408,14 @@ def with_burst_rules(
     if variant is None:
         return state, decision
     settings = source.power_settings(spec.gpu, spec.power)
-    perf = {s: p for s in settings if (p := source.performance(spec, variant, s)) is not None}
+    perf = setting_performance(spec, variant, source)
+    budget_tokens = serving_budget(spec, variant, perf)
     per_prompt, per_output = MEAN_PROMPT_TOKENS, MEAN_OUTPUT_TOKENS
     rate = observation.requests_per_s
     if rate is not None and rate > 0 and observation.has_demand:
         per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
         per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
-    tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output))
+    tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output), budget_tokens)
     burst_perf = perf.get(tier.burst if tier is not None else decision.setting)
     floor_state = before.floor
     replicas = decision.replicas
@@ -432,9 +429,7 @@ def with_burst_rules(
             attainment=observation.attainment,
             peak_arrivals=observation.peak_arrivals,
             prompt_tokens_per_request=per_prompt,
-            burst_prefill_tokens_per_s=chunked_prefill_rate(
-                burst_perf, serving_budget(spec, variant, perf), slo_s
-            ),
+            burst_prefill_tokens_per_s=chunked_prefill_rate(burst_perf, budget_tokens, slo_s),
             hold_s=_seconds(spec.scaling.scale_down_stabilization),
         )
         floor_state = floor.state
@@ -447,7 +442,6 @@ def with_burst_rules(
             f"wait on a pod, {tier.burst.label()} from then on"
         )
     setting = tier.efficient if tier is not None else decision.setting
-    budget_tokens = serving_budget(spec, variant, perf)
     new = replace(
         decision,
         replicas=replicas,

@@ -18,7 +18,13 @@ from typing import Any
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.controller.config import OperatorConfig
-from greenllm.core.burst import energy_per_request_j, fast_tier_for, max_running, serving_budget
+from greenllm.core.burst import (
+    energy_per_request_j,
+    fast_tier_for,
+    max_running,
+    serving_budget,
+    setting_performance,
+)
 from greenllm.core.decision import Decision
 from greenllm.core.energy import EnergyModel
 from greenllm.core.performance import PowerSetting
@@ -282,10 +288,7 @@ def compare(
     perf = PerfTable(spec, source)
     top = top_variant(spec).name
     settings = source.power_settings(spec.gpu, spec.power)
-    budgets = {
-        v.name: serving_budget(spec, v, {s: p for s in settings if (p := perf.find(v.name, s)) is not None})
-        for v in spec.variants
-    }
+    budgets = {v.name: serving_budget(spec, v, setting_performance(spec, v, source)) for v in spec.variants}
     owner = {"metadata": {"name": "sim", "namespace": "sim", "uid": "sim"}}
     rendered = deployment(owner, spec, Decision(top, 1, PowerSetting(), None, "simulate"))
     scenario = Scenario(
@@ -353,8 +356,8 @@ def compare(
                 key=lambda x: energy_per_request_j(x[2], *request),
             )
             variant = spec.variant(choice[0])
-            perfs = {s: p for s in settings if (p := perf.find(variant.name, s)) is not None}
-            tier = fast_tier_for(spec, variant, settings, perfs, request)
+            perfs = setting_performance(spec, variant, source)
+            tier = fast_tier_for(spec, variant, settings, perfs, request, budgets[variant.name])
             found[name] = clairvoyant(
                 ev,
                 name,
