@@ -207,12 +207,12 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
     telemetry.start(0.0, len(live), sum(x.server.perf.idle_power_w for x in live.values()))
     next_decision = 0.0 if policy.interval_s == 0.0 else policy.interval_s
     k0 = min(steps - 1, max(0, math.ceil(scenario.measure_from_s / dt - 1e-9)))
-    snapshot = (0.0, 0.0, 0.0)
+    snapshot = _Totals()
     for k in range(steps):
         now = k * dt
         end = now + dt
         if k == k0 and k0 > 0:
-            snapshot = _split(everyone)
+            snapshot = _totals(everyone)
             run.energy_starting_j = 0.0
             run.changes = run.fast_switches = run.peak_replicas = 0
             run.burst_replica_s = 0.0
@@ -351,10 +351,10 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         x.server.advance(final + scenario.drain_s, stop_when_idle=True)
     for deadline, x in draining:
         x.server.advance(min(deadline, final + scenario.drain_s), stop_when_idle=True)
-    idle, prefill, decode = _split(everyone)
-    run.energy_idle_j = idle - snapshot[0]
-    run.energy_prefill_j = prefill - snapshot[1]
-    run.energy_decode_j = decode - snapshot[2]
+    totals = _totals(everyone)
+    run.energy_idle_j = totals.idle_j - snapshot.idle_j
+    run.energy_prefill_j = totals.prefill_j - snapshot.prefill_j
+    run.energy_decode_j = totals.decode_j - snapshot.decode_j
     for x in everyone:
         run.quality_weighted_tokens += quality[x.variant] * (
             x.server.prompt_tokens_done + x.server.generated_tokens
@@ -387,15 +387,6 @@ def histogram_credit(buckets: tuple[float, ...], slo_s: float) -> Callable[[floa
     return credit
 
 
-def _split(servers: list[_Live]) -> tuple[float, float, float]:
-    idle = prefill = decode = 0.0
-    for x in servers:
-        idle += x.server.energy_idle_j
-        prefill += x.server.energy_prefill_j
-        decode += x.server.energy_decode_j
-    return idle, prefill, decode
-
-
 def _keep_from(run: PolicyRun, k0: int, from_s: float) -> None:
     """Drop the warm-up: requests arriving before `from_s`, steps before `k0`; times re-based to 0."""
     keep = run.arrival_s >= from_s
@@ -422,24 +413,32 @@ def _set_perf(x: _Live, perf: ReplicaPerformance) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Totals:
-    energy_j: float
-    prompt: float
-    output: float
-    completed: float
-    busy_s: float
+    idle_j: float = 0.0
+    prefill_j: float = 0.0
+    decode_j: float = 0.0
+    prompt: float = 0.0
+    output: float = 0.0
+    completed: float = 0.0
+    busy_s: float = 0.0
+
+    @property
+    def energy_j(self) -> float:
+        return self.idle_j + self.prefill_j + self.decode_j
 
 
 def _totals(servers: list[_Live]) -> _Totals:
     """Counters summed over every server so far (what the exporters' counters hold)."""
-    energy = prompt = output = completed = busy = 0.0
+    idle = prefill = decode = prompt = output = completed = busy = 0.0
     for x in servers:
         s = x.server
-        energy += s.energy_j
+        idle += s.energy_idle_j
+        prefill += s.energy_prefill_j
+        decode += s.energy_decode_j
         prompt += s.prompt_tokens_done
         output += s.generated_tokens
         completed += s.completed
         busy += s.busy_s
-    return _Totals(energy, prompt, output, completed, busy)
+    return _Totals(idle, prefill, decode, prompt, output, completed, busy)
 
 
 def peak_utilization(
