@@ -7,6 +7,7 @@ it would in a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -224,3 +225,16 @@ class PrometheusServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scraped(fleet: FakeFleet) -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping `fleet` through an Exporter, both stopped on exit."""
+    exporter = Exporter(fleet)
+    prometheus = PrometheusServer(exporter.port)
+    prometheus.start()
+    try:
+        yield prometheus
+    finally:
+        prometheus.close()
+        exporter.close()

@@ -16,7 +16,7 @@ import pytest
 
 from greenllm.api.durations import parse_duration
 from tests.e2e.conftest import KubeClient, Operator, OperatorFactory, wait_for
-from tests.prometheus_server import Exporter, FakeFleet, PodSeries, PrometheusServer
+from tests.prometheus_server import FakeFleet, PodSeries, PrometheusServer, scraped
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +29,8 @@ HIGH = {"prompt_tokens_per_s": 60000.0, "output_tokens_per_s": 1000.0}
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[tuple[FakeFleet, PrometheusServer]]:
     fleet = FakeFleet()
-    exporter = Exporter(fleet)
-    prometheus = PrometheusServer(exporter.port)
-    prometheus.start()
-    try:
+    with scraped(fleet) as prometheus:
         yield fleet, prometheus
-    finally:
-        prometheus.close()
-        exporter.close()
 
 
 _counter = iter(range(1000))

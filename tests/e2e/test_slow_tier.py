@@ -22,7 +22,7 @@ import pytest
 from greenllm.api.durations import parse_duration
 from tests.e2e.conftest import KubeClient, OperatorFactory, wait_for
 from tests.e2e.slo_fleet import SloFleet, SloSeries
-from tests.prometheus_server import Exporter, PodSeries, PrometheusServer
+from tests.prometheus_server import PodSeries, PrometheusServer, scraped
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +39,8 @@ PEAK_QUEUE = 60.0
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[tuple[SloFleet, PrometheusServer]]:
     fleet = SloFleet()
-    exporter = Exporter(fleet)
-    prometheus = PrometheusServer(exporter.port)
-    prometheus.start()
-    try:
+    with scraped(fleet) as prometheus:
         yield fleet, prometheus
-    finally:
-        prometheus.close()
-        exporter.close()
 
 
 _counter = iter(range(1000))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from tests.e2e.slo_fleet import SloFleet, SloSeries
-from tests.prometheus_server import Exporter, PrometheusServer
+from tests.prometheus_server import scraped
 
 from greenllm.api import v1alpha1 as api
 from greenllm.controller import metrics
@@ -67,14 +67,8 @@ def prometheus() -> Iterator[tuple[SloFleet, metrics.Query]]:
         burst_other,
     ):
         fleet.set_slo(series)
-    exporter = Exporter(fleet)
-    server = PrometheusServer(exporter.port)
-    server.start()
-    try:
+    with scraped(fleet) as server:
         yield fleet, metrics.prometheus_query(server.url, timeout_s=5.0)
-    finally:
-        server.close()
-        exporter.close()
 
 
 def spec(**slo: Any) -> api.GreenModelSpec:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from prometheus_client.core import Metric
 from tests.e2e.slo_fleet import SloFleet, SloSeries
-from tests.prometheus_server import Exporter, PodSeries, PrometheusServer
+from tests.prometheus_server import PodSeries, scraped
 
 from greenllm.agent.gpu import GpuInfo
 from greenllm.agent.metrics import AgentMetrics
@@ -139,14 +139,8 @@ def prometheus() -> Iterator[str]:
                 greenmodel=GREENMODEL if pod != OTHER else "other",
             )
         )
-    exporter = Exporter(fleet)
-    server = PrometheusServer(exporter.port)
-    server.start()
-    try:
+    with scraped(fleet) as server:
         yield server.url
-    finally:
-        server.close()
-        exporter.close()
 
 
 def _get(url: str, path: str, **params: str) -> Any:
