@@ -32,6 +32,7 @@ from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.reconcile import Action, CycleReport, FastGpu, FastPod, GpuReport
 from greenllm.controller.telemetry import Telemetry
+from greenllm.core.decision import ReasonKind
 from greenllm.core.fasttier import FastTier, Mode
 from greenllm.core.performance import PowerSetting
 from greenllm.core.power import Role
@@ -44,6 +45,7 @@ OTHER = "other-6b7c8d9f5-zzzzz"  # another Deployment's pod in the namespace: ne
 POWER_W = 350.0
 OUTPUT_TOKENS_PER_S = 500.0
 CONCRETE = {"namespace": NAMESPACE, "greenmodel": GREENMODEL, "__rate_interval": "1m"}
+REASON = ReasonKind.BUDGET_BINDS  # the kind of the decision in force (an earlier one was Hold)
 
 
 @dataclass(eq=False)
@@ -69,7 +71,11 @@ def _operator() -> Telemetry:
     t.energy.labels(*labels).set(1.25)
     t.carbon.labels(*labels).set(500.0)
     t.energy_remaining.labels(*labels).set(3.75)
-    t.decisions.labels(*labels).inc()
+    t.set_reason(NAMESPACE, GREENMODEL, ReasonKind.HOLD)
+    t.count_decision(NAMESPACE, GREENMODEL, ReasonKind.HOLD)
+    t.set_reason(NAMESPACE, GREENMODEL, REASON)  # replaces the Hold series: only the kind in force shows
+    t.count_decision(NAMESPACE, GREENMODEL, REASON)
+    t.count_decision(NAMESPACE, GREENMODEL, REASON)
     t.loop_errors.labels(*labels, "prometheus").inc()
     return t
 
@@ -208,6 +214,7 @@ def test_every_panel_has_targets() -> None:
         assert needed in titles
     for needed in ("Replicas", "Variant", "SLO attainment", "Power limit per GPU", "Power setting per GPU"):
         assert needed in titles
+    assert {"Decision reason", "Decisions per hour"} <= titles
 
 
 @pytest.mark.parametrize(("panel", "ref", "expr"), TARGETS, ids=[f"{p}/{r}" for p, r, _ in TARGETS])
@@ -235,9 +242,13 @@ def test_template_variable_queries(prometheus: str) -> None:
     assert greenmodels == [GREENMODEL]
 
 
-def _value(url: str, panel: str, ref: str) -> float:
+def _result(url: str, panel: str, ref: str) -> list[dict[str, Any]]:
     [expr] = [e for p, r, e in TARGETS if p == panel and r == ref]
-    result = _query_until_data(url, _substitute(expr, _variables(_dashboard())))
+    return _query_until_data(url, _substitute(expr, _variables(_dashboard())))
+
+
+def _value(url: str, panel: str, ref: str) -> float:
+    result = _result(url, panel, ref)
     assert len(result) == 1, result
     return float(result[0]["value"][1])
 
@@ -253,3 +264,14 @@ def test_values_follow_the_series(prometheus: str) -> None:
     assert _value(prometheus, "Replicas", "B") == 2
     # 90 % of requests within the TTFT bucket, all within the TPOT one.
     assert _value(prometheus, "SLO attainment", "A") == pytest.approx(0.9, abs=1e-6)
+
+
+def test_the_reason_panels_show_the_kind_in_force(prometheus: str) -> None:
+    # One row: the kind of the decision in force, the earlier kind's series gone (not a stale 1 beside it).
+    [current] = _result(prometheus, "Decision reason", "A")
+    assert current["metric"] == {"reason": REASON.value}
+    assert float(current["value"][1]) == 1
+    # Decisions per hour by kind: a series for each kind that was counted (Prometheus' increase() of a
+    # counter first seen at its value is 0, so the counts themselves are not compared here).
+    counted = {r["metric"]["reason"] for r in _result(prometheus, "Decisions per hour", "A")}
+    assert counted == {ReasonKind.HOLD.value, REASON.value}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from simkit import EXAMPLE
 
+from greenllm.core.decision import ReasonKind
 from greenllm.sim.command import DEFAULT_CARBON_G_PER_KWH, POLICIES, SENSITIVITY, main, report_text
 
 SLICE = ["--model", str(EXAMPLE), "--start", "3m", "--duration", "5m", "--no-progress"]
@@ -41,6 +42,7 @@ DECISION_KEYS = {
     "demand_prompt_tokens_per_s",
     "demand_output_tokens_per_s",
     "reason",
+    "reason_kind",
 }
 
 
@@ -124,6 +126,7 @@ def test_decisions_out_has_every_greenllm_decision(reference: tuple[dict[str, An
         assert set(d) >= DECISION_KEYS
         assert d["variant"] in {"bf16", "fp8", "int8", "int4"}
         assert d["replicas"] >= 1
+        assert d["reason_kind"] in set(ReasonKind)
         assert set(d["efficient"]) == {"power_limit_w", "locked_clock_mhz"}
         assert d["burst"] is None or set(d["burst"]) == {"power_limit_w", "locked_clock_mhz"}
         assert d["demand_prompt_tokens_per_s"] is None or d["demand_prompt_tokens_per_s"] >= 0

@@ -253,6 +253,38 @@ class ConditionType(StrEnum):
     METRICS_AVAILABLE = "MetricsAvailable"
 
 
+class ReasonKind(StrEnum):
+    """Why the decision is what it is, from a closed set, next to its free-text reason: in
+    status.lastDecision.reasonKind and as the label of the operator's `greenllm_decision_reason_info`
+    (free text never becomes a label). Set where the decision is made: core.planner.choose, core.step,
+    core.continuity.
+
+    - LeastEnergy: the least power that meets the SLOs (within the budget when there is one).
+    - FixedPower: the same with power.mode Fixed: variant and replicas chosen, the power limit is the spec's.
+    - BudgetBinds: the budget pays for no configuration that meets the SLOs; budget.onExhausted acted
+      (Degrade, CapReplicas or Hold).
+    - QualityFloor: the variant in force is below slo.minQuality (the floor was raised): moved off it at once.
+    - SloUnreachable: nothing meets the SLOs within replicas.max (or no variant meets the TPOT SLO at all):
+      the most capacity the budget allows, best effort.
+    - Hold: stability rules kept (part of) the configuration in force: a variant switch under
+      switchThreshold or waiting out switchHold, a scale-up held by scaleUpStabilization, a power setting
+      kept under switchThreshold; also a decision carried over a restart or a spec edit.
+    - Burst: the warm floor (core.burst: the largest burst of arrivals within the TTFT SLO) raised the
+      replicas above the plan.
+    - NoMetrics: no demand observed (metrics missing or not yet there): the decision in force is kept, or
+      the first one is made without metrics.
+    """
+
+    LEAST_ENERGY = "LeastEnergy"
+    FIXED_POWER = "FixedPower"
+    BUDGET_BINDS = "BudgetBinds"
+    QUALITY_FLOOR = "QualityFloor"
+    SLO_UNREACHABLE = "SloUnreachable"
+    HOLD = "Hold"
+    BURST = "Burst"
+    NO_METRICS = "NoMetrics"
+
+
 class Condition(_Model):
     type: str
     status: Literal["True", "False", "Unknown"]
@@ -281,6 +313,13 @@ class DecisionRecord(_Model):
         default=None, ge=1, description="--max-num-batched-tokens rendered into the pods (null: vLLM's)."
     )
     reason: str
+    reason_kind: str | None = Field(
+        default=None,
+        description=(
+            f"Kind of the reason: {', '.join(ReasonKind)}. Null or absent: recorded by an operator before "
+            "it wrote one (read as Hold)."
+        ),
+    )
     alternatives: list[Alternative] = Field(default_factory=list)
 
 

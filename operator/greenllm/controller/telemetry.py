@@ -7,6 +7,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from greenllm.core.decision import ReasonKind
+
 LABELS = ("namespace", "greenmodel")
 
 
@@ -16,10 +18,11 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # `reason` is always a ReasonKind (a closed set), never the free-text reason: bounded cardinality.
         self.decisions = Counter(
             "greenllm_decisions",
-            "Decisions that changed variant, replicas or power setting",
-            LABELS,
+            "Decisions that changed variant, replicas or power setting, by the kind of their reason",
+            (*LABELS, "reason"),
             registry=r,
         )
         self.replicas = Gauge("greenllm_replicas", "Replicas chosen", LABELS, registry=r)
@@ -27,6 +30,12 @@ class Telemetry:
             "greenllm_variant_info",
             "Variant chosen (1 for the current one)",
             (*LABELS, "variant"),
+            registry=r,
+        )
+        self.decision_reason = Gauge(
+            "greenllm_decision_reason_info",
+            "Kind of the reason for the decision in force (1 for the current one)",
+            (*LABELS, "reason"),
             registry=r,
         )
         self.power_limit = Gauge(
@@ -55,14 +64,19 @@ class Telemetry:
         )
         self.loop_errors = Counter("greenllm_loop_errors", "Ticks that failed", (*LABELS, "kind"), registry=r)
         self._variants: dict[tuple[str, str], str] = {}
+        self._reasons: dict[tuple[str, str], str] = {}
         self._server: WSGIServer | None = None
 
     def set_variant(self, namespace: str, name: str, variant: str) -> None:
-        previous = self._variants.get((namespace, name))
-        if previous is not None and previous != variant:
-            self.variant.remove(namespace, name, previous)
-        self._variants[(namespace, name)] = variant
-        self.variant.labels(namespace, name, variant).set(1)
+        _set_info(self.variant, self._variants, namespace, name, variant)
+
+    def set_reason(self, namespace: str, name: str, kind: ReasonKind) -> None:
+        """The kind of the decision in force: its series at 1, the previous kind's series removed."""
+        _set_info(self.decision_reason, self._reasons, namespace, name, ReasonKind(kind).value)
+
+    def count_decision(self, namespace: str, name: str, kind: ReasonKind) -> None:
+        """One more decision that changed variant, replicas or power setting."""
+        self.decisions.labels(namespace, name, ReasonKind(kind).value).inc()
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the series of a deleted GreenModel."""
@@ -77,9 +91,10 @@ class Telemetry:
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
-        variant = self._variants.pop((namespace, name), None)
-        if variant is not None:
-            self.variant.remove(namespace, name, variant)
+        for gauge, memory in ((self.variant, self._variants), (self.decision_reason, self._reasons)):
+            value = memory.pop((namespace, name), None)
+            if value is not None:
+                gauge.remove(namespace, name, value)
 
     def serve(self, port: int) -> None:
         if port > 0:
@@ -91,3 +106,14 @@ class Telemetry:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _set_info(
+    gauge: Gauge, memory: dict[tuple[str, str], str], namespace: str, name: str, value: str
+) -> None:
+    """An info-style gauge: 1 on the series of `value`, the GreenModel's previous value's series removed."""
+    previous = memory.get((namespace, name))
+    if previous is not None and previous != value:
+        gauge.remove(namespace, name, previous)
+    memory[(namespace, name)] = value
+    gauge.labels(namespace, name, value).set(1)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from greenllm.api import v1alpha1 as api
-from greenllm.core.decision import Decision
+from greenllm.core.decision import Decision, ReasonKind
 from greenllm.core.performance import PowerSetting
 from greenllm.core.render import VARIANT_LABEL
 
@@ -34,10 +34,11 @@ def carried_decision(spec: api.GreenModelSpec, last: Mapping[str, Any] | None) -
     if spec.power.mode is api.PowerMode.FIXED and setting.limit_w != spec.power.limit_w:
         return None
     replicas = min(max(record.replicas, spec.replicas.min), spec.replicas.max)
-    reason = record.reason
+    reason, kind = record.reason, recorded_kind(record.reason_kind)
     if replicas != record.replicas:
         bounds = f"[{spec.replicas.min}, {spec.replicas.max}]"
         reason = f"replicas clamped from {record.replicas} to {replicas} by spec.replicas {bounds}"
+        kind = ReasonKind.HOLD
     return Decision(
         variant=variant.name,
         replicas=replicas,
@@ -45,7 +46,15 @@ def carried_decision(spec: api.GreenModelSpec, last: Mapping[str, Any] | None) -
         expected_power_w=record.expected_power_w,
         reason=reason,
         token_budget=record.token_budget,
+        kind=kind,
     )
+
+
+def recorded_kind(value: str | None) -> ReasonKind:
+    """lastDecision.reasonKind as a ReasonKind: Hold (what a carried decision is) when an operator before
+    the kinds recorded none, or one this operator does not know."""
+    known = {kind.value for kind in ReasonKind}
+    return ReasonKind(value) if value in known else ReasonKind.HOLD
 
 
 def adopt_deployed(
@@ -74,6 +83,7 @@ def adopt_deployed(
         replicas=replicas,
         token_budget=_deployed_budget(deployment, variant),
         fast_tier=None,
+        kind=ReasonKind.HOLD,
         reason=(
             f"adopted {variant.name} x{replicas}, which the Deployment already runs (the operator stopped "
             "after applying it and before recording it); the loop re-plans from its next observation"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from greenllm.api.v1alpha1 import ReasonKind as ReasonKind  # re-exported: Decision.kind's type
 from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting
 
@@ -79,3 +80,6 @@ class Decision:
     # The demand the plan was made for (served rates + the queue, at the down-window's peak: core.step);
     # None when no demand was observed.
     planned_demand: Demand | None = None
+    # Why, from a closed set (ReasonKind): set next to `reason` by the code that makes the decision; a
+    # metric label, unlike `reason`. The default is what a decision carried from before the kinds reads as.
+    kind: ReasonKind = ReasonKind.HOLD

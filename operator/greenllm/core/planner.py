@@ -41,6 +41,9 @@ tokens/s and a replica that prefills pc and decodes oc tokens/s (`ReplicaPerform
   non-decreasing curve its power at the decode rate of n_b replicas, refined once). Pairs are visited by
   that bound, each searched only up to n_b, and the search stops once the bound falls below the best
   share found.
+- Reason kinds (`Choice.kind`, a closed set for metrics): LeastEnergy when the least-power SLO-meeting
+  configuration fits the budget (FixedPower in power mode Fixed), BudgetBinds whenever onExhausted acts,
+  SloUnreachable when nothing meets the SLOs (best effort) or no variant can run at all.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
-from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, OnExhausted, Power, Variant
-from greenllm.core.decision import Decision, Option
+from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, OnExhausted, Power, PowerMode, Variant
+from greenllm.core.decision import Decision, Option, ReasonKind
 from greenllm.core.decision import Demand as Demand  # re-exported: the planner's input type
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 
@@ -621,6 +624,7 @@ class Choice:
     candidate: Candidate | None  # None: nothing can run (no variant meets the TPOT SLO) or Hold
     reason: str
     budget_met: bool  # False whenever onExhausted acted (the budget cannot pay for the SLOs) or it breaks
+    kind: ReasonKind  # which rule decided, set next to `reason`
     exhausted: bool = False  # the budget, not the SLOs, ruled out every SLO-meeting configuration
     hold: bool = False  # onExhausted Hold: keep the current configuration
 
@@ -644,15 +648,18 @@ def choose(
     demand = space.demand.label()
     if not space.pairs:
         why = "; ".join(f"{v}: {w}" for v, w in space.unusable.items())
-        return Choice(None, f"no variant can run: {why}", allowed_w is None)
+        return Choice(None, f"no variant can run: {why}", allowed_w is None, ReasonKind.SLO_UNREACHABLE)
     best = space.best_of(space.pairs, allowed_w)
     if best is not None:
         headroom = space.capacity_text()
+        # Mode Fixed leaves the planner variant and replicas only: the power limit is the spec's.
+        fixed = spec.power.mode is PowerMode.FIXED
         return Choice(
             best,
             f"least power meeting SLOs: {best.label()} = {best.power_w:.0f} W for {demand} ({headroom}); "
             f"{budget_text}",
             True,
+            ReasonKind.FIXED_POWER if fixed else ReasonKind.LEAST_ENERGY,
         )
     slo_best = space.best_of(space.pairs, None)
     if slo_best is None:
@@ -667,12 +674,14 @@ def choose(
                 f"SLOs unreachable for {demand} and nothing fits the budget: {c.label()} = {c.power_w:.0f} W "
                 f"(lowest power at replicas.min); {budget_text}",
                 False,
+                ReasonKind.SLO_UNREACHABLE,
             )
         return Choice(
             c,
             f"SLOs unreachable for {demand} ({c.why_not or 'capacity short'}): "
             f"best effort {c.label()} serves {c.served * 100:.0f}% at {c.power_w:.0f} W; {budget_text}",
             c.within(allowed_w),
+            ReasonKind.SLO_UNREACHABLE,
         )
     breach = f"budget exhausted: least power meeting SLOs is {slo_best.label()} = {slo_best.power_w:.0f} W; "
     mode = spec.budget.on_exhausted
@@ -682,6 +691,7 @@ def choose(
                 None,
                 f"{breach}{budget_text}; onExhausted Hold: kept the current configuration",
                 False,
+                ReasonKind.BUDGET_BINDS,
                 exhausted=True,
                 hold=True,
             )
@@ -689,6 +699,7 @@ def choose(
             slo_best,
             f"{breach}{budget_text}; onExhausted Hold with nothing running: started it anyway",
             False,
+            ReasonKind.BUDGET_BINDS,
             exhausted=True,
         )
     if mode is OnExhausted.CAP_REPLICAS:
@@ -703,6 +714,7 @@ def choose(
                 f"{breach}{budget_text}; onExhausted CapReplicas: even replicas.min of {name} "
                 f"breaks it: {c.label()} = {c.power_w:.0f} W",
                 False,
+                ReasonKind.BUDGET_BINDS,
                 exhausted=True,
             )
         return Choice(
@@ -710,6 +722,7 @@ def choose(
             f"{breach}{budget_text}; onExhausted CapReplicas: {c.label()} = {c.power_w:.0f} W "
             f"serves {c.served * 100:.0f}% of demand",
             False,
+            ReasonKind.BUDGET_BINDS,
             exhausted=True,
         )
     c = space.most_served(space.pairs, allowed_w, upto_need=True)
@@ -721,6 +734,7 @@ def choose(
             f"{breach}{budget_text}; onExhausted Degrade: nothing fits, lowest power at "
             f"replicas.min: {c.label()} = {c.power_w:.0f} W",
             False,
+            ReasonKind.BUDGET_BINDS,
             exhausted=True,
         )
     return Choice(
@@ -728,6 +742,7 @@ def choose(
         f"{breach}{budget_text}; onExhausted Degrade: {c.label()} = {c.power_w:.0f} W serves "
         f"{c.served * 100:.0f}% of demand",
         False,
+        ReasonKind.BUDGET_BINDS,
         exhausted=True,
     )
 
@@ -812,10 +827,13 @@ def to_decision(
                 choice.reason,
                 choice.budget_met,
                 alternatives(space, None, allowed_w),
+                kind=choice.kind,
             )
         v = space.spec.variants[0]
         n = max(space.min_replicas, 1)
-        return Decision(v.name, n, PowerSetting(), None, choice.reason, allowed_w is None, ())
+        return Decision(
+            v.name, n, PowerSetting(), None, choice.reason, allowed_w is None, (), kind=choice.kind
+        )
     return Decision(
         c.variant,
         c.replicas,
@@ -824,6 +842,7 @@ def to_decision(
         choice.reason,
         choice.budget_met,
         alternatives(space, c, allowed_w),
+        kind=choice.kind,
     )
 
 

@@ -255,6 +255,7 @@ def decision_record(decision: Decision, now: str) -> dict[str, Any]:
         token_budget=decision.token_budget,
         expected_power_w=None if decision.expected_power_w is None else round(decision.expected_power_w, 1),
         reason=decision.reason,
+        reason_kind=decision.kind.value,
         alternatives=[
             api.Alternative(
                 variant=o.variant,

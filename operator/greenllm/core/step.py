@@ -34,6 +34,11 @@ docs/energy-model.md, section 11):
    the fleet that was ready then, while the decision in force may already include pods still starting,
    so raising capacity over the decision in force on every breached tick compounds for as long as pods
    take to start and the window takes to forget (measured: more energy, no better SLO).
+
+Every decision carries its reason kind (`Decision.kind`, api.ReasonKind), set next to its reason: the
+planner's (core.planner) unless a later rule decided: Hold when a stability rule changed what the planner
+chose, QualityFloor when the variant in force left at once for being below slo.minQuality, Burst when the
+warm floor raised the replicas, NoMetrics without demand.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from greenllm.core.burst import (
     serving_budget,
     setting_performance,
 )
-from greenllm.core.decision import Decision, Observation
+from greenllm.core.decision import Decision, Observation, ReasonKind
 from greenllm.core.performance import PowerSetting
 from greenllm.core.planner import (
     MEAN_PROMPT_TOKENS,
@@ -278,7 +283,17 @@ def initial_decision(spec: GreenModelSpec, source: PerformanceSource) -> Decisio
         f"{spec.slo.min_quality:g}) x{replicas} (replicas.min, at least 1) at {setting.label()}{caveat}"
     )
     budget_tokens = serving_budget(spec, best, setting_performance(spec, best, source))
-    return Decision(best.name, replicas, setting, None, reason, True, (), token_budget=budget_tokens)
+    return Decision(
+        best.name,
+        replicas,
+        setting,
+        None,
+        reason,
+        True,
+        (),
+        token_budget=budget_tokens,
+        kind=ReasonKind.NO_METRICS,
+    )
 
 
 def _intensity(spec: GreenModelSpec, state: LoopState, observation: Observation) -> float | None:
@@ -419,6 +434,7 @@ def with_burst_rules(
     burst_perf = perf.get(tier.burst if tier is not None else decision.setting)
     floor_state = before.floor
     replicas = decision.replicas
+    kind = decision.kind
     notes: list[str] = []
     if burst_perf is not None and decision.budget_met:
         slo_s = spec.slo.tpot_p90_ms / 1000.0
@@ -435,6 +451,7 @@ def with_burst_rules(
         floor_state = floor.state
         if floor.replicas > replicas:
             replicas = floor.replicas
+            kind = ReasonKind.BURST
             notes.append(floor.note)
     if tier is not None:
         notes.append(
@@ -449,6 +466,7 @@ def with_burst_rules(
         fast_tier=tier,
         token_budget=budget_tokens,
         reason=_join(decision.reason, *notes),
+        kind=kind,
     )
     new_state = replace(state, replicas=replicas, setting=setting, floor=floor_state)
     if replicas > state.replicas:
@@ -600,7 +618,9 @@ def _without_demand(
         first = initial_decision(spec, source)
         why = "nothing decided yet" if state.variant is None else f"variant {state.variant} no longer allowed"
         reason = _join(f"metrics missing (no demand observed), {why}: {first.reason}", *notes)
-        decision = replace(first, reason=reason, budget_met=met)
+        # A variant in force that is still in the spec left only because slo.minQuality rose above it.
+        kind = ReasonKind.NO_METRICS if variant is None else ReasonKind.QUALITY_FLOOR
+        decision = replace(first, reason=reason, budget_met=met, kind=kind)
         return _finish(state, decision, now, ((now, decision.replicas),), (None, None))
     replicas = min(max(state.replicas, spec.replicas.min), spec.replicas.max)
     extra = (
@@ -617,6 +637,7 @@ def _without_demand(
         _join(missing, extra, budget_text, *notes),
         met,
         (),
+        kind=ReasonKind.NO_METRICS,
     )
     return _finish(state, decision, now)
 
@@ -640,7 +661,15 @@ def _plain(
     """No stability to apply: the first plan, or nothing runnable (keep what runs)."""
     current = None
     if state.variant is not None:
-        current = Decision(state.variant, state.replicas, state.setting, state.expected_power_w, "", True)
+        current = Decision(
+            state.variant,
+            state.replicas,
+            state.setting,
+            state.expected_power_w,
+            "",
+            True,
+            kind=ReasonKind.HOLD,
+        )
     decision = to_decision(choice, space, allowed, current)
     reason = _join("first plan" if first else "", choice.reason, *notes)
     if not decision.budget_met:
@@ -674,18 +703,22 @@ def _stabilized(
             _join(choice.reason, *notes, _breach_text(power, allowed)),
             False,
             alternatives(space, None, allowed),
+            kind=choice.kind,
         )
         return _finish(state, holding, now, None, (None, None))
 
     target = choice.candidate
     assert target is not None
     stability: list[str] = []
+    below_floor = False  # the variant in force left at once because it is below slo.minQuality
     pending_variant, pending_since = None, None
     cur_pairs = space.variant_pairs(state.variant)
     if target.variant != state.variant:
         cur_best = space.best_of(cur_pairs, allowed) if cur_pairs else None
         if cur_best is None:
             why = space.unusable.get(state.variant, "cannot meet the SLOs within the budget")
+            in_force = _variant(spec, state.variant)
+            below_floor = in_force is not None and in_force.quality < spec.slo.min_quality
             stability.append(
                 f"switched variant {state.variant} -> {target.variant} at once: {state.variant} {why}"
             )
@@ -748,9 +781,11 @@ def _stabilized(
     planned = choice.candidate
     applied = f"applied {final.label()} = {final.power_w:.0f} W"
     if final == planned:
-        reason = _join(choice.reason, *stability, *notes)
-    else:
-        reason = _join(applied, *stability, f"planner: {choice.reason}", *notes)
+        reason, kind = _join(choice.reason, *stability, *notes), choice.kind
+    else:  # a stability rule kept (part of) the configuration in force
+        reason, kind = _join(applied, *stability, f"planner: {choice.reason}", *notes), ReasonKind.HOLD
+    if below_floor:
+        kind = ReasonKind.QUALITY_FLOOR
     # onExhausted acting means the budget cannot pay for the SLOs: BudgetMet is False even when the
     # configuration it chose fits the budget (planner module doc).
     met = final.within(allowed) and not choice.exhausted
@@ -764,5 +799,6 @@ def _stabilized(
         reason,
         met,
         alternatives(space, final, allowed),
+        kind=kind,
     )
     return _finish(state, decision, now, history, (pending_variant, pending_since))

@@ -91,6 +91,7 @@ class DecisionLog:
     expected_power_w: float | None = None
     budget_met: bool | None = None
     observation: Observation | None = None
+    reason_kind: str | None = None  # greenllm's Decision.kind (api.ReasonKind); None for the baselines
 
     def as_json(self) -> dict[str, Any]:
         obs = self.observation
@@ -108,6 +109,7 @@ class DecisionLog:
             "expected_power_w": self.expected_power_w,
             "budget_met": self.budget_met,
             "reason": self.reason,
+            "reason_kind": self.reason_kind,
             "observed": None
             if obs is None
             else {
@@ -232,6 +234,7 @@ class GreenllmPolicy(Policy):
             expected_power_w=decision.expected_power_w,
             budget_met=decision.budget_met,
             observation=obs,
+            reason_kind=decision.kind.value,
         )
 
 
