@@ -59,7 +59,7 @@ import attrs  # noqa: E402
 import kmock  # noqa: E402
 import yaml  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from tests.kube_emulator import ApiCall, KubeEmulator  # noqa: E402
+from tests.kube_emulator import INITIAL_NAMESPACES, ApiCall, KubeEmulator  # noqa: E402
 from tests.prometheus_server import Exporter, FakeFleet, PodSeries, PrometheusServer, free_port  # noqa: E402
 
 from greenllm.api.crd import custom_resource_definition  # noqa: E402
@@ -447,7 +447,8 @@ async def run_one(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="greenllm-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
         prometheus = stack.enter_context(fleet_and_prometheus(pods, scrape_interval_s))
-        emulator = BenchEmulator()
+        # The operator's own namespace exists in an install: its leader Lease lives there.
+        emulator = BenchEmulator(namespaces=(*INITIAL_NAMESPACES, "greenllm-system"))
         emulator.register_crd(custom_resource_definition())
         async with emulator, kmock.Server(emulator, host="127.0.0.1"):
             kube_url = str(emulator.url).rstrip("/")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,6 @@ def _fail(command: str, message: str, code: int = 2) -> int:
 def kube_credentials_problem() -> str | None:
     """Why the operator could not log in to Kubernetes (None: it can), as its login handler would try:
     an explicit $KUBECONFIG first, else the pod's service account, else ~/.kube/config."""
-    import os
-
     import kopf
 
     settings = kopf.OperatorSettings()
@@ -71,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=config.log_level == "debug")
     _set_log_level(config.log_level)
     set_default_connection(config.prometheus_connection())
+    # A lost leader Lease stops the process as SIGTERM does (gracefully); then it exits 1 below. (Not kopf's
+    # stop_flag: kopf waits on a thread-style flag in an executor thread that then blocks the exit.)
+    memo = kopf.Memo(config=config, on_lease_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
@@ -78,8 +81,11 @@ def _run(args: argparse.Namespace) -> int:
         peering_name=config.peering_name,
         priority=config.priority,
         liveness_endpoint=f"http://0.0.0.0:{config.probe_port}/healthz",
-        memo=kopf.Memo(config=config),
+        memo=memo,
     )
+    lease = memo.get("leader")
+    if lease is not None and lease.lost:
+        return _fail("run", "lost the leader Lease; exiting so that this pod restarts as a follower", 1)
     return 0
 
 
@@ -118,6 +124,7 @@ def _plan(args: argparse.Namespace) -> int:
         "expectedPowerW": decision.expected_power_w,
         "budgetMet": decision.budget_met,
         "reason": decision.reason,
+        "reasonKind": str(decision.kind),
         "alternatives": [
             {
                 "variant": o.variant,

@@ -38,6 +38,7 @@ from kopf.testing import KopfRunner
 
 from tests.conftest import write_kubeconfig
 from tests.kube_emulator import MERGE_PATCH, ApiCall, KubeEmulator
+from tests.prometheus_server import free_port
 
 T = TypeVar("T")
 
@@ -358,10 +359,19 @@ async def client(kube: KubeEmulator, kube_url: str) -> AsyncIterator[KubeClient]
         yield KubeClient(kube, session)
 
 
+# Where an install runs the operator, and so holds its leader Lease (controller/leader.py).
+OPERATOR_NAMESPACE = "greenllm-system"
+
+
 @pytest.fixture
-async def operator_factory(kube: KubeEmulator, kubeconfig: Path) -> AsyncIterator[OperatorFactory]:
+async def operator_factory(
+    kube: KubeEmulator, kubeconfig: Path, client: KubeClient, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OperatorFactory]:
     if os.path.exists(SERVICE_ACCOUNT_TOKEN):
         pytest.skip("a service-account token is mounted: an operator's login could reach the real cluster")
+    await client.ensure_namespace(OPERATOR_NAMESPACE)
+    # A follower answers its liveness probe while it waits for the Lease: never on a fixed port here.
+    monkeypatch.setenv("GREENLLM_PROBE_PORT", str(free_port()))
     factory = OperatorFactory(kube)
     try:
         yield factory

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SERVICE_ACCOUNT_TOKEN, KubeClient
+from tests.e2e.conftest import OPERATOR_NAMESPACE, SERVICE_ACCOUNT_TOKEN, KubeClient
 from tests.e2e.test_operator import DEPLOYMENTS, GM, NS, _closed_port, condition, green_model, settled
 from tests.kube_emulator import KubeEmulator
 from tests.prometheus_server import free_port
@@ -22,47 +22,58 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def greenllm_run(kube: KubeEmulator, kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Path]:
-    """`greenllm run` in a subprocess; yields its log file. Prometheus is a closed port (set through the
-    environment, as GREENLLM_PROMETHEUS_URL used to be ignored); the other settings through flags."""
-    if os.path.exists(SERVICE_ACCOUNT_TOKEN):
-        pytest.skip("a service-account token is mounted: the operator's login could reach the real cluster")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT / "operator"),
-        "HOME": str(tmp_path),
-        "KUBECONFIG": str(kubeconfig),
-        "GREENLLM_PROMETHEUS_URL": f"http://127.0.0.1:{_closed_port()}",
-        "GREENLLM_PROMETHEUS_TIMEOUT": "1",
-    }
-    log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "greenllm.cli",
-            "run",
-            "--metrics-port",
-            "0",
-            "--probe-port",
-            str(free_port()),
-            "--io-threads",
-            "4",
-            env=env,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        yield log
-    finally:
-        if process.returncode is None:
+class GreenllmRun:
+    """`greenllm run` in a subprocess: Prometheus is a closed port (set through the environment, as
+    GREENLLM_PROMETHEUS_URL used to be ignored); the other settings through flags and `env`."""
+
+    def __init__(self, kubeconfig: Path, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log = tmp_path / "operator.log"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT / "operator"),
+            "HOME": str(tmp_path),
+            "KUBECONFIG": str(kubeconfig),
+            "GREENLLM_PROMETHEUS_URL": f"http://127.0.0.1:{_closed_port()}",
+            "GREENLLM_PROMETHEUS_TIMEOUT": "1",
+            **(env or {}),
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> GreenllmRun:
+        args = ["run", "--metrics-port", "0", "--probe-port", str(free_port()), "--io-threads", "4"]
+        with self.log.open("wb") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "greenllm.cli",
+                *args,
+                env=self.env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        process = self.process
+        if process is not None and process.returncode is None:
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), timeout=20)
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@pytest.fixture
+async def greenllm_run(
+    kube: KubeEmulator, kubeconfig: Path, client: KubeClient, tmp_path: Path
+) -> AsyncIterator[Path]:
+    """`greenllm run` in a subprocess; yields its log file."""
+    if os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        pytest.skip("a service-account token is mounted: the operator's login could reach the real cluster")
+    await client.ensure_namespace(OPERATOR_NAMESPACE)  # the Lease's, as an install has it
+    async with GreenllmRun(kubeconfig, tmp_path) as run:
+        yield run.log
 
 
 async def test_greenllm_run_reconciles_a_green_model(

@@ -128,6 +128,7 @@ async def test_describe_times_reason_and_unknown_budget(setup: dict[str, Any], c
         "lastDecision.reason re-worded for the new floor",
     )
     assert "0.5" not in st["lastDecision"]["reason"]
+    assert st["lastDecision"]["reasonKind"] == "Hold"  # kept, not chosen for least energy
     assert st["lastDecision"]["variant"] == "bf16"
     st = await wait_status(
         client, ns, lambda s: s["controllerState"]["lastSampleTime"] != state["lastSampleTime"], "a tick"

@@ -48,7 +48,7 @@ from greenllm.api import v1alpha1 as api
 from greenllm.api.crd import custom_resource_definition
 from greenllm.core.power import Backoff, HoldPolicy
 from tests.agent.conftest import FakeKubelet, gpu_uuid
-from tests.e2e.conftest import CLIENT_USER_AGENT, KubeClient, OperatorFactory, wait_for
+from tests.e2e.conftest import CLIENT_USER_AGENT, OPERATOR_NAMESPACE, KubeClient, OperatorFactory, wait_for
 from tests.kube_emulator import ApiCall, KubeEmulator, ResourceSpec
 from tests.manifests.chartkit import Request, allowed, find, objects, permissions
 
@@ -365,9 +365,15 @@ async def test_recorded_requests_are_exactly_what_the_chart_grants(
     assert (api.GROUP, f"{api.PLURAL}/status", "patch") in agent_refused
     assert ("apps", "deployments", "create") in agent_refused
 
-    # (2) Every granted verb on every resource was used. With default values the operator's grants are all
-    # cluster-wide (one ClusterRole); the agent's too.
-    assert {scope for scope, *_ in permissions(objs, operator_sa) | permissions(objs, agent_sa)} == {None}
+    # (2) Every granted verb on every resource was used. With default values the operator's grants are
+    # cluster-wide (one ClusterRole) but for its leader Lease, in its own namespace; the agent's all are.
+    operator_scoped = {
+        (scope, group, resource) for scope, group, resource, _ in permissions(objs, operator_sa)
+    }
+    assert {(scope, r) for scope, _, r in operator_scoped if scope is not None} == {
+        (OPERATOR_NAMESPACE, "leases")
+    }
+    assert {scope for scope, *_ in permissions(objs, agent_sa)} == {None}
     assert granted(objs, operator_sa) - used(operator_calls) == set(), "rules the operator never used"
     assert granted(objs, agent_sa) - used(agent_calls) == set(), "rules the agent never used"
     # Sanity of the recording itself: the agent applied a power setting and said so in an Event.

@@ -104,6 +104,8 @@ def test_default_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
         ("ClusterRoleBinding", OPERATOR),
         ("DaemonSet", AGENT),
         ("Deployment", OPERATOR),
+        ("Role", f"{OPERATOR}-leader-election"),
+        ("RoleBinding", f"{OPERATOR}-leader-election"),
         ("Service", f"{AGENT}-metrics"),
         ("Service", f"{OPERATOR}-metrics"),
         ("ServiceAccount", AGENT),
@@ -277,6 +279,8 @@ def test_agent_disabled_renders_no_agent(rendered: dict[str, list[dict[str, Any]
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",  # the leader Lease's
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     }
@@ -342,8 +346,10 @@ def test_services_select_their_own_pods(rendered: dict[str, list[dict[str, Any]]
 def test_namespaced_mode(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["namespaced"]
     namespaces = SCENARIOS["namespaced"]["watchNamespaces"]
-    roles = sorted(o["metadata"]["namespace"] for o in objs if o["kind"] == "Role")
-    bindings = sorted(o["metadata"]["namespace"] for o in objs if o["kind"] == "RoleBinding")
+    lease = f"{OPERATOR}-leader-election"  # the Lease's Role lives in the release's namespace
+    served = [o for o in objs if o["metadata"]["name"] != lease]
+    roles = sorted(o["metadata"]["namespace"] for o in served if o["kind"] == "Role")
+    bindings = sorted(o["metadata"]["namespace"] for o in served if o["kind"] == "RoleBinding")
     assert roles == bindings == sorted(namespaces)
     args = _container(find(objs, "Deployment"))["args"]
     assert [a for a in args if a.startswith("--namespace=")] == [f"--namespace={ns}" for ns in namespaces]

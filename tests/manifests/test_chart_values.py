@@ -9,7 +9,7 @@ import helm_python
 import jsonschema
 import pytest
 import yaml
-from chartkit import ROOT, SCENARIOS, render
+from chartkit import ROOT, SCENARIOS, objects, render
 
 CHART = ROOT / "charts" / "greenllm"
 
@@ -17,6 +17,12 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown top-level key", {"replicaCount": 2}, "additional properties 'replicaCount'"),
     ("unknown nested key", {"agent": {"hostPID": True}}, "additional properties 'hostPID'"),
     ("log level", {"logLevel": "verbose"}, "/logLevel"),
+    (
+        "lease shorter than 3 s",
+        {"operator": {"leaderElection": {"leaseDuration": 2}}},
+        "/operator/leaderElection",
+    ),
+    ("operator replicas 0", {"operator": {"replicas": 0}}, "/operator/replicas"),
     ("prometheus url without scheme", {"prometheus": {"url": "prometheus:9090"}}, "/prometheus/url"),
     ("prometheus url empty", {"prometheus": {"url": ""}}, "/prometheus/url"),
     (
@@ -85,3 +91,26 @@ def test_schema_is_valid_draft7_and_accepts_the_defaults() -> None:
 def test_service_account_name_required_when_not_created() -> None:
     with pytest.raises(helm_python.HelmRenderError, match=r"operator\.serviceAccount\.name is required"):
         render({"operator": {"serviceAccount": {"create": False, "name": ""}}})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}},
+        {"operator": {"replicas": 2, "peering": {"enabled": True}}},
+    ],
+    ids=["no-leader-election", "peering"],
+)
+def test_several_operator_replicas_need_leader_election(values: dict[str, Any]) -> None:
+    """Without the Lease every replica would act and count the energy again."""
+    with pytest.raises(helm_python.HelmRenderError, match=r"operator\.replicas > 1 needs"):
+        render(values)
+
+
+def test_several_operator_replicas_with_leader_election_render() -> None:
+    (deployment,) = [
+        o
+        for o in objects({"operator": {"replicas": 2}})
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
+    ]
+    assert deployment["spec"]["replicas"] == 2

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from chartkit import NAMESPACE, ROOT, SCENARIOS, Request, allowed, objects, permissions
+from kubernetes.leaderelection.resourcelock import leaselock
 
 from greenllm.api import v1alpha1 as api
 
@@ -17,7 +18,12 @@ PACKAGE = ROOT / "operator" / "greenllm"
 OPERATOR_SA = (NAMESPACE, "greenllm-operator")
 AGENT_SA = (NAMESPACE, "greenllm-agent")
 
-API_GROUPS = {"CoreV1Api": "", "AppsV1Api": "apps", "EventsV1Api": "events.k8s.io"}
+API_GROUPS = {
+    "CoreV1Api": "",
+    "AppsV1Api": "apps",
+    "EventsV1Api": "events.k8s.io",
+    "CoordinationV1Api": "coordination.k8s.io",
+}
 VERBS = {
     "read": "get",
     "get": "get",
@@ -25,6 +31,7 @@ VERBS = {
     "create": "create",
     "patch": "patch",
     "delete": "delete",
+    "replace": "update",
 }
 KOPF_CHANGE_HANDLERS = {"create", "update", "resume", "delete", "field", "timer", "daemon"}
 KOPF_WATCH_HANDLERS = {"event", "index"}
@@ -38,7 +45,8 @@ Permission = tuple[str, str, str, str]
 
 def _method_permission(api_class: str, method: str, source: str) -> Permission:
     match = re.fullmatch(
-        r"(read|get|list|create|patch|delete)_(namespaced_|cluster_)?(\w+?)(_for_all_namespaces)?", method
+        r"(read|get|list|create|patch|replace|delete)_(namespaced_|cluster_)?(\w+?)(_for_all_namespaces)?",
+        method,
     )
     assert match, f"unknown kubernetes client method {api_class}.{method}"
     verb, scope_word, kind, all_namespaces = match.groups()
@@ -165,6 +173,13 @@ def operator_requirements(*, namespaced: bool, peering: bool) -> set[Permission]
     return needed
 
 
+def leader_election_requirements() -> set[Permission]:
+    """What the Lease lock of the kubernetes client's leader election calls (controller/leader.py uses it),
+    in the namespace of the Lease: the release's by default."""
+    assert "LeaseLock(" in (PACKAGE / "controller" / "leader.py").read_text()
+    return client_calls(Path(leaselock.__file__))
+
+
 def agent_requirements() -> set[Permission]:
     needed: set[Permission] = set()
     for path in sorted((PACKAGE / "agent").glob("*.py")):
@@ -182,6 +197,9 @@ def test_code_scan_finds_the_known_calls() -> None:
     assert ("apps", "deployments", "create", "namespace") in operator
     assert (api.GROUP, f"{api.PLURAL}/status", "patch", "namespace") in operator
     assert (api.GROUP, api.PLURAL, "watch", "cluster") in operator
+    assert leader_election_requirements() == {
+        ("coordination.k8s.io", "leases", verb, "namespace") for verb in ("get", "create", "update")
+    }
     agent = agent_requirements()
     assert ("", "pods", "list", "cluster") in agent
     assert ("apps", "replicasets", "get", "namespace") in agent
@@ -193,8 +211,17 @@ def test_cluster_wide_operator_rbac_is_exactly_what_the_code_uses(scenario: str)
     values = SCENARIOS[scenario]
     needed = operator_requirements(namespaced=False, peering=bool(values.get("operator", {}).get("peering")))
     granted = permissions(objects(values), OPERATOR_SA)
+    _assert_lease_grants(values, granted)
+    granted = {p for p in granted if p[0] != NAMESPACE}
     assert {scope for scope, *_ in granted} == {None}
     assert _flatten(granted) == {(g, r, v) for g, r, v, _ in needed}
+
+
+def _assert_lease_grants(values: dict[str, Any], granted: set[tuple[str | None, str, str, str]]) -> None:
+    """The Lease's Role: in the release's namespace, exactly the lock's calls, and none with peering."""
+    in_release = _flatten({p for p in granted if p[0] == NAMESPACE})
+    lease = {(g, r, v) for g, r, v, _ in leader_election_requirements()}
+    assert in_release == (set() if values.get("operator", {}).get("peering") else lease)
 
 
 @pytest.mark.parametrize("scenario", ["namespaced", "peering-namespaced"])
@@ -202,6 +229,8 @@ def test_namespaced_operator_rbac_is_exactly_what_the_code_uses(scenario: str) -
     values = SCENARIOS[scenario]
     needed = operator_requirements(namespaced=True, peering=bool(values.get("operator", {}).get("peering")))
     granted = permissions(objects(values), OPERATOR_SA)
+    _assert_lease_grants(values, granted)
+    granted = {p for p in granted if p[0] != NAMESPACE}
     cluster_needed = {(g, r, v) for g, r, v, scope in needed if scope == "cluster"}
     namespace_needed = {(g, r, v) for g, r, v, scope in needed if scope == "namespace"}
     # kopf watches each served namespace separately, so its list/watch of GreenModels and Deployments is

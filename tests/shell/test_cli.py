@@ -29,7 +29,7 @@ def test_plan_without_demand_is_the_initial_decision() -> None:
     assert out.returncode == 0, out.stderr
     decision = json.loads(out.stdout)
     assert decision["variant"] == "bf16" and decision["replicas"] == 1  # highest quality at replicas.min
-    assert "no metrics yet" in decision["reason"]
+    assert "no metrics yet" in decision["reason"] and decision["reasonKind"] == "NoMetrics"
 
 
 def test_plan_at_a_demand_scales_with_it() -> None:

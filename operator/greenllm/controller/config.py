@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from greenllm.controller.metrics import PrometheusConnection
 
 
+# The Lease library needs a retry period >= 1 s under a renew deadline under the lease duration.
+MIN_LEASE_DURATION_S = 3
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the flag or the variable."""
 
@@ -34,6 +38,12 @@ class OperatorConfig:
     peering_name: str | None = None  # None = standalone (one operator replica)
     priority: int = 0
     peering_lifetime_s: int = 60  # how long a silent peer (e.g. a crashed leader) still counts
+    # Leader election (controller/leader.py) for standalone operators: one Lease, so that a second
+    # operator started by accident waits instead of acting (and counting the energy) twice.
+    leader_election: bool = True
+    leader_election_namespace: str = "greenllm-system"  # the chart sets its release's namespace
+    leader_election_id: str = "greenllm-operator"  # the Lease's name; shards need distinct ones
+    lease_duration_s: int = 15
     prometheus_timeout_s: float = 5.0
     io_threads: int = 64  # threads for blocking Prometheus and Kubernetes calls
     rate_window: str = "1m"  # PromQL range for rate() and histogram quantiles
@@ -80,8 +90,15 @@ class OperatorConfig:
             )
         if self.prometheus_username and self.prometheus_bearer_token_file:
             raise ConfigError("give either a bearer token file or basic auth for Prometheus, not both")
+        if self.lease_duration_s < MIN_LEASE_DURATION_S:
+            raise ConfigError(f"--lease-duration must be >= {MIN_LEASE_DURATION_S}: {self.lease_duration_s}")
         if self.prometheus_insecure_skip_verify and self.prometheus_ca_file:
             raise ConfigError("--prometheus-ca-file and --prometheus-insecure-skip-verify exclude each other")
+
+    @property
+    def elects_leader(self) -> bool:
+        """Peered operators follow kopf's peering instead; a Lease as well would block the one to resume."""
+        return self.leader_election and self.peering_name is None
 
     def prometheus_connection(self) -> PrometheusConnection:
         from greenllm.controller.metrics import PrometheusConnection
@@ -222,6 +239,16 @@ SETTINGS: tuple[Setting, ...] = (
             "peering priority; give replicas distinct ones", "N"),
     Setting("peering_lifetime_s", "--peering-lifetime", "GREENLLM_PEERING_LIFETIME", _positive_int,
             "seconds a silent peer (e.g. a crashed operator) still counts", "SECONDS"),
+    Setting("leader_election", "--leader-election", "GREENLLM_LEADER_ELECTION", _bool,
+            "elect one leader through a Lease (true/false; standalone operators only: --peering replaces it)",
+            "BOOL"),
+    Setting("leader_election_namespace", "--leader-election-namespace", "GREENLLM_LEADER_ELECTION_NAMESPACE",
+            str, "namespace of the leader Lease (the in-cluster operator's)", "NS"),
+    Setting("leader_election_id", "--leader-election-id", "GREENLLM_LEADER_ELECTION_ID", str,
+            "name of the leader Lease; operators that serve disjoint namespaces need distinct ones", "NAME"),
+    Setting("lease_duration_s", "--lease-duration", "GREENLLM_LEASE_DURATION", _positive_int,
+            "seconds a leader's Lease lasts without renewal (renewed every 2/15 of it, given up at 2/3)",
+            "SECONDS"),
     Setting("prometheus_timeout_s", "--prometheus-timeout", "GREENLLM_PROMETHEUS_TIMEOUT", _positive_float,
             "seconds before a Prometheus query times out", "SECONDS"),
     Setting("io_threads", "--io-threads", "GREENLLM_IO_THREADS", _positive_int,

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
-from greenllm.controller import metrics, trust
+from greenllm.controller import leader, metrics, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.kube import Kube
 from greenllm.controller.telemetry import Telemetry
@@ -79,6 +79,34 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.peering.standalone = False
     else:
         settings.peering.standalone = True
+    if config.elects_leader:
+        await _lead(config, memo)
+
+
+async def _lead(config: OperatorConfig, memo: kopf.Memo) -> None:
+    """Return once this operator holds the leader Lease: kopf watches nothing before start-up ends."""
+    # `greenllm run` stops the process on a lost Lease; in-process (tests) the operator only stops acting.
+    on_lost: Callable[[], None] = memo.get("on_lease_lost") or (lambda: None)
+    lease = leader.LeaderLease(
+        config.leader_election_namespace,
+        config.leader_election_id,
+        leader.LeaseTimings(config.lease_duration_s),
+        on_lost=on_lost,
+    )
+    memo.leader = lease
+    lease.start()
+    try:
+        async with leader.StandbyProbe(config.probe_port):
+            await lease.wait_until_leading()
+    except BaseException:  # stopped while a follower: kopf runs no clean-up handler after a failed start-up
+        await asyncio.to_thread(lease.stop)
+        raise
+
+
+def _acting(memo: kopf.Memo) -> bool:
+    """False once this operator has lost its leader Lease (it is stopping): it must not write anything."""
+    lease: leader.LeaderLease | None = memo.get("leader")
+    return lease is None or lease.leading
 
 
 @kopf.on.cleanup()
@@ -86,6 +114,9 @@ async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
     if "telemetry" in memo:
         memo.telemetry.stop()
         del memo["telemetry"]
+    lease: leader.LeaderLease | None = memo.get("leader")
+    if lease is not None:
+        await asyncio.to_thread(lease.stop)  # releases the Lease: a successor need not wait for it
 
 
 @kopf.on.login()
@@ -117,6 +148,8 @@ async def reconcile(
     **_: Any,
 ) -> None:
     namespace, name = meta["namespace"], meta["name"]
+    if not _acting(memo):
+        raise kopf.TemporaryError("this operator lost its leader Lease and is stopping", delay=60)
     kube: Kube = memo.kube
     generation = meta.get("generation")
     try:
@@ -131,7 +164,9 @@ async def reconcile(
             memo.energy.performance(model, variant, PowerSetting())
         carried = carried_decision(model, status.get("lastDecision"))
         if carried is not None and status.get("observedGeneration") not in (None, generation):
-            carried = replace(carried, reason=_kept_reason(model, carried, generation))
+            carried = replace(
+                carried, reason=_kept_reason(model, carried, generation), kind=api.ReasonKind.HOLD
+            )
         decision = carried or initial_decision(model, memo.energy)
         if carried is None:
             fast_tier = render.fast_tier_status(decision)
@@ -414,6 +449,8 @@ def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
 
 async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) -> float:
     """One pass of the loop for one GreenModel; returns the seconds until the next one."""
+    if not _acting(memo):
+        return SPEC_CHECK_S  # stopping after a lost Lease: a second leader may act (and account) already
     kube: Kube = memo.kube
     config: OperatorConfig = memo.config
     gm = await kube.get_green_model(namespace, name)
@@ -477,7 +514,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
         await apply_workloads(kube, owner, spec, decision, logger)
         kopf.info(subject, reason="Decision", message=_event_message(decision))
-        memo.telemetry.decisions.labels(namespace, name).inc()
+        memo.telemetry.count_decision(namespace, name, decision.kind)
 
     stamp = _iso(now)
     budget_was: list[str | None] = []
@@ -579,6 +616,7 @@ def _export(
 ) -> None:
     telemetry.replicas.labels(namespace, name).set(decision.replicas)
     telemetry.set_variant(namespace, name, decision.variant)
+    telemetry.set_reason(namespace, name, decision.kind)
     telemetry.power_limit.labels(namespace, name).set(decision.setting.limit_w or 0)
     if decision.expected_power_w is not None:
         telemetry.expected_power.labels(namespace, name).set(decision.expected_power_w)
