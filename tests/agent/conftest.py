@@ -21,7 +21,7 @@ import grpc
 import kubernetes
 import pytest
 
-from greenllm.agent.gpu import SimulatedBackend, simulated_h100
+from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.podresources import api_pb2, api_pb2_grpc
 from tests.conftest import write_kubeconfig
 from tests.kube_emulator import KubeEmulator

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from greenllm.agent.gpu import SimulatedBackend
+from greenllm.agent.gpu.simulated import SimulatedBackend
 from greenllm.agent.kube import KubeEvents, KubeReader
 from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.podresources import PodResourcesClient

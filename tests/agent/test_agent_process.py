@@ -18,7 +18,7 @@ from pathlib import Path
 import kmock
 import pytest
 
-from greenllm.agent.gpu import SimulatedBackend
+from greenllm.agent.gpu.simulated import SimulatedBackend
 from greenllm.agent.state import StateStore
 from tests.agent.conftest import NODE, NS, Cluster, KubeletServer, gpu_uuid
 from tests.kube_emulator import KubeEmulator

@@ -1,4 +1,4 @@
-"""Import boundaries of the agent: only agent/gpu.py touches pynvml; the power core stays pure."""
+"""Import boundaries of the agent: only agent/gpu/nvml.py touches pynvml; the power core stays pure."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_only_the_nvml_backend_imports_pynvml() -> None:
         for path in PACKAGE.rglob("*.py")
         if any(m == "pynvml" or m.startswith("pynvml.") for m in imported_modules(path))
     )
-    assert importers == ["agent/gpu.py"]
+    assert importers == ["agent/gpu/nvml.py"]
 
 
 def test_power_core_imports_only_the_standard_library() -> None:

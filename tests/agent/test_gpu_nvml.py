@@ -10,7 +10,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from greenllm.agent.gpu import GpuError, GpuErrorKind, GpuUnavailableError, NvmlBackend
+from greenllm.agent.gpu.base import GpuError, GpuErrorKind, GpuUnavailableError
+from greenllm.agent.gpu.nvml import NvmlBackend
 from greenllm.core.power import LimitConstraints
 
 

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from greenllm.agent.gpu import (
-    H100_SXM5_BUSY_MW,
-    GpuError,
-    GpuErrorKind,
-    GpuUnavailableError,
-    SimulatedBackend,
-    simulated_h100,
-)
+from greenllm.agent.gpu.base import GpuError, GpuErrorKind, GpuUnavailableError
+from greenllm.agent.gpu.simulated import H100_SXM5_BUSY_MW, SimulatedBackend, simulated_h100
 from greenllm.core.power import LimitConstraints
 
 

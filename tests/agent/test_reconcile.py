@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenllm.agent.gpu import GpuErrorKind, SimulatedBackend, simulated_h100
+from greenllm.agent.gpu.base import GpuErrorKind
+from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import ClusterView, NodePod
 from greenllm.agent.ownership import GreenModelRef, GreenModelSetting
 from greenllm.agent.podresources import DeviceAllocation, PodDevices

@@ -37,7 +37,7 @@ import kubernetes
 import pytest
 import yaml
 
-from greenllm.agent.gpu import SimulatedBackend, simulated_h100
+from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import KubeEvents, KubeReader
 from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.podresources import PodResourcesClient, api_pb2_grpc

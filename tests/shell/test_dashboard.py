@@ -27,7 +27,7 @@ from prometheus_client.core import Metric
 from tests.e2e.slo_fleet import SloFleet, SloSeries
 from tests.prometheus_server import PodSeries, scraped
 
-from greenllm.agent.gpu import GpuInfo
+from greenllm.agent.gpu.base import GpuInfo
 from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.reconcile import Action, CycleReport, FastGpu, FastPod, GpuReport

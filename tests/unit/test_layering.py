@@ -57,4 +57,4 @@ def test_operator_dir_is_not_a_package() -> None:
 
 def test_only_the_nvml_backend_imports_pynvml() -> None:
     users = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if "pynvml" in imported(p)]
-    assert users == ["agent/gpu.py"]
+    assert users == ["agent/gpu/nvml.py"]

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from greenllm.agent.gpu import GpuBackend, NvmlBackend, SimulatedBackend, simulated_h100
+from greenllm.agent.gpu.base import GpuBackend
+from greenllm.agent.gpu.nvml import NvmlBackend
+from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import KubeEvents, KubeReader, load_api_client
 from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.podresources import DEFAULT_SOCKET, PodResourcesClient

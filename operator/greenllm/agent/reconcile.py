@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from greenllm.agent.gpu import GpuBackend, GpuError, GpuErrorKind, GpuInfo, GpuReading
+from greenllm.agent.gpu.base import GpuBackend, GpuError, GpuErrorKind, GpuInfo, GpuReading
 from greenllm.agent.kube import ClusterView
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.podresources import PodDevices

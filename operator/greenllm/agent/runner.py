@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from greenllm.agent.gpu import GpuBackend, GpuUnavailableError
+from greenllm.agent.gpu.base import GpuBackend, GpuUnavailableError
 from greenllm.agent.kube import ClusterReader, ClusterView, EventSink
 from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.ownership import GreenModelRef
