@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.simulated import SimulatedBackend
 from greenllm.agent.kube import KubeEvents, KubeReader
-from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.podresources import PodResourcesClient
 from greenllm.agent.reconcile import Action, CycleReport, Policy
 from greenllm.agent.runner import Agent

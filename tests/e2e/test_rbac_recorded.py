@@ -37,9 +37,9 @@ import kubernetes
 import pytest
 import yaml
 
+from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import KubeEvents, KubeReader
-from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.podresources import PodResourcesClient, api_pb2_grpc
 from greenllm.agent.reconcile import Action, CycleReport, Policy
 from greenllm.agent.runner import Agent

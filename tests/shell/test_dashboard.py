@@ -2,7 +2,7 @@
 scraping one exporter that serves the series the dashboard reads, with their real names and labels:
 
 - the operator's own metrics: a real `controller.telemetry.Telemetry` registry, set as a tick sets it;
-- the node agent's: a real `agent.metrics.AgentMetrics` fed a cycle report and a fast-tier GPU;
+- the node agent's: a real `agent.exporter.AgentMetrics` fed a cycle report and a fast-tier GPU;
 - DCGM and vLLM: `tests/prometheus_server.FakeFleet` (power, energy, tokens, queues) and
   `tests/e2e/slo_fleet.SloFleet` (vLLM's per-request TTFT / TPOT histograms with vLLM's buckets).
 
@@ -27,8 +27,8 @@ from prometheus_client.core import Metric
 from tests.e2e.slo_fleet import SloFleet, SloSeries
 from tests.prometheus_server import PodSeries, scraped
 
+from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.base import GpuInfo
-from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.reconcile import Action, CycleReport, FastGpu, FastPod, GpuReport
 from greenllm.controller.telemetry import Telemetry

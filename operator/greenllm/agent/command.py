@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.base import GpuBackend
 from greenllm.agent.gpu.nvml import NvmlBackend
 from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import KubeEvents, KubeReader, load_api_client
-from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.podresources import DEFAULT_SOCKET, PodResourcesClient
 from greenllm.agent.reconcile import Policy
 from greenllm.agent.runner import Agent

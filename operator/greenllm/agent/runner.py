@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.base import GpuBackend, GpuUnavailableError
 from greenllm.agent.kube import ClusterReader, ClusterView, EventSink
-from greenllm.agent.metrics import AgentMetrics
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.podmetrics import ReadResult, endpoint_url, read_queue
 from greenllm.agent.podresources import PodDevices, PodResourcesError

@@ -1,4 +1,5 @@
-"""The agent's Prometheus metrics: a lightweight per-GPU power exporter plus what the agent did.
+"""The agent's Prometheus exporter (what it serves, not what it reads: the pods' vLLM metrics are read in
+podmetrics.py): a lightweight per-GPU power exporter plus what the agent did.
 
 Per GPU (labels uuid, node, pod, namespace, greenmodel): power W, energy J counter, requested / target /
 enforced / default limit W, locked clock MHz, last error, and role. Served from the last cycle's report by
