@@ -19,7 +19,7 @@ from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.simulated import SimulatedBackend
 from greenllm.agent.kube import KubeEvents, KubeReader
 from greenllm.agent.podresources import PodResourcesClient
-from greenllm.agent.reconcile import Action, CycleReport, Policy
+from greenllm.agent.reconcile import Action, CycleReport, Restraint
 from greenllm.agent.runner import Agent
 from greenllm.agent.state import StateStore
 from greenllm.core.power import Backoff, HoldPolicy
@@ -76,7 +76,7 @@ def make_agent(
     def make(*, dry_run: bool = False, hold_s: float = 0.0, clock: Clock | None = None) -> Harness:
         clock = clock or Clock()
         state_dir = tmp_path / "state"
-        policy = Policy(
+        policy = Restraint(
             hold=HoldPolicy(deadband_mw=5_000, min_hold_s=hold_s), backoff=Backoff(base_s=1.0, max_s=10.0)
         )
         agent = Agent(

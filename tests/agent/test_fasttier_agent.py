@@ -24,7 +24,7 @@ from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.simulated import SimulatedBackend
 from greenllm.agent.kube import KubeEvents, KubeReader
 from greenllm.agent.podresources import PodResourcesClient
-from greenllm.agent.reconcile import Action, CycleReport, GpuReport, Policy
+from greenllm.agent.reconcile import Action, CycleReport, GpuReport, Restraint
 from greenllm.agent.runner import READABLE, UNREADABLE, Agent
 from greenllm.agent.state import StateStore
 from greenllm.core.fasttier import READ_PERIOD_S
@@ -35,7 +35,7 @@ from tests.agent.vllm_stub import VllmStub, vllm_metrics
 DEFAULT_MW = 700_000
 EFFICIENT_MW, BURST_MW, PLAIN_MW = 300_000, 600_000, 450_000
 HOLD_S = 3.0  # the rule's hold (status.fastTier.rule.holdSeconds)
-AGENT_HOLD_S = 60.0  # the agent's own hold (Policy.hold), as deployed
+AGENT_HOLD_S = 60.0  # the agent's own hold (Restraint.hold), as deployed
 FAST_TIER = {
     "efficient": {"powerLimitW": 300},
     "burst": {"powerLimitW": 600},
@@ -118,7 +118,7 @@ def make_agent(
     def make(clock: Clock | None = None) -> Harness:
         clock = clock or Clock()
         hold = HoldPolicy(deadband_mw=5_000, min_hold_s=AGENT_HOLD_S)
-        policy = Policy(hold=hold, backoff=Backoff(base_s=1.0, max_s=10.0))
+        policy = Restraint(hold=hold, backoff=Backoff(base_s=1.0, max_s=10.0))
         agent = Agent(
             node_name=NODE,
             backend_factory=lambda: SimulatedBackend(sim_path, clock=clock),

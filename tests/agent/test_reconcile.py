@@ -16,8 +16,8 @@ from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import ClusterView, NodePod
 from greenllm.agent.ownership import GreenModelRef, GreenModelSetting
 from greenllm.agent.podresources import DeviceAllocation, PodDevices
-from greenllm.agent.reconcile import Action, FastGpu, FastPod, Policy, Reconciler
-from greenllm.agent.state import GpuRecord, StateStore
+from greenllm.agent.reconcile import Action, FastGpu, FastPod, Reconciler, Restraint
+from greenllm.agent.state import SettingRecord, StateStore
 from greenllm.core.fasttier import FastTier, QueueReading
 from greenllm.core.performance import PowerSetting
 from greenllm.core.power import Backoff, HoldPolicy, Requested
@@ -53,7 +53,7 @@ def make(
         else SimulatedBackend(sim_file, [simulated_h100(i, gpu_uuid(i)) for i in range(gpus)], clock=clock)
     )
     store = StateStore(tmp_path / "state")
-    policy = Policy(
+    policy = Restraint(
         hold=HoldPolicy(deadband_mw=5_000, min_hold_s=hold_s), backoff=Backoff(base_s=10.0, max_s=80.0)
     )
     return Reconciler(backend, store, policy, clock=clock, sleep=lambda _s: None), backend, store
@@ -349,7 +349,7 @@ def test_one_gpus_error_does_not_stop_the_start_up_restore_of_the_others(tmp_pat
     store = StateStore(tmp_path / "state")
     store.save(
         {
-            gpu_uuid(i): GpuRecord(
+            gpu_uuid(i): SettingRecord(
                 default_limit_mw=DEFAULT_MW, limit_mw=300_000, clock_mhz=None, changed_at=9.0
             )
             for i in range(2)

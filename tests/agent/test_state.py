@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from greenllm.agent.state import GpuRecord, RecordError, StateStore
+from greenllm.agent.state import RecordError, SettingRecord, StateStore
 
 
 def test_round_trip(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state")
     records = {
-        "GPU-b": GpuRecord(
+        "GPU-b": SettingRecord(
             default_limit_mw=700_000, limit_mw=300_000, clock_mhz=None, changed_at=12.5, greenmodel="ns/llama"
         ),
-        "GPU-a": GpuRecord(
+        "GPU-a": SettingRecord(
             default_limit_mw=400_000, limit_mw=None, clock_mhz=1410, changed_at=13.0, pending=True
         ),
     }
@@ -50,7 +50,7 @@ def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path: Path) -> No
     for n in range(3):
         store.save(
             {
-                "GPU-a": GpuRecord(
+                "GPU-a": SettingRecord(
                     default_limit_mw=700_000, limit_mw=200_000 + n, clock_mhz=None, changed_at=float(n)
                 )
             }
@@ -100,7 +100,7 @@ def test_integral_floats_are_read_as_integers(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     entry = {"default_limit_mw": 700000.0, "limit_mw": 300000.0, "clock_mhz": 1410.0, "changed_at": 12}
     store.path.write_text(json.dumps({"format": 1, "gpus": {"GPU-a": entry}}))
-    assert store.load()["GPU-a"] == GpuRecord(
+    assert store.load()["GPU-a"] == SettingRecord(
         default_limit_mw=700_000, limit_mw=300_000, clock_mhz=1410, changed_at=12.0
     )
     assert store.bad == {}

@@ -41,7 +41,7 @@ from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import KubeEvents, KubeReader
 from greenllm.agent.podresources import PodResourcesClient, api_pb2_grpc
-from greenllm.agent.reconcile import Action, CycleReport, Policy
+from greenllm.agent.reconcile import Action, CycleReport, Restraint
 from greenllm.agent.runner import Agent
 from greenllm.agent.state import StateStore
 from greenllm.api import v1alpha1 as api
@@ -183,7 +183,7 @@ def agent(kube_url: str, kubelet: Kubelet, tmp_path: Path) -> Iterator[Agent]:
             store=StateStore(tmp_path / "state"),
             metrics=AgentMetrics(NODE),
             interval_s=1.0,
-            policy=Policy(
+            policy=Restraint(
                 hold=HoldPolicy(deadband_mw=5_000, min_hold_s=0.0), backoff=Backoff(base_s=1.0, max_s=10.0)
             ),
         )

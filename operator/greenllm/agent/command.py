@@ -17,7 +17,7 @@ from greenllm.agent.gpu.nvml import NvmlBackend
 from greenllm.agent.gpu.simulated import SimulatedBackend, simulated_h100
 from greenllm.agent.kube import KubeEvents, KubeReader, load_api_client
 from greenllm.agent.podresources import DEFAULT_SOCKET, PodResourcesClient
-from greenllm.agent.reconcile import Policy
+from greenllm.agent.reconcile import Restraint
 from greenllm.agent.runner import Agent
 from greenllm.agent.state import StateStore
 from greenllm.core.fasttier import READ_PERIOD_S
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    policy = Policy(
+    policy = Restraint(
         hold=HoldPolicy(deadband_mw=watts_to_mw(args.deadband), min_hold_s=args.min_hold),
         backoff=Backoff(base_s=args.interval, max_s=10 * args.interval),
     )

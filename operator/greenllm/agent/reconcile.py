@@ -24,7 +24,7 @@ from greenllm.agent.gpu.base import GpuBackend, GpuError, GpuErrorKind, GpuInfo,
 from greenllm.agent.kube import ClusterView
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.podresources import PodDevices
-from greenllm.agent.state import GpuRecord, RecordError, StateStore
+from greenllm.agent.state import RecordError, SettingRecord, StateStore
 from greenllm.core.fasttier import FastState, FastTier, Mode, QueueReading, next_mode
 from greenllm.core.performance import PowerSetting
 from greenllm.core.power import (
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
+class Restraint:
     """Restraint of the agent. Policy choices, not calibrated constants:
     - deadband 5 W: 1% of the H100 SXM5's settable range, 200-700 W (data/gpu_specs/gpu_power_specs.csv);
     - hold 60 s: four of the operator's default re-plan intervals (GreenModel spec.scaling.interval, 15 s);
@@ -170,7 +170,7 @@ class Reconciler:
         self,
         backend: GpuBackend,
         store: StateStore | None,
-        policy: Policy | None = None,
+        policy: Restraint | None = None,
         *,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
@@ -178,11 +178,11 @@ class Reconciler:
     ) -> None:
         self.backend = backend
         self.store = store
-        self.policy = policy or Policy()
+        self.policy = policy or Restraint()
         self.dry_run = dry_run
         self._clock = clock
         self._sleep = sleep
-        self.records: dict[str, GpuRecord] = {}
+        self.records: dict[str, SettingRecord] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # uuid -> (consecutive failures, retry at)
         # When a GreenModel-driven change last happened, also after a move back to the default (which
         # drops the record): the hold time runs from it. Urgent restores clear it.
@@ -220,7 +220,7 @@ class Reconciler:
                     self.records.setdefault(
                         gpu.uuid,
                         # Unknown what was set: pending makes the restore set the limit and reset clocks.
-                        GpuRecord(
+                        SettingRecord(
                             default_limit_mw=gpu.constraints.default_mw,
                             limit_mw=None,
                             clock_mhz=None,
@@ -236,7 +236,7 @@ class Reconciler:
                 continue
             log.error("GPU %s: bad record entry (%s); restoring its defaults", uuid, why)
             # Unknown what was set: pending makes the restore set the default limit and reset clocks.
-            self.records[uuid] = GpuRecord(
+            self.records[uuid] = SettingRecord(
                 default_limit_mw=found.constraints.default_mw,
                 limit_mw=None,
                 clock_mhz=None,
@@ -551,7 +551,7 @@ class Reconciler:
         pending = record.pending if record is not None else False
         restoring = limit_mw is None and clock_mhz is None
         if not restoring:
-            self.records[gpu.uuid] = GpuRecord(
+            self.records[gpu.uuid] = SettingRecord(
                 default_limit_mw=record.default_limit_mw if record is not None else default_mw,
                 limit_mw=limit_mw,
                 clock_mhz=clock_mhz,

@@ -26,7 +26,7 @@ from greenllm.agent.kube import ClusterReader, ClusterView, EventSink
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.podmetrics import ReadResult, endpoint_url, read_queue
 from greenllm.agent.podresources import PodDevices, PodResourcesError
-from greenllm.agent.reconcile import Action, CycleReport, FastPod, GpuReport, Policy, Reconciler
+from greenllm.agent.reconcile import Action, CycleReport, FastPod, GpuReport, Reconciler, Restraint
 from greenllm.agent.state import StateStore
 from greenllm.core.fasttier import READ_PERIOD_S, QueueReading
 from greenllm.core.power import mw_to_watts
@@ -88,7 +88,7 @@ class Agent:
         store: StateStore,
         metrics: AgentMetrics,
         interval_s: float,
-        policy: Policy | None = None,
+        policy: Restraint | None = None,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
         fast_interval_s: float = READ_PERIOD_S,
@@ -102,7 +102,7 @@ class Agent:
         self._store = store
         self.metrics = metrics
         self.interval_s = interval_s
-        self.policy = policy or Policy()
+        self.policy = policy or Restraint()
         self.dry_run = dry_run
         self._clock = clock
         self.backend: GpuBackend | None = None

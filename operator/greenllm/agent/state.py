@@ -27,7 +27,7 @@ MAX_EPOCH_S = 1e11
 
 
 @dataclass(frozen=True, slots=True)
-class GpuRecord:
+class SettingRecord:
     """What the agent did to one GPU, and what to restore."""
 
     default_limit_mw: int  # restore target (nvmlDeviceGetPowerManagementDefaultLimit when first changed)
@@ -49,7 +49,7 @@ class StateStore:
         # what was set on them, so it restores their defaults. Their entries are not in what `load` returns.
         self.bad: dict[str, str] = {}
 
-    def load(self) -> dict[str, GpuRecord]:
+    def load(self) -> dict[str, SettingRecord]:
         """The record by GPU UUID. Raises RecordError when the file as a whole cannot be read; an entry that
         does not parse into finite, in-range values is left out and named in `bad`."""
         self.bad = {}
@@ -62,7 +62,7 @@ class StateStore:
             entries = raw["gpus"].items()
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise RecordError(f"{self.path}: {exc}") from exc
-        records: dict[str, GpuRecord] = {}
+        records: dict[str, SettingRecord] = {}
         for uuid, entry in entries:
             try:
                 records[uuid] = _record(entry)
@@ -73,7 +73,7 @@ class StateStore:
                 )
         return records
 
-    def save(self, records: dict[str, GpuRecord]) -> None:
+    def save(self, records: dict[str, SettingRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "gpus": {uuid: asdict(rec) for uuid, rec in sorted(records.items())}}
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".record-", suffix=".json")
@@ -111,7 +111,7 @@ def _whole(value: Any, what: str, top: int) -> int:
     return int(value)
 
 
-def _record(entry: Any) -> GpuRecord:
+def _record(entry: Any) -> SettingRecord:
     changed_at = entry["changed_at"]
     if isinstance(changed_at, bool) or not isinstance(changed_at, int | float):
         raise TypeError(f"changed_at is not a number: {changed_at!r}"[:200])
@@ -122,7 +122,7 @@ def _record(entry: Any) -> GpuRecord:
     if not isinstance(greenmodel, str) or not isinstance(pending, bool):
         raise TypeError("greenmodel is not a string or pending is not a boolean")
     limit_mw, clock_mhz = entry.get("limit_mw"), entry.get("clock_mhz")
-    return GpuRecord(
+    return SettingRecord(
         default_limit_mw=_whole(entry["default_limit_mw"], "default_limit_mw", MAX_MW),
         limit_mw=None if limit_mw is None else _whole(limit_mw, "limit_mw", MAX_MW),
         clock_mhz=None if clock_mhz is None else _whole(clock_mhz, "clock_mhz", MAX_MHZ),
