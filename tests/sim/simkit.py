@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, Power, Variant
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.sim.engine import Scenario
-from greenllm.sim.fleet import RolloutStrategy, Target
+from greenllm.sim.fleet import FleetTarget, RolloutStrategy
 from greenllm.sim.policies import DecisionLog, PerfTable, Policy, Truth
 from greenllm.sim.telemetry import PrometheusView
 from greenllm.sim.trace import Trace
@@ -117,8 +117,8 @@ class Scripted(Policy):
 
     def __init__(
         self,
-        initial: Target,
-        changes: dict[float, Target] | None = None,
+        initial: FleetTarget,
+        changes: dict[float, FleetTarget] | None = None,
         *,
         interval_s: float = 1.0,
         instant: bool = False,
@@ -130,7 +130,7 @@ class Scripted(Policy):
         self._initial = initial
         self._changes = sorted((changes or {}).items())
 
-    def initial(self) -> Target:
+    def initial(self) -> FleetTarget:
         return self._initial
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:

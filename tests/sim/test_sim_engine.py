@@ -17,14 +17,14 @@ from greenllm.core.fasttier import FastTier
 from greenllm.sim import engine
 from greenllm.sim.baselines import Evaluator
 from greenllm.sim.engine import PolicyRun, run_policy
-from greenllm.sim.fleet import Target
+from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.policies import StaticPolicy
 from greenllm.sim.report import summarize
-from greenllm.sim.telemetry import Telemetry
+from greenllm.sim.telemetry import SimulatedPrometheus
 
 
-def hq(n: int) -> Target:
-    return Target("hq", n, DEFAULT)
+def hq(n: int) -> FleetTarget:
+    return FleetTarget("hq", n, DEFAULT)
 
 
 def tokens(run: PolicyRun, mask: np.ndarray) -> float:
@@ -173,7 +173,9 @@ def test_the_fast_tier_bursts_while_a_replica_queues(spec: GreenModelSpec) -> No
     trace = make_trace([5.0] * 10, 10_000.0, 1.0, duration=30.0)
     tier = FastTier(efficient=CAPPED, burst=DEFAULT)
     run = run_policy(scenario(spec, trace), StaticPolicy("hq", 1, CAPPED))
-    tiered = run_policy(scenario(spec, trace), Scripted(Target("hq", 1, CAPPED, tier), interval_s=math.inf))
+    tiered = run_policy(
+        scenario(spec, trace), Scripted(FleetTarget("hq", 1, CAPPED, tier), interval_s=math.inf)
+    )
     assert run.ttft_s.max() == pytest.approx(100_000.0 / 8000.0, abs=1e-9)
     assert tiered.ttft_s.max() == pytest.approx(15.2 - 5.0, abs=1e-9)
     assert tiered.fast_switches == 3
@@ -186,14 +188,14 @@ def test_the_fast_tier_bursts_while_a_replica_queues(spec: GreenModelSpec) -> No
 
 
 def test_the_waiting_peak_is_per_scrape(spec: GreenModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[Telemetry] = []
+    made: list[SimulatedPrometheus] = []
 
-    class Kept(Telemetry):
+    class Kept(SimulatedPrometheus):
         def __post_init__(self) -> None:
             super().__post_init__()
             made.append(self)
 
-    monkeypatch.setattr(engine, "Telemetry", Kept)
+    monkeypatch.setattr(engine, "SimulatedPrometheus", Kept)
     trace = make_trace([5.0] * 10, 10_000.0, 1.0, duration=60.0)
     run_policy(scenario(spec, trace), StaticPolicy("hq", 1))
     peaks = {s.time: s.waiting_peak for s in made[0].samples}
@@ -205,14 +207,14 @@ def test_the_waiting_peak_is_per_scrape(spec: GreenModelSpec, monkeypatch: pytes
 def test_the_arrivals_peak_counts_a_burst_whatever_the_fleet(
     spec: GreenModelSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[Telemetry] = []
+    made: list[SimulatedPrometheus] = []
 
-    class Kept(Telemetry):
+    class Kept(SimulatedPrometheus):
         def __post_init__(self) -> None:
             super().__post_init__()
             made.append(self)
 
-    monkeypatch.setattr(engine, "Telemetry", Kept)
+    monkeypatch.setattr(engine, "SimulatedPrometheus", Kept)
     # Ten requests within one second at 5 s, three more at 20 s: the same whatever the fleet absorbs them
     # with (a queue would not be: one replica queues nine, four replicas about six).
     trace = make_trace([5.0] * 10 + [20.0] * 3, 10_000.0, 1.0, duration=60.0)

@@ -8,7 +8,7 @@ from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.decision import Decision
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.render import deployment
-from greenllm.sim.fleet import Fleet, RolloutStrategy, Target
+from greenllm.sim.fleet import Fleet, FleetTarget, RolloutStrategy
 
 DEFAULT = PowerSetting()
 
@@ -30,8 +30,8 @@ def ready(f: Fleet, now: float) -> dict[str, int]:
 
 def test_new_pods_are_ready_at_the_first_probe_after_start_up() -> None:
     f = fleet()
-    f.start_ready(Target("old", 1, DEFAULT), 0.0)
-    f.apply(Target("old", 3, DEFAULT), 0.0)
+    f.start_ready(FleetTarget("old", 1, DEFAULT), 0.0)
+    f.apply(FleetTarget("old", 3, DEFAULT), 0.0)
     f.reconcile(0.0)
     assert ready(f, 29.0) == {"old": 1}
     assert ready(f, 30.0) == {"old": 3}  # 25 s of start-up, probes every 10 s
@@ -39,14 +39,14 @@ def test_new_pods_are_ready_at_the_first_probe_after_start_up() -> None:
 
 def test_starting_pods_hold_gpus_at_idle_power_pending_ones_do_not() -> None:
     f = fleet(gpus=2)
-    f.start_ready(Target("old", 1, DEFAULT), 0.0)
-    f.apply(Target("old", 2, DEFAULT), 0.0)
+    f.start_ready(FleetTarget("old", 1, DEFAULT), 0.0)
+    f.apply(FleetTarget("old", 2, DEFAULT), 0.0)
     f.reconcile(0.0)
     assert f.starting_power_w(0.0) == 100.0  # the ready replica's power is its server's, not the fleet's
     assert f.holding_gpus() == 2
     assert f.starting_power_w(30.0) == 0.0  # ready at the probe at 30 s
     # A surge pod of a new variant finds no free GPU: Pending, it holds nothing and draws nothing.
-    f.apply(Target("new", 2, DEFAULT), 40.0)
+    f.apply(FleetTarget("new", 2, DEFAULT), 40.0)
     f.reconcile(40.0)
     assert len(f.pods) == 3 and f.holding_gpus() == 2
     assert f.starting_power_w(40.0) == 0.0
@@ -54,8 +54,8 @@ def test_starting_pods_hold_gpus_at_idle_power_pending_ones_do_not() -> None:
 
 def test_replicas_are_capped_by_the_gpus() -> None:
     f = fleet(gpus=3)
-    f.start_ready(Target("old", 1, DEFAULT), 0.0)
-    f.apply(Target("old", 10, DEFAULT), 0.0)
+    f.start_ready(FleetTarget("old", 1, DEFAULT), 0.0)
+    f.apply(FleetTarget("old", 10, DEFAULT), 0.0)
     f.reconcile(0.0)
     assert len(f.pods) == 3
     assert ready(f, 100.0) == {"old": 3}
@@ -64,8 +64,8 @@ def test_replicas_are_capped_by_the_gpus() -> None:
 def test_variant_switch_rolls_without_losing_capacity() -> None:
     # 2 replicas: maxSurge 25% -> 1, maxUnavailable 25% -> 0. Three GPUs: one new pod at a time.
     f = fleet(gpus=3)
-    f.start_ready(Target("old", 2, DEFAULT), 0.0)
-    f.apply(Target("new", 2, DEFAULT), 0.0)
+    f.start_ready(FleetTarget("old", 2, DEFAULT), 0.0)
+    f.apply(FleetTarget("new", 2, DEFAULT), 0.0)
     seen = []
     for t in range(0, 100):
         f.reconcile(float(t))
@@ -80,10 +80,10 @@ def test_variant_switch_rolls_without_losing_capacity() -> None:
 
 def test_scale_down_removes_starting_pods_before_ready_ones() -> None:
     f = fleet()
-    f.start_ready(Target("old", 2, DEFAULT), 0.0)
-    f.apply(Target("old", 4, DEFAULT), 0.0)
+    f.start_ready(FleetTarget("old", 2, DEFAULT), 0.0)
+    f.apply(FleetTarget("old", 4, DEFAULT), 0.0)
     f.reconcile(0.0)
-    f.apply(Target("old", 2, DEFAULT), 5.0)
+    f.apply(FleetTarget("old", 2, DEFAULT), 5.0)
     f.reconcile(5.0)
     assert ready(f, 5.0) == {"old": 2}
     assert f.holding_gpus() == 2
@@ -91,9 +91,9 @@ def test_scale_down_removes_starting_pods_before_ready_ones() -> None:
 
 def test_power_setting_applies_to_running_pods_without_restart() -> None:
     f = fleet(gpus=4)
-    f.start_ready(Target("old", 2, DEFAULT), 0.0)
+    f.start_ready(FleetTarget("old", 2, DEFAULT), 0.0)
     before = list(f.pods)
-    f.apply(Target("old", 2, PowerSetting(limit_w=300.0)), 1.0)
+    f.apply(FleetTarget("old", 2, PowerSetting(limit_w=300.0)), 1.0)
     f.reconcile(1.0)
     assert ready(f, 1.0) == {"old": 2}
     assert f.pods == before and all(a is b for a, b in zip(f.pods, before, strict=True))
@@ -108,8 +108,8 @@ def test_starting_pods_draw_idle_power_at_the_current_setting() -> None:
         return perf()
 
     f = Fleet(spy, 1, 4, 60.0, RolloutStrategy())
-    f.start_ready(Target("old", 1, DEFAULT), 0.0)
-    f.apply(Target("old", 2, PowerSetting(limit_w=300.0)), 1.0)
+    f.start_ready(FleetTarget("old", 1, DEFAULT), 0.0)
+    f.apply(FleetTarget("old", 2, PowerSetting(limit_w=300.0)), 1.0)
     f.reconcile(1.0)
     assert f.starting_power_w(1.0) == 100.0
     assert seen[-1] == PowerSetting(limit_w=300.0)
@@ -117,8 +117,8 @@ def test_starting_pods_draw_idle_power_at_the_current_setting() -> None:
 
 def test_instant_fleet_changes_at_once() -> None:
     f = fleet(instant=True)
-    f.start_ready(Target("old", 1, DEFAULT), 0.0)
-    f.apply(Target("new", 5, DEFAULT), 3.0)
+    f.start_ready(FleetTarget("old", 1, DEFAULT), 0.0)
+    f.apply(FleetTarget("new", 5, DEFAULT), 3.0)
     f.reconcile(3.0)
     assert ready(f, 3.0) == {"new": 5}
     assert f.starting_power_w(3.0) == 0.0

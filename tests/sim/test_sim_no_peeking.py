@@ -14,7 +14,7 @@ from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.sim import engine
 from greenllm.sim.engine import Scenario, run_policy
 from greenllm.sim.policies import GreenllmPolicy, HpaPolicy, PerfTable, Policy
-from greenllm.sim.telemetry import PrometheusView, Telemetry
+from greenllm.sim.telemetry import PrometheusView, SimulatedPrometheus
 from greenllm.sim.trace import Trace
 
 T = 300.0
@@ -63,13 +63,13 @@ def test_decisions_before_a_change_do_not_see_it(spec: GreenModelSpec, name: str
 def test_every_view_ends_before_now_minus_lag(spec: GreenModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[float, float | None]] = []
 
-    class Spy(Telemetry):
+    class Spy(SimulatedPrometheus):
         def view(self, now: float) -> PrometheusView:
             v = super().view(now)
             seen.append((now, v.last_sample_time))
             return v
 
-    monkeypatch.setattr(engine, "Telemetry", Spy)
+    monkeypatch.setattr(engine, "SimulatedPrometheus", Spy)
     lag = 20.0
     run_policy(scenario(spec, trace(1.0), lag), policy("greenllm", spec))
     assert sum(1 for _, last in seen if last is not None) > 10

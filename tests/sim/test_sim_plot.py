@@ -9,7 +9,7 @@ from simkit import CAPPED, DEFAULT, Scripted, bursty_trace, scenario
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.sim.engine import PolicyRun, run_policy
-from greenllm.sim.fleet import Target
+from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.plot import PANELS, build_figure, write_plot
 from greenllm.sim.report import Summary, summarize
 from greenllm.sim.trace import FloatArray
@@ -33,10 +33,11 @@ def runs() -> dict[str, PolicyRun]:
     s = scenario(spec, bursty_trace(seconds=90))
     return {
         "greenllm": run_policy(
-            s, Scripted(Target("hq", 2, DEFAULT), {30.0: Target("fast", 1, CAPPED)}, name="greenllm")
+            s,
+            Scripted(FleetTarget("hq", 2, DEFAULT), {30.0: FleetTarget("fast", 1, CAPPED)}, name="greenllm"),
         ),
-        "static": run_policy(s, Scripted(Target("hq", 3, DEFAULT), name="static")),
-        "instant": run_policy(s, Scripted(Target("hq", 1, DEFAULT), instant=True, name="instant")),
+        "static": run_policy(s, Scripted(FleetTarget("hq", 3, DEFAULT), name="static")),
+        "instant": run_policy(s, Scripted(FleetTarget("hq", 1, DEFAULT), instant=True, name="instant")),
     }
 
 

@@ -10,7 +10,7 @@ from simkit import CAPPED, DEFAULT, FakeSource, make_trace, spec_dict
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting
-from greenllm.sim.fleet import Target
+from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.policies import (
     ClairvoyantPolicy,
     DecisionLog,
@@ -163,7 +163,7 @@ TRUTH = Truth(make_trace([0.0], 1.0, 1.0))
 def test_clairvoyant_asks_for_the_largest_need_it_foresees_times_its_margin() -> None:
     need = [0.5, 0.2, 2.1, 0.0, 0.0, 3.0, 0.0]
     policy = clairvoyant(need, margin=1.5)
-    assert policy.initial() == Target("fast", 4, CAPPED)  # ceil(1.5 x 2.1)
+    assert policy.initial() == FleetTarget("fast", 4, CAPPED)  # ceil(1.5 x 2.1)
     view: Any = None
     assert policy.decide(1.0, view, TRUTH).target.replicas == 4  # steps 1..3
     assert policy.decide(3.0, view, TRUTH).target.replicas == 5  # steps 3..5: ceil(1.5 x 3.0)
@@ -186,7 +186,7 @@ def test_clairvoyant_is_bounded_and_keeps_its_settings() -> None:
         max_replicas=6,
         instant=True,
     )
-    assert policy.initial() == Target("fast", 6, CAPPED, tier)
+    assert policy.initial() == FleetTarget("fast", 6, CAPPED, tier)
     assert policy.instant and policy.clairvoyant and policy.interval_s == 0.0
     assert clairvoyant([0.0], min_replicas=0).initial().replicas == 1  # never below one replica
 
@@ -205,12 +205,14 @@ def test_only_clairvoyant_policies_are_handed_the_truth(spec: GreenModelSpec) ->
 
 def test_a_decision_log_says_both_fast_tier_settings() -> None:
     tier = FastTier(efficient=PowerSetting(limit_w=300.0), burst=DEFAULT)
-    log = DecisionLog(15.0, Target("fast", 3, PowerSetting(limit_w=300.0), tier), 1200.0, 80.0, "why")
+    log = DecisionLog(15.0, FleetTarget("fast", 3, PowerSetting(limit_w=300.0), tier), 1200.0, 80.0, "why")
     out = log.as_json()
     assert out["efficient"] == {"power_limit_w": 300.0, "locked_clock_mhz": None}
     assert out["burst"] == {"power_limit_w": None, "locked_clock_mhz": None}
     assert out["demand_prompt_tokens_per_s"] == 1200.0
     assert (out["variant"], out["replicas"], out["observed"]) == ("fast", 3, None)
-    plain = DecisionLog(0.0, Target("hq", 1, PowerSetting(locked_clock_mhz=1500)), None, None, "x").as_json()
+    plain = DecisionLog(
+        0.0, FleetTarget("hq", 1, PowerSetting(locked_clock_mhz=1500)), None, None, "x"
+    ).as_json()
     assert plain["efficient"] == {"power_limit_w": None, "locked_clock_mhz": 1500}
     assert plain["burst"] is None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from greenllm.sim.policies import _answer
-from greenllm.sim.telemetry import Telemetry
+from greenllm.sim.telemetry import SimulatedPrometheus
 
 
-def feed(t: Telemetry, seconds: int, prompt_per_s: float = 10.0, ttft: float | None = None) -> None:
+def feed(t: SimulatedPrometheus, seconds: int, prompt_per_s: float = 10.0, ttft: float | None = None) -> None:
     t.start(0.0, 1, 100.0)
     for k in range(seconds):
         end = float(k + 1)
@@ -29,13 +29,13 @@ def feed(t: Telemetry, seconds: int, prompt_per_s: float = 10.0, ttft: float | N
 
 
 def test_scrapes_happen_every_interval() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed(t, 61)
     assert [s.time for s in t.samples] == [0.0, 15.0, 30.0, 45.0, 60.0]
 
 
 def test_rate_of_a_steady_counter_is_its_slope() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed(t, 120, prompt_per_s=10.0)
     view = t.view(120.0)
     assert view.rate("prompt_tokens_total", 60.0) == pytest.approx(10.0)
@@ -44,7 +44,7 @@ def test_rate_of_a_steady_counter_is_its_slope() -> None:
 
 
 def test_rate_between_scrapes_uses_the_last_scrape_and_extrapolates() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed(t, 120, prompt_per_s=10.0)
     view = t.view(100.0)  # last scrape at 90
     assert view.last_sample_time == 90.0
@@ -53,13 +53,13 @@ def test_rate_between_scrapes_uses_the_last_scrape_and_extrapolates() -> None:
 
 
 def test_rate_needs_two_samples() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed(t, 10)
     assert t.view(10.0).rate("prompt_tokens_total", 60.0) is None
 
 
 def test_a_query_never_sees_samples_after_now_minus_lag() -> None:
-    t = Telemetry(scrape_interval_s=15.0, lag_s=20.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0, lag_s=20.0)
     feed(t, 120)
     view = t.view(70.0)
     assert view.last_sample_time == 45.0
@@ -68,14 +68,14 @@ def test_a_query_never_sees_samples_after_now_minus_lag() -> None:
 
 
 def test_gauges_go_stale_after_the_lookback() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed(t, 30)
     assert t.view(30.0).gauge("power_w") is not None
     assert t.view(30.0 + 301.0).gauge("power_w") is None
 
 
 def test_ttft_quantile_covers_the_window_and_scraped_events_only() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed(t, 60, ttft=0.01)  # event k has ttft 0.01 * (k + 1) and starts at k
     view = t.view(50.0)  # last scrape at 45: events started in (-10, 45]
     assert view.ttft_quantile_s(0.9, 60.0) == pytest.approx(0.01 * 42)  # 90% of the 46 events 0..45
@@ -83,7 +83,7 @@ def test_ttft_quantile_covers_the_window_and_scraped_events_only() -> None:
 
 
 def test_completed_requests_are_a_counter_with_a_rate() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     t.start(0.0, 1, 100.0)
     for k in range(120):
         t.record_step(
@@ -106,7 +106,7 @@ def test_completed_requests_are_a_counter_with_a_rate() -> None:
 def test_the_request_rate_query_is_answered_from_the_counter() -> None:
     """The controller's `requests_per_s` query (rate of vllm:request_success_total) gets the counter's rate
     from the simulated Prometheus, like the token rates."""
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     t.start(0.0, 1, 100.0)
     for k in range(60):
         t.record_step(
@@ -129,7 +129,7 @@ def test_the_request_rate_query_is_answered_from_the_counter() -> None:
 
 
 def feed_latency(
-    t: Telemetry, steps: list[tuple[float, float, float, float]], peaks: list[float] | None = None
+    t: SimulatedPrometheus, steps: list[tuple[float, float, float, float]], peaks: list[float] | None = None
 ) -> None:
     """One step of 1 s per entry: (TTFT within SLO, TTFT count, TPOT within SLO, TPOT count)."""
     t.start(0.0, 1, 100.0)
@@ -152,29 +152,29 @@ def feed_latency(
 
 
 def test_attainment_is_one_minus_both_miss_rates() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed_latency(t, [(9.0, 10.0, 7.0, 8.0)] * 120)
     # 10% of first tokens late, 12.5% of finished requests slow: at least 77.5% met both (union bound).
     assert t.view(120.0).attainment(60.0) == pytest.approx(1.0 - 0.1 - 0.125)
 
 
 def test_attainment_without_tpot_counts_is_the_ttft_share() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed_latency(t, [(9.0, 10.0, 0.0, 0.0)] * 60)
     assert t.view(60.0).attainment(60.0) == pytest.approx(0.9)
 
 
 def test_attainment_is_clamped_at_zero_and_none_without_requests() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed_latency(t, [(4.0, 10.0, 3.0, 10.0)] * 60)
     assert t.view(60.0).attainment(60.0) == 0.0  # 1 - 0.6 - 0.7
-    quiet = Telemetry(scrape_interval_s=15.0)
+    quiet = SimulatedPrometheus(scrape_interval_s=15.0)
     feed_latency(quiet, [(0.0, 0.0, 0.0, 0.0)] * 60)
     assert quiet.view(60.0).attainment(60.0) is None
 
 
 def test_attainment_covers_its_range_only() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     feed_latency(t, [(10.0, 10.0, 10.0, 10.0)] * 60 + [(5.0, 10.0, 10.0, 10.0)] * 60)
     view = t.view(120.0)
     assert view.attainment(30.0) == pytest.approx(0.5)  # scrapes 90..120: the bad minute only
@@ -182,7 +182,7 @@ def test_attainment_covers_its_range_only() -> None:
 
 
 def test_the_waiting_peak_resets_at_every_scrape() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     peaks = [0.0] * 30
     peaks[2] = 7.0  # within the first interval
     peaks[20] = 2.0  # within the second
@@ -191,7 +191,7 @@ def test_the_waiting_peak_resets_at_every_scrape() -> None:
 
 
 def test_max_over_time_takes_the_samples_in_range() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     peaks = [0.0] * 60
     peaks[2], peaks[20], peaks[40] = 7.0, 2.0, 3.0
     feed_latency(t, [(0.0, 0.0, 0.0, 0.0)] * 60, peaks)
@@ -203,7 +203,7 @@ def test_max_over_time_takes_the_samples_in_range() -> None:
 
 
 def test_the_operators_slow_tier_queries_are_answered() -> None:
-    t = Telemetry(scrape_interval_s=15.0)
+    t = SimulatedPrometheus(scrape_interval_s=15.0)
     peaks = [0.0] * 60
     peaks[2] = 5.0
     feed_latency(t, [(9.0, 10.0, 10.0, 10.0)] * 60, peaks)

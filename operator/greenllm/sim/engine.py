@@ -31,7 +31,7 @@ from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.sim.fleet import Fleet, Pod, RolloutStrategy
 from greenllm.sim.policies import DecisionLog, PerfTable, Policy, Truth
 from greenllm.sim.server import Requests, Server
-from greenllm.sim.telemetry import Telemetry
+from greenllm.sim.telemetry import SimulatedPrometheus
 from greenllm.sim.trace import FloatArray, Trace
 
 # How long a deleted pod may keep serving what it holds (Kubernetes' default terminationGracePeriodSeconds).
@@ -161,7 +161,7 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         scenario.strategy,
         instant=policy.instant,
     )
-    telemetry = Telemetry(scenario.scrape_interval_s, scenario.metrics_lag_s)
+    telemetry = SimulatedPrometheus(scenario.scrape_interval_s, scenario.metrics_lag_s)
     truth = Truth(trace) if policy.clairvoyant else None
     run = PolicyRun(policy.name, steps, dt, trace.arrival_s, trace.prompt_tokens, trace.output_tokens)
     run.power_w = np.zeros(steps)

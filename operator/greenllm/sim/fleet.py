@@ -29,7 +29,7 @@ from greenllm.core.performance import PowerSetting, ReplicaPerformance
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class FleetTarget:
     """What a policy wants running."""
 
     variant: str
@@ -109,7 +109,7 @@ class Fleet:
         self._strategy = strategy
         self._instant = instant
         self.pods: list[Pod] = []
-        self.target: Target | None = None
+        self.target: FleetTarget | None = None
         self.setting = PowerSetting()
 
     # -- views ------------------------------------------------------------------------------------------
@@ -128,10 +128,10 @@ class Fleet:
         )
 
     # -- control ----------------------------------------------------------------------------------------
-    def apply(self, target: Target, now: float) -> None:
+    def apply(self, target: FleetTarget, now: float) -> None:
         """A policy's new target; takes effect through `reconcile`."""
         if target.replicas > self._max_pods:
-            target = Target(target.variant, self._max_pods, target.setting)
+            target = FleetTarget(target.variant, self._max_pods, target.setting)
         self.target = target
         self.setting = target.setting
         if self._instant:
@@ -199,7 +199,7 @@ class Fleet:
                 pod.ready_at = now + (probes * period if period > 0 else self._startup)
                 free -= 1
 
-    def start_ready(self, target: Target, now: float) -> None:
+    def start_ready(self, target: FleetTarget, now: float) -> None:
         """Put the initial fleet in place, already ready (the simulation starts in steady state)."""
         self.apply(target, now)
         if not self._instant:

@@ -27,7 +27,7 @@ from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.planner import PerformanceSource
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
-from greenllm.sim.fleet import Target
+from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.telemetry import PrometheusView
 from greenllm.sim.trace import Trace
 
@@ -84,7 +84,7 @@ class DecisionLog:
     """One decision step of a policy (written out for greenllm with --decisions-out)."""
 
     t: float
-    target: Target
+    target: FleetTarget
     demand_prompt_tokens_per_s: float | None
     demand_output_tokens_per_s: float | None
     reason: str
@@ -140,7 +140,7 @@ class Policy(ABC):
     clairvoyant: bool = False  # handed the Truth
 
     @abstractmethod
-    def initial(self) -> Target:
+    def initial(self) -> FleetTarget:
         """The fleet in place when the simulation starts."""
 
     @abstractmethod
@@ -156,9 +156,9 @@ class StaticPolicy(Policy):
     ):
         self.name = name
         self.interval_s = math.inf
-        self._target = Target(variant, replicas, setting or PowerSetting())
+        self._target = FleetTarget(variant, replicas, setting or PowerSetting())
 
-    def initial(self) -> Target:
+    def initial(self) -> FleetTarget:
         return self._target
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
@@ -193,7 +193,7 @@ class GreenllmPolicy(Policy):
         self._long_s = parse_duration(spec.slo.attainment_window)
         self._state: LoopState | None = None
 
-    def initial(self) -> Target:
+    def initial(self) -> FleetTarget:
         decision = initial_decision(self.spec, self.source)
         self._state = initial_state(self.spec, self._start_epoch, decision)
         return _target(decision)
@@ -267,8 +267,8 @@ def _answer(
     return None
 
 
-def _target(decision: Decision) -> Target:
-    return Target(decision.variant, decision.replicas, decision.setting, decision.fast_tier)
+def _target(decision: Decision) -> FleetTarget:
+    return FleetTarget(decision.variant, decision.replicas, decision.setting, decision.fast_tier)
 
 
 class HpaPolicy(Policy):
@@ -305,8 +305,8 @@ class HpaPolicy(Policy):
         self._current = self._min
         self._recommendations: list[tuple[float, int]] = []
 
-    def initial(self) -> Target:
-        return Target(self._variant, self._current, PowerSetting())
+    def initial(self) -> FleetTarget:
+        return FleetTarget(self._variant, self._current, PowerSetting())
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
         util = view.ratio_of_rates("busy_replica_s_total", "ready_replica_s_total", self._window_s)
@@ -330,7 +330,7 @@ class HpaPolicy(Policy):
         self._current = desired
         prompt = view.rate("prompt_tokens_total", self._window_s)
         output = view.rate("generation_tokens_total", self._window_s)
-        return DecisionLog(now, Target(self._variant, desired, PowerSetting()), prompt, output, why)
+        return DecisionLog(now, FleetTarget(self._variant, desired, PowerSetting()), prompt, output, why)
 
 
 def prompt_need(
@@ -388,10 +388,10 @@ class ClairvoyantPolicy(Policy):
         top = max(window) if window else 0.0
         return min(max(math.ceil(self.margin * top - 1e-9), self._min), self._max)
 
-    def initial(self) -> Target:
-        return Target(self._variant, self._count(0.0), self._setting, self._tier)
+    def initial(self) -> FleetTarget:
+        return FleetTarget(self._variant, self._count(0.0), self._setting, self._tier)
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
         assert truth is not None, f"{self.name} needs the truth"
-        target = Target(self._variant, self._count(now), self._setting, self._tier)
+        target = FleetTarget(self._variant, self._count(now), self._setting, self._tier)
         return DecisionLog(now, target, None, None, f"{self.name}: x{self.margin:.2f} the need it foresees")

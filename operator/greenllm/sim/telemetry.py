@@ -59,7 +59,7 @@ class _Counters:
 
 
 @dataclass
-class Telemetry:
+class SimulatedPrometheus:
     """Exporter state plus the scraped time series; `view(now)` is the only way to read it back."""
 
     scrape_interval_s: float
