@@ -2,7 +2,7 @@
 
     PYTHONPATH=operator python hack/bench_operator.py --n 100 500 1000 [--interval 15s] [--ticks 3]
 
-For each N, in this process: the Kubernetes API emulator (tests/kube_emulator.py, with the GreenModel CRD
+For each N, in this process: the Kubernetes API emulator (tests/kube_emulator/, with the GreenModel CRD
 registered), a FakeFleet exporter publishing one serving pod's DCGM / Kepler / vLLM series per GreenModel,
 and Debian's `prometheus` scraping it (tests/prometheus_server.py). The operator runs as a separate process
 (`python -m greenllm.cli run`, KUBECONFIG pointing at the emulator) so that its peak RSS (VmHWM from

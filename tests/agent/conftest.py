@@ -1,5 +1,5 @@
 """Fixtures of the node-agent tests: a real kubelet PodResources gRPC server on a unix socket, simulated GPUs,
-and the Kubernetes API emulator (tests/kube_emulator.py) with helpers that build owner chains.
+and the Kubernetes API emulator (tests/kube_emulator/) with helpers that build owner chains.
 
 The emulator fixtures here are thin on purpose; they mirror tests/e2e/conftest.py (whose fixtures are only
 visible under tests/e2e).

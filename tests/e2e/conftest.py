@@ -1,4 +1,4 @@
-"""The e2e harness: a Kubernetes API (tests/kube_emulator.py) on loopback, a kubeconfig pointing at it, an
+"""The e2e harness: a Kubernetes API (tests/kube_emulator/) on loopback, a kubeconfig pointing at it, an
 async client for the test's own reads and writes, a polling `wait_for`, and kopf operators run in-process.
 
 Fixtures (all function-scoped; async tests run on the same loop that serves the API):

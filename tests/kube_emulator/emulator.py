@@ -1,4 +1,5 @@
-"""A stateful Kubernetes API for tests: `kmock.KubernetesEmulator` with the traps of kmock 0.8 fixed.
+"""KubeEmulator: `kmock.KubernetesEmulator` with the traps of kmock 0.8 fixed (create, update, patch,
+delete, list, watch).
 
 kmock serves objects over HTTP (list, watch, get, create, patch, delete, finalizers), but on its own it
 breaks kopf and hides bugs a real API server would show. This subclass replaces kmock's object handling
@@ -44,537 +45,34 @@ import datetime
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp.web
 import attrs
 import jsonpatch
 import jsonpointer
-import jsonschema
 import kmock
 from kmock._internal import apps, parsing
 from kmock._internal.rendering import Response
 
+from tests.kube_emulator.errors import api_error, conflict, invalid, not_found
+from tests.kube_emulator.names import label_problems, name_problems
+from tests.kube_emulator.patches import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    merge_patch,
+    strategic_merge_patch,
+)
+from tests.kube_emulator.rbac import ApiCall
+from tests.kube_emulator.resources import DEFAULT_RESOURCES, INITIAL_NAMESPACES, ResourceSpec
+from tests.kube_emulator.schema import prune_and_default, schema_problems
+from tests.kube_emulator.selectors import field_selector_matches, label_selector_matches, parse_field_selector
+
 JSON = dict[str, Any]
-
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
-
-
-# ---------------------------------------------------------------------------------------------- resources
-
-
-@dataclass(frozen=True)
-class ResourceSpec:
-    """What the discovery API says about one resource, plus how the emulator should treat it."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-    subresources: tuple[str, ...] = ()
-    shortnames: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    builtin: bool = True  # custom resources refuse strategic-merge patches
-    generation: bool = False  # whether metadata.generation is maintained
-    name_rule: str = "subdomain"  # "subdomain" | "label" (DNS-1123) | "dns1035"
-    fields: tuple[str, ...] = ()  # field selectors supported beyond metadata.name/namespace
-    verbs: tuple[str, ...] = (
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch",
-    )
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def key(self) -> kmock.resource:
-        return kmock.resource(self.group, self.version, self.plural)
-
-    @property
-    def has_status(self) -> bool:
-        return "status" in self.subresources
-
-
-_POD_FIELDS = (
-    "spec.nodeName",
-    "spec.restartPolicy",
-    "spec.schedulerName",
-    "spec.serviceAccountName",
-    "spec.hostNetwork",
-    "status.phase",
-    "status.podIP",
-    "status.nominatedNodeName",
-)
-_EVENT_FIELDS = (
-    "involvedObject.kind",
-    "involvedObject.namespace",
-    "involvedObject.name",
-    "involvedObject.uid",
-    "involvedObject.apiVersion",
-    "involvedObject.resourceVersion",
-    "involvedObject.fieldPath",
-    "reason",
-    "reportingComponent",
-    "source",
-    "type",
-)
-
-DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
-    ResourceSpec(
-        "",
-        "v1",
-        "namespaces",
-        "Namespace",
-        namespaced=False,
-        subresources=("status", "finalize"),
-        shortnames=("ns",),
-        name_rule="label",
-        fields=("status.phase",),
-    ),
-    ResourceSpec(
-        "",
-        "v1",
-        "nodes",
-        "Node",
-        namespaced=False,
-        subresources=("status",),
-        shortnames=("no",),
-        fields=("spec.unschedulable",),
-    ),
-    ResourceSpec(
-        "",
-        "v1",
-        "pods",
-        "Pod",
-        subresources=("status",),
-        shortnames=("po",),
-        categories=("all",),
-        name_rule="subdomain",
-        fields=_POD_FIELDS,
-    ),
-    ResourceSpec(
-        "",
-        "v1",
-        "services",
-        "Service",
-        subresources=("status",),
-        shortnames=("svc",),
-        categories=("all",),
-        name_rule="dns1035",
-    ),
-    ResourceSpec("", "v1", "events", "Event", shortnames=("ev",), fields=_EVENT_FIELDS),
-    ResourceSpec(
-        "apps",
-        "v1",
-        "deployments",
-        "Deployment",
-        subresources=("status",),
-        shortnames=("deploy",),
-        categories=("all",),
-        generation=True,
-    ),
-    ResourceSpec(
-        "apps",
-        "v1",
-        "replicasets",
-        "ReplicaSet",
-        subresources=("status",),
-        shortnames=("rs",),
-        categories=("all",),
-        generation=True,
-        fields=("status.replicas",),
-    ),
-    ResourceSpec("events.k8s.io", "v1", "events", "Event", shortnames=("ev",)),
-    ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease"),
-    ResourceSpec(
-        "kopf.dev",
-        "v1",
-        "clusterkopfpeerings",
-        "ClusterKopfPeering",
-        namespaced=False,
-        builtin=False,
-        generation=True,
-    ),
-    ResourceSpec("kopf.dev", "v1", "kopfpeerings", "KopfPeering", builtin=False, generation=True),
-    ResourceSpec(
-        "greenllm.io",
-        "v1alpha1",
-        "greenmodels",
-        "GreenModel",
-        subresources=("status",),
-        shortnames=("gm",),
-        categories=("greenllm",),
-        builtin=False,
-        generation=True,
-    ),
-)
-
-INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-class ApiCall(NamedTuple):
-    """One API request as RBAC sees it (the attributes of an authorization check)."""
-
-    verb: str  # get, list, watch, create, update, patch, delete, deletecollection
-    group: str  # "" for the core group
-    resource: str  # plural
-    subresource: str | None
-    namespace: str | None
-    name: str | None
-    user_agent: str
-
-    @property
-    def rbac_resource(self) -> str:
-        """The resource as RBAC rules name it: `pods`, or `greenmodels/status` for a subresource."""
-        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-
-
-def rule_allows(rule: Mapping[str, Any], call: ApiCall) -> bool:
-    """Whether one PolicyRule of a Role or ClusterRole allows `call` (the RBAC authorizer's matching:
-    `*` wildcards, `resource/subresource` names, `*/subresource`, and resourceNames only for named calls)."""
-    if not (set(rule.get("verbs") or ()) & {"*", call.verb}):
-        return False
-    if not (set(rule.get("apiGroups") or ()) & {"*", call.group}):
-        return False
-    wanted = call.rbac_resource
-    resources = set(rule.get("resources") or ())
-    if not (resources & {"*", wanted} or (call.subresource and f"*/{call.subresource}" in resources)):
-        return False
-    names = rule.get("resourceNames") or ()
-    return not names or (call.name is not None and call.name in names)
-
-
-# ---------------------------------------------------------------------------------------------- errors
-
-
-def _error(status: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
-    # Non-empty details: kmock would put a Python traceback there (it still does for unexpected errors: 500).
-    return kmock.KubernetesError(
-        status=status, reason=reason, message=message, details=details or {"causes": []}
-    )
-
-
-def _not_found(spec: ResourceSpec, name: str) -> kmock.KubernetesError:
-    return _error(
-        404,
-        "NotFound",
-        f'{spec.plural}.{spec.group or "core"} "{name}" not found',
-        name=name,
-        group=spec.group,
-        kind=spec.plural,
-    )
-
-
-def _invalid(spec: ResourceSpec, name: str, causes: Sequence[str]) -> kmock.KubernetesError:
-    what = f"{spec.kind}.{spec.group}" if spec.group else spec.kind
-    return _error(
-        422,
-        "Invalid",
-        f'{what} "{name}" is invalid: {"; ".join(causes)}',
-        name=name,
-        group=spec.group,
-        kind=spec.kind,
-        causes=[{"message": c} for c in causes],
-    )
-
-
-def _conflict(spec: ResourceSpec, name: str, message: str) -> kmock.KubernetesError:
-    what = f"{spec.plural}.{spec.group}" if spec.group else spec.plural
-    return _error(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {what} "{name}": {message}',
-        name=name,
-        group=spec.group,
-        kind=spec.plural,
-    )
-
-
-# ------------------------------------------------------------------------------------------ names and labels
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
-
-def name_problems(name: str, rule: str) -> list[str]:
-    """The API server's object-name validation (apimachinery/pkg/util/validation)."""
-    if rule == "dns1035":
-        ok, limit, what = _DNS1035_LABEL.match(name) is not None, 63, "a DNS-1035 label"
-    elif rule == "label":
-        ok, limit, what = _DNS1123_LABEL.match(name) is not None, 63, "a lowercase RFC 1123 label"
-    else:
-        ok, limit, what = _DNS1123_SUBDOMAIN.match(name) is not None, 253, "a lowercase RFC 1123 subdomain"
-    problems = []
-    if not ok:
-        problems.append(f"metadata.name: Invalid value: {name!r}: must be {what}")
-    if len(name) > limit:
-        problems.append(f"metadata.name: Invalid value: {name!r}: must be no more than {limit} characters")
-    return problems
-
-
-def label_problems(labels: Any, where: str) -> list[str]:
-    if labels is None:
-        return []
-    if not isinstance(labels, Mapping):
-        return [f"{where}: Invalid value: must be a map of strings"]
-    problems = []
-    for key, value in labels.items():
-        prefix, _, short = str(key).rpartition("/")
-        if (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))) or not (
-            len(short) <= 63 and _LABEL_NAME.match(short)
-        ):
-            problems.append(f"{where}: Invalid value: {key!r}: name part must be a valid label key")
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            problems.append(f"{where}: Invalid value: {value!r}: a valid label must be 63 characters or less")
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------- selectors
-
-_SET_REQ = re.compile(r"^\s*(?P<key>[^\s!=(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)\s*$")
-_EQ_REQ = re.compile(r"^\s*(?P<key>[^\s!=(),]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=(),]*)\s*$")
-_EXISTS_REQ = re.compile(r"^\s*(?P<neg>!?)\s*(?P<key>[^\s!=(),]+)\s*$")
-
-
-def _split_requirements(selector: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in selector:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [p for p in parts if p.strip()]
-
-
-def label_selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector syntax: `a=b,c!=d,e in (f,g),h notin (i),j,!k`. ValueError if malformed."""
-    for requirement in _split_requirements(selector):
-        if match := _SET_REQ.match(requirement):
-            values = {v.strip() for v in match["values"].split(",") if v.strip()}
-            present = match["key"] in labels and labels[match["key"]] in values
-            if present != (match["op"] == "in"):
-                return False
-        elif match := _EQ_REQ.match(requirement):
-            equal = labels.get(match["key"]) == match["value"]
-            if equal != (match["op"] != "!="):
-                return False
-        elif match := _EXISTS_REQ.match(requirement):
-            if (match["key"] in labels) == bool(match["neg"]):
-                return False
-        else:
-            raise ValueError(f"unable to parse requirement: {requirement!r}")
-    return True
-
-
-def _field_value(obj: Mapping[str, Any], path: str) -> str:
-    node: Any = obj
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    if node is None:
-        return ""
-    if isinstance(node, bool):
-        return "true" if node else "false"
-    if isinstance(node, Mapping):  # e.g. Event `source`: the API server matches its component
-        return str(node.get("component", ""))
-    return str(node)
-
-
-def parse_field_selector(selector: str, allowed: Iterable[str]) -> list[tuple[str, bool, str]]:
-    """(path, equal?, value) requirements; ValueError on bad syntax or a field the server does not index."""
-    allowed = set(allowed)
-    out = []
-    for requirement in _split_requirements(selector):
-        match = _EQ_REQ.match(requirement)
-        if match is None:
-            raise ValueError(f"invalid field selector: {requirement!r}")
-        if match["key"] not in allowed:
-            raise ValueError(f"field label not supported: {match['key']}")
-        out.append((match["key"], match["op"] != "!=", match["value"]))
-    return out
-
-
-def field_selector_matches(requirements: Sequence[tuple[str, bool, str]], obj: Mapping[str, Any]) -> bool:
-    return all((_field_value(obj, path) == value) == equal for path, equal, value in requirements)
-
-
-# ---------------------------------------------------------------------------------------------- patches
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-# Patch merge keys of built-in types (the `patchMergeKey` tags in k8s.io/api): lists of maps merged by key.
-_SMP_MERGE_KEYS = {
-    "containers": "name",
-    "initContainers": "name",
-    "ephemeralContainers": "name",
-    "env": "name",
-    "volumes": "name",
-    "volumeMounts": "mountPath",
-    "volumeDevices": "devicePath",
-    "imagePullSecrets": "name",
-    "ownerReferences": "uid",
-    "conditions": "type",
-    "hostAliases": "ip",
-    "topologySpreadConstraints": "topologyKey",
-    "resourceClaims": "name",
-}
-_SMP_PRIMITIVE_MERGE = {"finalizers"}  # `patchStrategy:"merge"` on a list of strings: a set union
-
-
-def _smp_merge_key(field_name: str, items: Sequence[Any]) -> str | None:
-    if field_name == "ports":  # container ports merge on containerPort, Service ports on port
-        maps = [i for i in items if isinstance(i, Mapping)]
-        return "containerPort" if any("containerPort" in i for i in maps) else "port"
-    return _SMP_MERGE_KEYS.get(field_name)
-
-
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Strategic merge patch for the list fields of built-in types that carry patch keys."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if key.startswith("$setElementOrder/") or key in ("$retainKeys", "$patch"):
-            continue
-        if key.startswith("$deleteFromPrimitiveList/"):
-            name = key.split("/", 1)[1]
-            result[name] = [v for v in result.get(name) or [] if v not in value]
-            continue
-        if value is None or (isinstance(value, Mapping) and value.get("$patch") == "delete"):
-            result.pop(key, None)
-        elif isinstance(value, list):
-            result[key] = _smp_list(key, result.get(key), value)
-        else:
-            result[key] = strategic_merge_patch(result.get(key), value)
-    return result
-
-
-def _smp_list(field_name: str, stored: Any, patch: list[Any]) -> list[Any]:
-    current: list[Any] = list(stored) if isinstance(stored, list) else []
-    if field_name in _SMP_PRIMITIVE_MERGE:
-        return current + [v for v in patch if v not in current]
-    merge_key = _smp_merge_key(field_name, [*current, *patch])
-    if merge_key is None or not all(isinstance(i, Mapping) for i in patch):
-        replaced: list[Any] = copy.deepcopy(patch)
-        return replaced
-    if any(i.get("$patch") == "replace" for i in patch):
-        return [copy.deepcopy(i) for i in patch if i.get("$patch") != "replace"]
-    result = list(current)
-    for item in patch:
-        index = next(
-            (
-                n
-                for n, c in enumerate(result)
-                if isinstance(c, Mapping) and c.get(merge_key) == item.get(merge_key)
-            ),
-            None,
-        )
-        if item.get("$patch") == "delete":
-            if index is not None:
-                del result[index]
-        elif index is None:
-            result.append(strategic_merge_patch({}, item))
-        else:
-            result[index] = strategic_merge_patch(result[index], item)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------- CRD schemas
-
-
-def _to_json_schema(node: Any) -> Any:
-    """OpenAPI v3.0 (as CRDs use it) -> JSON Schema draft 4, which shares its boolean exclusiveMinimum."""
-    if isinstance(node, list):
-        return [_to_json_schema(n) for n in node]
-    if not isinstance(node, Mapping):
-        return node
-    out = {
-        k: _to_json_schema(v)
-        for k, v in node.items()
-        if not k.startswith("x-kubernetes-") and k != "nullable"
-    }
-    if node.get("x-kubernetes-int-or-string"):
-        out["type"] = ["integer", "string"]
-    if node.get("nullable") and "type" in out:
-        out["type"] = [*([out["type"]] if isinstance(out["type"], str) else out["type"]), "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-    return out
-
-
-def prune_and_default(value: Any, schema: Mapping[str, Any], *, root: bool = False) -> Any:
-    """The API server's structural pruning and defaulting of a custom resource (before validation)."""
-    if isinstance(value, Mapping) and schema.get("type") == "object":
-        properties: Mapping[str, Any] = schema.get("properties") or {}
-        additional = schema.get("additionalProperties")
-        preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if root and key in ("apiVersion", "kind", "metadata"):
-                out[key] = item
-            elif key in properties:
-                sub = properties[key]
-                if item is None and not sub.get("nullable"):
-                    continue  # null in a non-nullable field is pruned (and may be defaulted below)
-                out[key] = prune_and_default(item, sub)
-            elif isinstance(additional, Mapping):
-                out[key] = prune_and_default(item, additional)
-            elif preserve or additional is True:
-                out[key] = item
-        for key, sub in properties.items():
-            if key not in out and "default" in sub:
-                out[key] = prune_and_default(copy.deepcopy(sub["default"]), sub)
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        return [prune_and_default(item, schema["items"]) for item in value]
-    return value
-
-
-def _schema_problems(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    validator = jsonschema.Draft4Validator(_to_json_schema(schema))
-    problems = []
-    for error in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
-        path = ".".join(str(p) for p in error.absolute_path) or "<root>"
-        problems.append(f"{path}: Invalid value: {error.message}")
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------- the emulator
 
 
 @dataclass(frozen=True)
@@ -802,13 +300,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise kmock.KubernetesResourceNotFoundError()
         spec = self._specs[resource]
         if request.subresource and request.subresource not in spec.subresources:
-            raise _error(
+            raise api_error(
                 404, "NotFound", f"the server could not find the requested resource ({request.subresource})"
             )
         if request.subresource and request.subresource != "status":
-            raise _error(404, "NotFound", f"subresource {request.subresource!r} is not emulated")
+            raise api_error(404, "NotFound", f"subresource {request.subresource!r} is not emulated")
         if not spec.namespaced and request.namespace is not None:
-            raise _error(404, "NotFound", f"{spec.plural} is not a namespaced resource")
+            raise api_error(404, "NotFound", f"{spec.plural} is not a namespaced resource")
         return spec
 
     def _key(
@@ -843,7 +341,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         problems = [] if old is not None else name_problems(name, spec.name_rule)
         problems += label_problems(obj["metadata"].get("labels"), "metadata.labels")
         if schema is not None:
-            problems += _schema_problems(_without(obj, "metadata"), schema)
+            problems += schema_problems(_without(obj, "metadata"), schema)
         if spec.key == kmock.resource("apps", "v1", "deployments") or spec.key == kmock.resource(
             "apps", "v1", "replicasets"
         ):
@@ -858,7 +356,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     f"is being deleted, found new finalizers {sorted(added)}"
                 )
         if problems:
-            raise _invalid(spec, name, problems)
+            raise invalid(spec, name, problems)
         return obj
 
     @staticmethod
@@ -879,41 +377,41 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _create(self, spec: ResourceSpec, namespace: str | None, body: Any) -> JSON:
         if not isinstance(body, Mapping):
-            raise _error(400, "BadRequest", "the body of the request must be a JSON object")
+            raise api_error(400, "BadRequest", "the body of the request must be a JSON object")
         obj = copy.deepcopy(dict(body))
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
-            raise _error(400, "BadRequest", "metadata must be an object")
+            raise api_error(400, "BadRequest", "metadata must be an object")
         for field_name, expected in (("apiVersion", spec.api_version), ("kind", spec.kind)):
             if obj.get(field_name) not in (None, expected):
-                raise _error(
+                raise api_error(
                     400, "BadRequest", f"{field_name} {obj[field_name]!r} does not match {expected!r}"
                 )
             obj[field_name] = expected
         if spec.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
-                raise _error(
+                raise api_error(
                     400,
                     "BadRequest",
                     "the namespace of the provided object does not match the namespace sent on the request",
                 )
             if namespace is None:
-                raise _error(404, "NotFound", "a namespaced object must be created in a namespace")
+                raise api_error(404, "NotFound", "a namespaced object must be created in a namespace")
             meta["namespace"] = namespace
             if self._current(self._specs[kmock.resource("", "v1", "namespaces")], None, namespace) is None:
-                raise _error(
+                raise api_error(
                     404, "NotFound", f'namespaces "{namespace}" not found', name=namespace, kind="namespaces"
                 )
         else:
             meta.pop("namespace", None)
         if not meta.get("name"):
             if not meta.get("generateName"):
-                raise _invalid(spec, "", ["metadata.name: Required value: name or generateName is required"])
+                raise invalid(spec, "", ["metadata.name: Required value: name or generateName is required"])
             meta["name"] = meta["generateName"] + "".join(
                 secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
             )
         if meta.get("resourceVersion"):
-            raise _invalid(
+            raise invalid(
                 spec,
                 meta["name"],
                 ["metadata.resourceVersion: Invalid value: must not be set on objects to be created"],
@@ -922,7 +420,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         key = self._key(spec, namespace, name)
         if key in self.objects and not self.objects[key].deleted:
             what = f"{spec.plural}.{spec.group}" if spec.group else spec.plural
-            raise _error(409, "AlreadyExists", f'{what} "{name}" already exists', name=name, kind=spec.plural)
+            raise api_error(
+                409, "AlreadyExists", f'{what} "{name}" already exists', name=name, kind=spec.plural
+            )
         for server_field in (
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -951,7 +451,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     def _update(self, spec: ResourceSpec, subresource: str | None, old: JSON, proposed: JSON) -> JSON:
         """Store `proposed` as the next state of `old` (after patch or PUT) with the server's rules."""
         if not isinstance(proposed, dict) or not isinstance(proposed.get("metadata", {}), dict):
-            raise _error(422, "Invalid", "the patched object is not a Kubernetes object")
+            raise api_error(422, "Invalid", "the patched object is not a Kubernetes object")
         name = old["metadata"]["name"]
         if subresource == "status":
             new = copy.deepcopy(old)
@@ -1002,7 +502,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     def _delete(self, spec: ResourceSpec, namespace: str | None, name: str) -> JSON:
         old = self._current(spec, namespace, name)
         if old is None:
-            raise _not_found(spec, name)
+            raise not_found(spec, name)
         meta = old["metadata"]
         if meta.get("deletionTimestamp"):
             return old
@@ -1026,7 +526,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     async def _serve_create(self, request: kmock.Request) -> kmock.Payload:
         spec = self._spec_of(request)
         if request.subresource:
-            raise _error(405, "MethodNotAllowed", "cannot create a subresource here")
+            raise api_error(405, "MethodNotAllowed", "cannot create a subresource here")
         return Response(status=201, payload=self._create(spec, request.namespace, request.data))
 
     async def _serve_fetch(self, request: kmock.Request) -> kmock.Payload:
@@ -1034,7 +534,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         assert request.name is not None
         obj = self._current(spec, request.namespace, request.name)
         if obj is None:
-            raise _not_found(spec, request.name)
+            raise not_found(spec, request.name)
         return obj
 
     async def _serve_update(self, request: kmock.Request) -> kmock.Payload:
@@ -1042,41 +542,43 @@ class KubeEmulator(kmock.KubernetesEmulator):
         assert request.name is not None
         old = self._current(spec, request.namespace, request.name)
         if old is None:
-            raise _not_found(spec, request.name)
+            raise not_found(spec, request.name)
         kind = _content_type(request)
         patch = request.data
         try:
             if kind == JSON_PATCH:
                 if not isinstance(patch, list):
-                    raise _error(400, "BadRequest", "a JSON patch must be a list of operations")
+                    raise api_error(400, "BadRequest", "a JSON patch must be a list of operations")
                 proposed = jsonpatch.apply_patch(old, patch, in_place=False)
             elif kind == MERGE_PATCH:
                 if not isinstance(patch, Mapping):
-                    raise _error(400, "BadRequest", "a merge patch must be a JSON object")
+                    raise api_error(400, "BadRequest", "a merge patch must be a JSON object")
                 proposed = merge_patch(old, patch)
             elif kind == STRATEGIC_MERGE_PATCH:
                 if not spec.builtin:
-                    raise _error(
+                    raise api_error(
                         415,
                         "UnsupportedMediaType",
                         "strategic merge patch is not supported for "
                         f"custom resources ({spec.plural}.{spec.group}); use a merge patch",
                     )
                 if not isinstance(patch, Mapping):
-                    raise _error(400, "BadRequest", "a strategic merge patch must be a JSON object")
+                    raise api_error(400, "BadRequest", "a strategic merge patch must be a JSON object")
                 proposed = strategic_merge_patch(old, patch)
             elif kind == APPLY_PATCH:
-                raise _error(415, "UnsupportedMediaType", "server-side apply is not emulated by the test API")
+                raise api_error(
+                    415, "UnsupportedMediaType", "server-side apply is not emulated by the test API"
+                )
             else:
-                raise _error(
+                raise api_error(
                     415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {kind}"
                 )
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
-            raise _invalid(spec, request.name, [f"the patch cannot be applied: {e}"]) from e
+            raise invalid(spec, request.name, [f"the patch cannot be applied: {e}"]) from e
         if isinstance(patch, Mapping):
             wanted = (patch.get("metadata") or {}).get("resourceVersion")
             if wanted is not None and wanted != old["metadata"]["resourceVersion"]:
-                raise _conflict(
+                raise conflict(
                     spec,
                     request.name,
                     "the object has been modified; please apply your changes "
@@ -1087,24 +589,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
     async def _serve_replace(self, request: kmock.Request) -> kmock.Payload:
         spec = self._spec_of(request)
         if request.name is None:
-            raise _error(405, "MethodNotAllowed", "PUT needs an object name")
+            raise api_error(405, "MethodNotAllowed", "PUT needs an object name")
         old = self._current(spec, request.namespace, request.name)
         if old is None:
-            raise _not_found(spec, request.name)
+            raise not_found(spec, request.name)
         body = request.data
         if not isinstance(body, Mapping) or not isinstance(body.get("metadata"), Mapping):
-            raise _error(400, "BadRequest", "the body of the request must be a Kubernetes object")
+            raise api_error(400, "BadRequest", "the body of the request must be a Kubernetes object")
         if body["metadata"].get("name") != request.name:
-            raise _error(400, "BadRequest", "the name of the object does not match the name on the URL")
+            raise api_error(400, "BadRequest", "the name of the object does not match the name on the URL")
         wanted = body["metadata"].get("resourceVersion")
         if wanted is None and not spec.builtin:
-            raise _invalid(
+            raise invalid(
                 spec,
                 request.name,
                 ["metadata.resourceVersion: Invalid value: 0: must be specified for an update"],
             )
         if wanted is not None and wanted != old["metadata"]["resourceVersion"]:
-            raise _conflict(
+            raise conflict(
                 spec,
                 request.name,
                 "the object has been modified; please apply your changes to the latest version and try again",
@@ -1115,7 +617,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         spec = self._spec_of(request)
         assert request.name is not None
         if request.subresource:
-            raise _error(405, "MethodNotAllowed", "cannot delete a subresource")
+            raise api_error(405, "MethodNotAllowed", "cannot delete a subresource")
         return self._delete(spec, request.namespace, request.name)
 
     async def _serve_delete_collection(self, request: kmock.Request) -> kmock.Payload:
@@ -1137,7 +639,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 ("metadata.name", "metadata.namespace", *spec.fields),
             )
         except ValueError as e:
-            raise _error(400, "BadRequest", str(e)) from e
+            raise api_error(400, "BadRequest", str(e)) from e
         return _Watch(namespace=request.namespace, name=request.name, labels=labels, fields=fields)
 
     def _matches(self, watch: _Watch, obj: Mapping[str, Any]) -> bool:
@@ -1220,22 +722,3 @@ class KubeEmulator(kmock.KubernetesEmulator):
         else:
             return None
         return {"type": kind, "object": copy.deepcopy(event.obj)}
-
-
-__all__ = [
-    "DEFAULT_RESOURCES",
-    "JSON_PATCH",
-    "MERGE_PATCH",
-    "STRATEGIC_MERGE_PATCH",
-    "ApiCall",
-    "KubeEmulator",
-    "ResourceSpec",
-    "field_selector_matches",
-    "label_selector_matches",
-    "merge_patch",
-    "parse_field_selector",
-    "prune_and_default",
-    "rule_allows",
-    "strategic_merge_patch",
-    "user_agent_of",
-]
