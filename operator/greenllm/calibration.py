@@ -14,17 +14,17 @@ from dataclasses import replace
 from functools import cache
 from importlib import resources
 
-from greenllm.core.energy import (
+from greenllm.core.calibration_records import (
     Calibration,
     CapSweepPoint,
     ClockEvidence,
-    EnergyModel,
     Fp8Ratio,
     GpuPowerLimits,
     GpuRecord,
     ProfileRow,
     QuantSpeedup,
 )
+from greenllm.core.energy import EnergyModel
 
 GPUS = "gpus.csv"
 PROFILES = "gpu_energy_profiles.csv"

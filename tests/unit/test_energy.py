@@ -13,24 +13,19 @@ from hypothesis import strategies as st
 
 from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, Power, PowerMode, Variant
 from greenllm.calibration import default_energy_model
-from greenllm.core.energy import (
-    ClockEvidence,
-    CurvePoint,
-    EnergyModel,
-    GpuPowerLimits,
-    PowerResponse,
-    Profile,
+from greenllm.core.calibration_records import ClockEvidence, GpuPowerLimits
+from greenllm.core.derived_profiles import (
     derive_eight_bit,
     derive_int4,
     fp8_ratio_at,
-    params_from_name,
-    pav,
-    power_for_response,
-    response_at,
     scale_profile,
     weight_read_ms,
 )
+from greenllm.core.energy import EnergyModel
+from greenllm.core.model_names import params_from_name
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.core.power_response import PowerResponse, power_for_response, response_at
+from greenllm.core.profile_fit import CurvePoint, Profile, pav
 
 # Stated tolerances (docs/energy-model.md, "Fit and tolerances"): every shipped source row is reproduced
 # by its fitted curve within these relative errors; the isotonic fit only moves rows that break
