@@ -27,11 +27,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.table_source
+
+from tests.table_source import TableSource
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.calibration import default_energy_model
-from greenllm.core.decision import Observation
-from greenllm.core.planner import Demand, PerformanceSource, PlanSpace, TableSource, plan
+from greenllm.core.decision import Demand, Observation
+from greenllm.core.plan_rules import PerformanceSource
+from greenllm.core.plan_space import PlanSpace
+from greenllm.core.planner import plan
 from greenllm.core.step import initial_state, step
 
 PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4")

@@ -8,18 +8,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.table_source import TableSource
 
 from greenllm.api.v1alpha1 import GreenModelSpec
-from greenllm.core.decision import Decision
+from greenllm.core.decision import Decision, Demand
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.core.planner import (
-    MEAN_PROMPT_TOKENS,
-    Demand,
-    PlanSpace,
-    TableSource,
-    choose,
-    plan,
-)
+from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS
+from greenllm.core.plan_space import PlanSpace
+from greenllm.core.planner import choose, plan
 
 DEFAULT = PowerSetting()
 CAP = PowerSetting(limit_w=300.0)
@@ -581,7 +577,7 @@ def test_best_effort_runs_the_most_capacity_not_the_best_quality() -> None:
 def test_catalog_follows_the_spec_content_not_the_object() -> None:
     """A spec parsed again with the same content reuses what the source said; a changed spec never gets a
     stale answer, and neither does another source."""
-    from greenllm.core.planner import catalog
+    from greenllm.core.plan_catalog import catalog
 
     spec, src = make_spec(), source()
     runnable, unusable = catalog(spec, src)

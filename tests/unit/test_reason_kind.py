@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.table_source import TableSource
 
 from greenllm.api import v1alpha1 as api
 from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
 from greenllm.core.continuity import adopt_deployed, carried_decision
-from greenllm.core.decision import Decision, Observation, ReasonKind
+from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.core.planner import Demand, TableSource, plan
+from greenllm.core.planner import plan
 from greenllm.core.step import LoopState, initial_decision, initial_state, plan_step, step
 
 DEFAULT = PowerSetting()

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.table_source import TableSource
 
 from greenllm.api.v1alpha1 import GreenModelSpec
-from greenllm.core.decision import Decision, Observation
+from greenllm.core.decision import Decision, Demand, Observation
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.core.planner import MEAN_PROMPT_TOKENS, Demand, TableSource
+from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS
 from greenllm.core.step import (
     MEAN_OUTPUT_TOKENS,
     LoopState,

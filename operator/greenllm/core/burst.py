@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
 from greenllm.core.fasttier import FastTier, SwitchRule
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.core.planner import PerformanceSource
+from greenllm.core.plan_rules import PerformanceSource
 
 # vLLM V1's default token budget per engine iteration for the OpenAI server on an 80 GB-class GPU
 # (vllm/engine/arg_utils.py, v0.11.1); a variant's `--max-num-batched-tokens` arg overrides it.

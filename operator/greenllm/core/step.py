@@ -62,18 +62,12 @@ from greenllm.core.burst import (
     serving_budget,
     setting_performance,
 )
-from greenllm.core.decision import Decision, Observation, ReasonKind
+from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
 from greenllm.core.performance import PowerSetting
-from greenllm.core.planner import (
-    MEAN_PROMPT_TOKENS,
-    Choice,
-    Demand,
-    PerformanceSource,
-    PlanSpace,
-    alternatives,
-    choose,
-    to_decision,
-)
+from greenllm.core.plan_alternatives import alternatives
+from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS, PerformanceSource
+from greenllm.core.plan_space import PlanSpace
+from greenllm.core.planner import Choice, choose, to_decision
 from greenllm.core.stability import gate_switch, keep_setting, saving, stabilize_replicas
 
 STATE_VERSION = 1

@@ -28,7 +28,7 @@ from greenllm.core.burst import (
 from greenllm.core.decision import Decision
 from greenllm.core.energy import EnergyModel
 from greenllm.core.performance import PowerSetting
-from greenllm.core.planner import MEAN_PROMPT_TOKENS
+from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS
 from greenllm.core.render import deployment
 from greenllm.core.step import MEAN_OUTPUT_TOKENS
 from greenllm.modelfile import ModelFileError, load_green_model, require_supported_gpu

@@ -25,7 +25,7 @@ from greenllm.controller.metrics import max_age_s as metrics_max_age_s
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
-from greenllm.core.planner import PerformanceSource
+from greenllm.core.plan_rules import PerformanceSource
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
 from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.telemetry import PrometheusView
