@@ -372,6 +372,9 @@ async def operator_factory(
     await client.ensure_namespace(OPERATOR_NAMESPACE)
     # A follower answers its liveness probe while it waits for the Lease: never on a fixed port here.
     monkeypatch.setenv("GREENLLM_PROBE_PORT", str(free_port()))
+    # Tests watch the loop through status, so by default every tick writes it; a test of the write
+    # policy sets the period itself.
+    monkeypatch.setenv("GREENLLM_ACCOUNTING_WRITE_PERIOD", "0")
     factory = OperatorFactory(kube)
     try:
         yield factory

@@ -50,6 +50,9 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "lease_duration_s": ({"operator": {"leaderElection": {"leaseDuration": 30}}}, 30),
     "prometheus_timeout_s": ({"prometheus": {"timeout": 12.5}}, 12.5),
     "io_threads": ({"operator": {"ioThreads": 16}}, 16),
+    "kube_qps": ({"operator": {"kubeApi": {"qps": 80}}}, 80.0),
+    "kube_burst": ({"operator": {"kubeApi": {"burst": 160}}}, 160),
+    "accounting_write_period_s": ({"operator": {"accountingWritePeriod": 120}}, 120.0),
     "rate_window": ({"prometheus": {"rateWindow": "2m"}}, "2m"),
     "queries": (
         {"prometheus": {"queries": {"power": 'sum(DCGM_FI_DEV_POWER_USAGE{pod=~"{pods}"})'}}},

@@ -96,7 +96,7 @@ def run_tick(
     monkeypatch.setattr(kopf, "warn", lambda _o, *, reason, message: events.append(message))
     monkeypatch.setattr(kopf, "info", lambda _o, *, reason, message: events.append(message))
     memo = kopf.Memo(config=config, prometheus={}, kube=kube, energy=energy, telemetry=Telemetry())
-    asyncio.run(handlers.tick(memo, NS, "gm", _Logger()))  # type: ignore[arg-type]
+    asyncio.run(handlers.tick(memo, gm, handlers.LoopMemory(), _Logger()))  # type: ignore[arg-type]
     return urls, events, kube, promql
 
 

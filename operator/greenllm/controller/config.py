@@ -45,6 +45,13 @@ class OperatorConfig:
     leader_election_id: str = "greenllm-operator"  # the Lease's name; shards need distinct ones
     lease_duration_s: int = 15
     prometheus_timeout_s: float = 5.0
+    # The operator's own API requests (controller/kube.py), as controller-runtime's --kube-api-qps/-burst.
+    kube_qps: float = 200.0
+    kube_burst: int = 400
+    # Status is written when something its readers see changes (decision, replicas, conditions), else
+    # the accounting (energy, observed power) at most this often: a restart resumes from the persisted
+    # sample time, and the energy counter's increase covers the time since (nothing is lost).
+    accounting_write_period_s: float = 60.0
     io_threads: int = 64  # threads for blocking Prometheus and Kubernetes calls
     rate_window: str = "1m"  # PromQL range for rate() and histogram quantiles
     queries: dict[str, str] = field(default_factory=dict)  # overrides of metrics.DEFAULT_QUERIES by name
@@ -251,6 +258,13 @@ SETTINGS: tuple[Setting, ...] = (
             "SECONDS"),
     Setting("prometheus_timeout_s", "--prometheus-timeout", "GREENLLM_PROMETHEUS_TIMEOUT", _positive_float,
             "seconds before a Prometheus query times out", "SECONDS"),
+    Setting("kube_qps", "--kube-api-qps", "GREENLLM_KUBE_API_QPS", _positive_float,
+            "sustained requests per second of the operator's own Kubernetes client", "QPS"),
+    Setting("kube_burst", "--kube-api-burst", "GREENLLM_KUBE_API_BURST", _positive_int,
+            "requests the operator's own Kubernetes client may send at once above its QPS", "N"),
+    Setting("accounting_write_period_s", "--accounting-write-period", "GREENLLM_ACCOUNTING_WRITE_PERIOD",
+            _nonneg_float, "seconds between status writes that only carry accounting (energy, observed "
+            "power); changes readers see are written at once (0: every tick)", "SECONDS"),
     Setting("io_threads", "--io-threads", "GREENLLM_IO_THREADS", _positive_int,
             "threads for blocking Prometheus and Kubernetes calls", "N"),
     Setting("rate_window", "--rate-window", "GREENLLM_RATE_WINDOW", _window,

@@ -7,15 +7,17 @@ time beyond registering handlers: clients and settings are built in the start-up
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import json
 import logging
+import math
 import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import kopf
@@ -25,9 +27,9 @@ from pydantic import ValidationError
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
-from greenllm.controller import leader, metrics, trust
+from greenllm.controller import fleet_observer, leader, metrics, trust
 from greenllm.controller.config import OperatorConfig
-from greenllm.controller.kube import Kube
+from greenllm.controller.kube import Kube, RateLimit
 from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
 from greenllm.core.continuity import adopt_deployed, carried_decision
@@ -52,15 +54,18 @@ def _now() -> str:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     memo.config = config
-    memo.kube = Kube.from_environment()
+    if "telemetry" not in memo:
+        memo.telemetry = Telemetry()
+        memo.telemetry.serve(config.metrics_port)
+    telemetry: Telemetry = memo.telemetry
+    memo.kube = Kube.from_environment(
+        RateLimit(config.kube_qps, config.kube_burst, telemetry.kube_throttled.inc)
+    )
     memo.energy = default_energy_model()
     memo.prometheus = {}  # URL -> metrics.Query, built on first use
     # Every tick holds a thread for its Prometheus queries, and Kubernetes calls share the pool: the
     # default (min(32, cores + 4)) made ticks queue behind each other at a few hundred GreenModels.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=config.io_threads))
-    if "telemetry" not in memo:
-        memo.telemetry = Telemetry()
-        memo.telemetry.serve(config.metrics_port)
     logging.getLogger().setLevel(config.log_level.upper())
     # Events say who posted them: `kubectl describe gm` shows this component in its "From" column.
     settings.posting.reporting_component = REPORTING_COMPONENT
@@ -177,7 +182,7 @@ async def reconcile(
         adopted = adopt_deployed(model, decision, running, meta["uid"])
         if adopted is not decision:  # no roll back to what status recorded before a crash
             decision, fast_tier = adopted, None
-        deployment = await apply_workloads(kube, owner, model, decision, logger)
+        deployment = await apply_workloads(kube, owner, model, decision, logger, running=running)
     except (ValueError, WorkloadRejectedError) as e:  # pydantic's ValidationError is a ValueError too
         # Not raised: a retry cannot fix a spec; the next edit of the spec triggers this handler again.
         message = _readable(e) if isinstance(e, ValidationError) else str(e)
@@ -219,7 +224,8 @@ async def reconcile(
             new["lastDecision"] = render.decision_record(decision, now)
         return new
 
-    written = await update_status(kube, namespace, name, build)
+    # kopf's body is the object as this event delivered it: a first try without a GET (409 re-reads).
+    written = await update_status(kube, namespace, name, build, read=copy.deepcopy(dict(body)))
     if written is not None and not render.same_decision(decision, status.get("lastDecision")):
         kopf.info(body, reason="Decision", message=_event_message(decision))
 
@@ -291,12 +297,25 @@ def _event_message(decision: Decision) -> str:
     return render.short(message, EVENT_MESSAGE_MAX)
 
 
+class Unread:
+    """Marks an object the caller has not read (None means read and absent)."""
+
+
+UNREAD = Unread()
+
+
 async def apply_workloads(
-    kube: Kube, owner: dict[str, Any], spec: api.GreenModelSpec, decision: Decision, logger: kopf.Logger
+    kube: Kube,
+    owner: dict[str, Any],
+    spec: api.GreenModelSpec,
+    decision: Decision,
+    logger: kopf.Logger,
+    running: dict[str, Any] | Unread | None = UNREAD,
 ) -> dict[str, Any]:
-    """Create or patch the Deployment and Service; return the Deployment as the API server has it."""
+    """Create or patch the Deployment and Service; return the Deployment as the API server has it.
+    `running`: the Deployment as the caller just read it (None: there is none), to save a second GET."""
     deployment = await _ensure(
-        kube, render.deployment(owner, spec, decision), render.deployment_patch, owner, logger
+        kube, render.deployment(owner, spec, decision), render.deployment_patch, owner, logger, running
     )
     await _ensure(kube, render.service(owner, spec), render.service_patch, owner, logger)
     return deployment
@@ -308,9 +327,11 @@ async def _ensure(
     patcher: Any,
     owner: dict[str, Any],
     logger: kopf.Logger,
+    current: dict[str, Any] | Unread | None = UNREAD,
 ) -> dict[str, Any]:
     kind, meta = desired["kind"], desired["metadata"]
-    current = await kube.get(kind, meta["namespace"], meta["name"])
+    if isinstance(current, Unread):
+        current = await kube.get(kind, meta["namespace"], meta["name"])
     if current is None:
         logger.info("creating %s %s", kind, meta["name"])
         return await _rejected_as_spec_error(kube.create(desired), kind)
@@ -389,7 +410,7 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
 async def autoscale(
     stopped: kopf.DaemonStopped,
-    meta: kopf.Meta,
+    body: kopf.Body,
     spec: kopf.Spec,
     memo: kopf.Memo,
     logger: kopf.Logger,
@@ -397,24 +418,62 @@ async def autoscale(
 ) -> None:
     """Every spec.scaling.interval: observe -> the core's decision step -> apply what changed -> status.
 
-    A daemon rather than a timer because each GreenModel has its own interval.
+    A daemon rather than a timer because each GreenModel has its own interval. It reads the GreenModel
+    from kopf's watch (`body` is a live view), not with a GET per tick, and keeps its loop state in a
+    `LoopMemory` for its lifetime: status is written when readers would see a change, else only the
+    accounting, at most every --accounting-write-period.
     """
-    namespace, name = meta["namespace"], meta["name"]
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
     # GreenModels created together would tick together forever; a stable per-object phase (a share of
     # the interval, from the uid) spreads the load on Prometheus and the API server after the first tick.
     phase = (zlib.crc32(str(meta.get("uid")).encode()) % 1000) / 1000
+    memory = LoopMemory()
     ticks = 0
     while not stopped:
         interval = 15.0
         started = time.monotonic()
         try:
-            interval = await tick(memo, namespace, name, logger)
+            interval = await tick(memo, body, memory, logger)
         except Exception as e:  # one bad tick must not end the loop; the next one retries
             logger.exception("autoscaling tick failed")
             memo.telemetry.loop_errors.labels(namespace, name, type(e).__name__).inc()
         memo.telemetry.loop_duration.observe(time.monotonic() - started)
         ticks += 1
         await _sleep(stopped, spec, interval * (1 + phase) if ticks == 1 else interval)
+
+
+@dataclass
+class LoopMemory:
+    """What one GreenModel's loop keeps between its ticks, for the life of its daemon: the spec validated
+    once per generation, the loop state (in status.controllerState only as of the last write), and what
+    readers saw in the last status write and when it was made."""
+
+    generation: int | None = None
+    spec: api.GreenModelSpec | None = None  # None: this generation's spec is invalid or untrusted
+    state: LoopState | None = None
+    written_at: float = -math.inf  # time.monotonic() of the loop's last status write
+    energy: fleet_observer.EnergyReadings = field(default_factory=fleet_observer.EnergyReadings)
+
+    def compile(self, gm: Mapping[str, Any], config: OperatorConfig) -> api.GreenModelSpec | None:
+        """The generation's spec, validated and trust-checked once (reconcile reports a refusal)."""
+        generation = (gm.get("metadata") or {}).get("generation")
+        if generation != self.generation:
+            self.generation, self.spec = generation, None
+            try:
+                spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
+                trust.check(spec, gm["metadata"]["namespace"], config)
+                self.spec = spec
+            except ValueError:  # ValidationError and UntrustedSpecError: SpecValid=False, nothing to scale
+                pass
+        return self.spec
+
+    def due(self, seen: Mapping[str, Any], new: Mapping[str, Any], now: float, period_s: float) -> str | None:
+        """Why to write `new` over the status readers see now (`seen`): "change" when they would see a
+        change, "accounting" when only the accounting moved and the period is over; None: no write."""
+        if render.reader_view(new) != render.reader_view({k: seen.get(k) for k in new}):
+            return "change"
+        return "accounting" if now - self.written_at >= period_s else None
 
 
 # How long the daemon sleeps at most before it looks at its spec again.
@@ -447,34 +506,41 @@ def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
     return query
 
 
-async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) -> float:
-    """One pass of the loop for one GreenModel; returns the seconds until the next one."""
+def _fleet(memo: kopf.Memo, url: str) -> fleet_observer.FleetObserver:
+    """The fleet queries' answers from `url`, shared by every GreenModel's tick."""
+    fleets: dict[str, fleet_observer.FleetObserver] = memo.setdefault("fleet", {})
+    if url not in fleets:
+        fleets[url] = fleet_observer.FleetObserver(_prometheus(memo, url))
+    return fleets[url]
+
+
+async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, logger: kopf.Logger) -> float:
+    """One pass of the loop for one GreenModel, as `body` (kopf's live view of it) shows it now; returns
+    the seconds until the next one."""
     if not _acting(memo):
         return SPEC_CHECK_S  # stopping after a lost Lease: a second leader may act (and account) already
     kube: Kube = memo.kube
     config: OperatorConfig = memo.config
-    gm = await kube.get_green_model(namespace, name)
-    if gm is None or gm["metadata"].get("deletionTimestamp"):
+    gm = copy.deepcopy(dict(body))  # this tick's snapshot: the live view changes under an await
+    if not gm.get("metadata") or gm["metadata"].get("deletionTimestamp"):
         return 15.0
+    namespace, name = gm["metadata"]["namespace"], gm["metadata"]["name"]
     subject = kopf.Body(cast(kopf.RawBody, gm))  # what Events are about
-    try:
-        spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
-    except ValidationError:
+    spec = memory.compile(gm, config)
+    if spec is None:
         return 15.0  # reconcile has set SpecValid=False; nothing to scale
-    if _condition_status(gm, api.ConditionType.SPEC_VALID) == "False":
-        return parse_duration(spec.scaling.interval)  # e.g. a GPU type without calibration
     interval = parse_duration(spec.scaling.interval)
-    try:
-        trust.check(spec, namespace, config)
-    except trust.UntrustedSpecError:
-        return interval  # reconcile sets SpecValid=False; nothing is asked of any Prometheus
+    if _condition_status(gm, api.ConditionType.SPEC_VALID) == "False":
+        return interval  # e.g. a GPU type without calibration
     status = gm.get("status") or {}
     applied = carried_decision(spec, status.get("lastDecision"))
     if applied is None:
         return interval  # reconcile has not deployed anything yet
     now = time.time()
     saved = status.get("controllerState")
-    state = LoopState.from_status(saved) if saved else initial_state(spec, now, applied)
+    state = memory.state
+    if state is None:
+        state = LoopState.from_status(saved) if saved else initial_state(spec, now, applied)
 
     since = None if state.last_sample_time is None else now - state.last_sample_time
     queries = metrics.build_queries(
@@ -486,11 +552,29 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         overrides=config.queries,
         default_carbon_g_per_kwh=config.default_carbon_intensity_g_per_kwh,
     )
-    query = _prometheus(memo, trust.prometheus_url(spec, config))
+    url = trust.prometheus_url(spec, config)
+    query = _prometheus(memo, url)
+    overrides = frozenset(spec.metrics.queries) | frozenset(config.queries)
+    batched = fleet_observer.batched_names(spec, overrides, own_url=url != config.prometheus_url)
     try:
-        observation = await asyncio.to_thread(
-            metrics.observe, query, queries, now, metrics.max_age_s(interval), state.last_energy_j
-        )
+        if batched:
+            observation = await fleet_observer.observe(
+                _fleet(memo, url),
+                query,
+                queries,
+                spec,
+                (namespace, render.workload_name(name)),
+                batched=batched,
+                window=config.rate_window,
+                interval_s=interval,
+                now=now,
+                previous_energy_j=state.last_energy_j,
+                energy=memory.energy,
+            )
+        else:
+            observation = await asyncio.to_thread(
+                metrics.observe, query, queries, now, metrics.max_age_s(interval), state.last_energy_j
+            )
         metrics_ok = observation.has_demand
         metrics_reason = "Observed" if metrics_ok else "NoData"
         metrics_message = "" if metrics_ok else "no vLLM token rates for this GreenModel's pods"
@@ -500,6 +584,7 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         logger.warning("metrics unavailable, holding the last decision: %s", e)
 
     state, decision = step(spec, state, observation, now, memo.energy)
+    memory.state = state
 
     changed = not render.same_decision(decision, status.get("lastDecision"))
     generation = gm["metadata"].get("generation")
@@ -567,10 +652,17 @@ async def tick(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) 
         }
         if changed:
             new_status["lastDecision"] = render.decision_record(decision, stamp)
-        return new_status
+        reason = "change" if changed else memory.due(current, new_status, time.monotonic(), write_period)
+        why[:] = [reason] if reason else []
+        return new_status if reason else None
 
-    if await update_status(kube, namespace, name, build, read=latest) is None:
-        return interval
+    why: list[str] = []
+    write_period = config.accounting_write_period_s
+    if await update_status(kube, namespace, name, build, read=latest) is not None:
+        memory.written_at = time.monotonic()
+        memo.telemetry.status_writes.labels(why[0]).inc()
+    if not budget_was:
+        return interval  # the object is gone or reconcile owns this generation's status now
     was_met, met = budget_was[0], budget_now[0]
     if met is False and was_met != "False":
         kopf.warn(subject, reason="BudgetExceeded", message=render.short(decision.reason, EVENT_MESSAGE_MAX))

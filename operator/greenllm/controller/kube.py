@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from aiolimiter import AsyncLimiter
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -20,14 +21,34 @@ from greenllm.api import v1alpha1 as api
 MERGE_PATCH = "application/merge-patch+json"
 
 
+class RateLimit:
+    """Client-side rate limit of the operator's own requests, as controller-runtime's QPS and burst: a
+    token bucket of `burst` tokens refilled at `qps` per second (aiolimiter's leaky bucket is the same
+    thing). A real API server's Priority and Fairness throttles a controller that floods it; this keeps
+    the operator below that on its own. `throttled` counts requests that had to wait."""
+
+    def __init__(self, qps: float, burst: int, throttled: Callable[[], None] = lambda: None) -> None:
+        self._bucket = AsyncLimiter(burst, burst / qps)
+        self._throttled = throttled
+
+    async def __aenter__(self) -> None:
+        if not self._bucket.has_capacity():
+            self._throttled()
+        await self._bucket.acquire()
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, limit: RateLimit | None = None) -> None:
         self._apps = client.AppsV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._limit = limit
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, limit: RateLimit | None = None) -> Kube:
         """As the operator's login: an explicit $KUBECONFIG, else the service account, else ~/.kube/config."""
         if os.environ.get("KUBECONFIG"):
             config.load_kube_config()  # type: ignore[no-untyped-call]
@@ -36,32 +57,40 @@ class Kube:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
                 config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient())
+        return cls(client.ApiClient(), limit)
+
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self._limit is None:
+            return await _call(method, *args, **kwargs)
+        async with self._limit:
+            return await _call(method, *args, **kwargs)
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await _call(self._method(kind, "read"), name, namespace)
+            return await self._call(self._method(kind, "read"), name, namespace)
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        return await _call(self._method(obj["kind"], "create"), obj["metadata"]["namespace"], obj)
+        return await self._call(self._method(obj["kind"], "create"), obj["metadata"]["namespace"], obj)
 
     async def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await _call(self._method(kind, "patch"), name, namespace, patch, _content_type=MERGE_PATCH)
+        return await self._call(
+            self._method(kind, "patch"), name, namespace, patch, _content_type=MERGE_PATCH
+        )
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
-            await _call(self._method(kind, "delete"), name, namespace)
+            await self._call(self._method(kind, "delete"), name, namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
 
     async def get_green_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await _call(
+            return await self._call(
                 self._custom.get_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL, name
             )
         except ApiException as e:
@@ -76,7 +105,7 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        return await _call(
+        return await self._call(
             self._custom.patch_namespaced_custom_object_status,
             api.GROUP,
             api.VERSION,

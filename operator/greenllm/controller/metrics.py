@@ -273,20 +273,41 @@ def observe(
     query: Query, queries: QuerySet, now: float, max_age_s: float, previous_energy_j: float | None
 ) -> Observation:
     """Run every query. MetricsError (with the failing query named) if Prometheus fails; None per unknown."""
+    values = fetch(query, queries)
+    return observation_from(values, values.pop("carbon_intensity", None), now, max_age_s, previous_energy_j)
+
+
+def fetch(query: Query, queries: QuerySet) -> dict[str, float | None]:
+    """Each query's value by name, and "carbon_intensity" (the query's or the static one)."""
     values: dict[str, float | None] = {}
     for name, promql in queries.queries.items():
-        try:
-            values[name] = scalar(query(promql))
-        except MetricsError as e:
-            raise MetricsError(f"{name}: {e}") from e
-        except Exception as e:  # the client raises several types for one outcome: no answer
-            raise MetricsError(f"{name}: {type(e).__name__}: {e}") from e
-    carbon = queries.carbon_static
+        values[name] = run(query, name, promql)
+    values["carbon_intensity"] = queries.carbon_static
     if queries.carbon_query is not None:
-        try:
-            carbon = scalar(query(queries.carbon_query))
-        except Exception as e:
-            raise MetricsError(f"carbon_intensity: {e}") from e
+        values["carbon_intensity"] = run(query, "carbon_intensity", queries.carbon_query)
+    return values
+
+
+def run(query: Query, name: str, promql: str) -> float | None:
+    """One query's number; MetricsError naming the query if Prometheus fails or answers garbage."""
+    try:
+        return scalar(query(promql))
+    except MetricsError as e:
+        raise MetricsError(f"{name}: {e}") from e
+    except Exception as e:  # the client raises several types for one outcome: no answer
+        raise MetricsError(f"{name}: {type(e).__name__}: {e}") from e
+
+
+def observation_from(
+    values: dict[str, float | None],
+    carbon: float | None,
+    now: float,
+    max_age_s: float,
+    previous_energy_j: float | None,
+) -> Observation:
+    """The observation the answers (by query name) make: unknown (None) where they are missing, NaN,
+    negative or out of range; power unknown when its reading is older than `max_age_s`."""
+    values = dict(values)
     # Rates, gauges, latencies and power cannot be negative: a negative answer (a counter reset seen by
     # rate(), a bad override query) is unknown data, never zero demand, so the loop holds its decision.
     rates = ("prompt_tokens_per_s", "output_tokens_per_s", "requests_per_s", "requests_waiting")

@@ -63,6 +63,17 @@ class Telemetry:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.loop_errors = Counter("greenllm_loop_errors", "Ticks that failed", (*LABELS, "kind"), registry=r)
+        self.kube_throttled = Counter(
+            "greenllm_kube_requests_throttled",
+            "Operator API requests that waited for the client-side rate limit (--kube-api-qps / -burst)",
+            registry=r,
+        )
+        self.status_writes = Counter(
+            "greenllm_status_writes",
+            "Status writes of the autoscaling loop, by why: a change readers see, or accounting only",
+            ("why",),
+            registry=r,
+        )
         self._variants: dict[tuple[str, str], str] = {}
         self._reasons: dict[tuple[str, str], str] = {}
         self._server: WSGIServer | None = None

@@ -270,6 +270,30 @@ def decision_record(decision: Decision, now: str) -> dict[str, Any]:
     return record.model_dump(by_alias=True, mode="json")
 
 
+# Status fields that only carry accounting or measurements (they change every tick): written at most every
+# --accounting-write-period. Everything else is what a reader acts on, written when it changes.
+ACCOUNTING_FIELDS = frozenset({"observed", "period", "controllerState", "energyText"})
+
+
+def reader_view(status: Mapping[str, Any]) -> object:
+    """What a reader of the status would see change: the fields outside ACCOUNTING_FIELDS, and each
+    condition's type, status and reason (not its message, which carries the measurements)."""
+    view = {k: v for k, v in status.items() if k not in ACCOUNTING_FIELDS | {"conditions"}}
+    conditions = sorted(
+        (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or ()
+    )
+    return json.dumps(_without_nulls(view), sort_keys=True, default=str), tuple(conditions)
+
+
+def _without_nulls(value: Any) -> Any:
+    """A merge patch's null deletes the field: stored status has no key where the written one said null."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def decision_status(decision: Decision) -> dict[str, Any]:
     """The status fields the node agent and `kubectl get gm` read."""
     return {

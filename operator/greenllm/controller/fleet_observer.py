@@ -1,0 +1,137 @@
+"""Runs the fleet queries of one Prometheus for every GreenModel's tick, each at most once per freshness
+period (controller/fleet_queries.py says what they ask); and puts one GreenModel's observation together
+from their rows and its own queries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from greenllm.api import v1alpha1 as api
+from greenllm.api.durations import parse_duration
+from greenllm.controller import fleet_queries, metrics
+from greenllm.controller.fleet_queries import CounterReading, FleetQuery, Row
+from greenllm.core.decision import Observation
+
+
+class FleetObserver:
+    """Answers of the fleet queries, shared by every GreenModel read from one Prometheus: a query runs
+    when its last answer is older than the asking GreenModel's freshness (half its interval, so at most
+    twice an interval), and one run serves everyone waiting for it. A failure is remembered as long as an
+    answer would be, so a Prometheus that is down is not asked again by every GreenModel."""
+
+    def __init__(self, query: metrics.Query, clock: Callable[[], float] = time.monotonic) -> None:
+        self._query = query
+        self._clock = clock
+        self._answers: dict[str, tuple[float, Any]] = {}  # promql -> (when, parsed rows or the error)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.runs = 0
+
+    async def answer(self, q: FleetQuery, fresh_s: float) -> Any:
+        lock = self._locks.setdefault(q.promql, asyncio.Lock())
+        async with lock:
+            cached = self._answers.get(q.promql)
+            if cached is None or self._clock() - cached[0] >= fresh_s:
+                self.runs += 1
+                try:
+                    raw = await asyncio.to_thread(self._query, q.promql)
+                    parse = (
+                        fleet_queries.counter_rows
+                        if q.template in fleet_queries.COUNTERS
+                        else fleet_queries.rows
+                    )
+                    parsed: Any = parse(raw)
+                except Exception as e:
+                    parsed = (
+                        e
+                        if isinstance(e, metrics.MetricsError)
+                        else metrics.MetricsError(f"{type(e).__name__}: {e}")
+                    )
+                cached = (self._clock(), parsed)
+                self._answers[q.promql] = cached
+        if isinstance(cached[1], Exception):
+            raise metrics.MetricsError(f"{q.template}: {cached[1]}")
+        return cached[1]
+
+
+@dataclass
+class EnergyReadings:
+    """A GreenModel's last reading of its GPUs' energy counters (the baseline of the next increase)."""
+
+    last: CounterReading | None = None
+
+
+def batched_names(spec: api.GreenModelSpec, overrides: frozenset[str], own_url: bool) -> frozenset[str]:
+    """The query names a GreenModel takes from the fleet: all but those it or the operator config
+    overrides (`overrides`: template names); none when it reads its own Prometheus."""
+    if own_url:
+        return frozenset()
+    source = spec.metrics.power_source.value
+    names = (
+        "power_w",
+        "power_age_s",
+        "energy_j",
+        *metrics.DEMAND_QUERIES,
+        *metrics.LOAD_QUERIES,
+        *metrics.SLO_QUERIES,
+    )
+    return frozenset(n for n in names if _template(n, source) not in overrides)
+
+
+def _template(name: str, source: str) -> str:
+    """The template a query name is filled from: power_w -> dcgm_power_w, ..."""
+    return f"{source}_{name}" if name in ("power_w", "power_age_s", "energy_j") else name
+
+
+async def observe(
+    observer: FleetObserver,
+    per_model: metrics.Query,
+    queries: metrics.QuerySet,
+    spec: api.GreenModelSpec,
+    row: Row,
+    *,
+    batched: frozenset[str],
+    window: str,
+    interval_s: float,
+    now: float,
+    previous_energy_j: float | None,
+    energy: EnergyReadings,
+) -> Observation:
+    """The GreenModel's observation: the names in `batched` from the fleet's rows (its row `row`), the
+    rest from its own queries in `queries`. Energy from the fleet: the increase of its counters since its
+    last reading; without a last reading (first tick after a start) its own `increase` query, if any."""
+    source = spec.metrics.power_source.value
+    fresh_s = interval_s / 2
+    values: dict[str, float | None] = {}
+    own = replace(queries, queries={k: v for k, v in queries.queries.items() if k not in batched})
+    for name in sorted(batched):
+        template = _template(name, source)
+        q = fleet_queries.fleet_query(
+            template,
+            window=window,
+            attainment_window_s=parse_duration(spec.slo.attainment_window),
+            ttft_slo_ms=spec.slo.ttft_p90_ms,
+            tpot_slo_ms=spec.slo.tpot_p90_ms,
+        )
+        if q is None:
+            values[name] = None
+            continue
+        answer = await observer.answer(q, fresh_s)
+        if template in fleet_queries.COUNTERS:
+            current: CounterReading = answer.get(row, CounterReading({}))
+            if energy.last is not None:  # no counters at all: unknown, as an empty increase() is
+                values[name] = (
+                    fleet_queries.energy_increase_j(energy.last, current) if current.series else None
+                )
+            elif name in queries.queries:  # the time since the persisted sample: the GreenModel's own query
+                own.queries[name] = queries.queries[name]
+            energy.last = current
+        else:
+            values[name] = answer.get(row)
+    fetched = await asyncio.to_thread(metrics.fetch, per_model, own)
+    carbon = fetched.pop("carbon_intensity", None)
+    values.update(fetched)
+    return metrics.observation_from(values, carbon, now, metrics.max_age_s(interval_s), previous_energy_j)

@@ -1,0 +1,138 @@
+"""FleetObserver: each fleet query runs once per freshness period for every GreenModel that asks, a failure
+is remembered as long as an answer, and a GreenModel's energy comes from the increase of its counters
+since its own last reading (its own `increase` query only when it has none)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from greenllm.api import v1alpha1 as api
+from greenllm.controller import fleet_observer, fleet_queries, metrics
+
+NS = "prod"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _row(deployment: str, value: float, **labels: str) -> dict[str, Any]:
+    return {"metric": {"namespace": NS, "deployment": deployment, **labels}, "value": [100.0, str(value)]}
+
+
+def test_one_run_serves_every_green_model_until_the_answer_is_stale() -> None:
+    calls: list[str] = []
+
+    def query(promql: str) -> Any:
+        calls.append(promql)
+        return [_row("a", 1.0), _row("b", 2.0)]
+
+    clock = Clock()
+    observer = fleet_observer.FleetObserver(query, clock)
+    q = fleet_queries.FleetQuery("requests_waiting", "sum by (namespace, deployment) (x)")
+
+    async def ask_all() -> list[Any]:
+        return list(await asyncio.gather(*(observer.answer(q, fresh_s=7.5) for _ in range(50))))
+
+    answers = asyncio.run(ask_all())
+    assert len(calls) == 1 and all(a == {(NS, "a"): 1.0, (NS, "b"): 2.0} for a in answers)
+    clock.now = 7.0
+    asyncio.run(observer.answer(q, fresh_s=7.5))
+    assert len(calls) == 1
+    clock.now = 7.6
+    asyncio.run(observer.answer(q, fresh_s=7.5))
+    assert len(calls) == 2
+
+
+def test_a_failure_is_remembered_for_everyone_as_an_answer_would_be() -> None:
+    calls = 0
+
+    def query(promql: str) -> Any:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("refused")
+
+    clock = Clock()
+    observer = fleet_observer.FleetObserver(query, clock)
+    q = fleet_queries.FleetQuery("requests_waiting", "x")
+    for _ in range(3):
+        with pytest.raises(metrics.MetricsError, match="requests_waiting: ConnectionError: refused"):
+            asyncio.run(observer.answer(q, fresh_s=5))
+    assert calls == 1
+    clock.now = 6
+    with pytest.raises(metrics.MetricsError):
+        asyncio.run(observer.answer(q, fresh_s=5))
+    assert calls == 2
+
+
+def _spec() -> api.GreenModelSpec:
+    return api.GreenModelSpec.model_validate(
+        {"model": {"name": "m"}, "variants": [{"name": "bf16", "precision": "bf16", "image": "i"}]}
+    )
+
+
+def test_energy_is_the_increase_since_the_green_models_own_last_reading() -> None:
+    readings = iter([1000.0, 1600.0, 1750.0])  # mJ... in J here: the fleet query divides by 1000 already
+    own_queries: list[str] = []
+
+    def fleet(promql: str) -> Any:
+        if "ENERGY" in promql:
+            value = next(readings)
+            return [
+                _row("gm", value, UUID="GPU-0", pod="gm-5d8f7c9b6-aaaaa")
+                | {"value": [value / 10, str(value)]}
+            ]
+        return []
+
+    def own(promql: str) -> Any:
+        own_queries.append(promql)
+        return [{"metric": {}, "value": [0, "42"]}] if "increase" in promql else []
+
+    clock = Clock()
+    observer = fleet_observer.FleetObserver(fleet, clock)
+    spec = _spec()
+    memory = fleet_observer.EnergyReadings()
+    batched = fleet_observer.batched_names(spec, frozenset(), own_url=False)
+    totals = []
+    previous: float | None = None
+    for since in (30.0, 15.0, 15.0):  # a restart: the persisted sample was 30 s ago
+        queries = metrics.build_queries(spec, NS, "gm", since_s=since)
+        obs = asyncio.run(
+            fleet_observer.observe(
+                observer,
+                own,
+                queries,
+                spec,
+                (NS, "gm"),
+                batched=batched,
+                window="1m",
+                interval_s=15,
+                now=clock.now,
+                previous_energy_j=previous,
+                energy=memory,
+            )
+        )
+        previous = obs.energy_j_total
+        totals.append(previous)
+        clock.now += 15
+    # First: the own increase() since the persisted sample (42 J); then the counters' increases.
+    assert totals == [42.0, 42.0 + 600.0, 42.0 + 600.0 + 150.0]
+    assert sum("increase" in q for q in own_queries) == 1
+
+
+def test_overridden_queries_and_an_own_prometheus_are_not_batched() -> None:
+    spec = _spec()
+    every = fleet_observer.batched_names(spec, frozenset(), own_url=False)
+    assert "prompt_tokens_per_s" in every and "energy_j" in every and "attainment" in every
+    fewer = fleet_observer.batched_names(
+        spec, frozenset({"prompt_tokens_per_s", "dcgm_power_w"}), own_url=False
+    )
+    assert every - fewer == {"prompt_tokens_per_s", "power_w"}
+    assert fleet_observer.batched_names(spec, frozenset(), own_url=True) == frozenset()
