@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, Power, Variant
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.core.plan_catalog import CatalogMemo
 
 
 class TableSource:
@@ -20,8 +21,9 @@ class TableSource:
         table: Mapping[tuple[str, PowerSetting], ReplicaPerformance],
     ):
         self.settings = settings
-        # Read-only: the planner remembers what a source answered for a spec (`catalog`).
+        # Read-only: the planner remembers what a source answered for a spec, in the source's own memo.
         self.table: Mapping[tuple[str, PowerSetting], ReplicaPerformance] = MappingProxyType(dict(table))
+        self.catalogs = CatalogMemo()
 
     def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         return self.settings

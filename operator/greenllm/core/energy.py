@@ -40,6 +40,7 @@ from greenllm.core.calibration_records import Calibration, GpuPowerLimits, GpuRe
 from greenllm.core.derived_profiles import derive_eight_bit, derive_int4, scale_profile
 from greenllm.core.model_names import normalize_gpu_name, normalize_model_name, params_from_name
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.core.plan_catalog import CatalogMemo
 from greenllm.core.power_response import PowerResponse, compute_bound_response, scaled_clock, scaled_savings
 from greenllm.core.profile_fit import CurvePoint, Profile, fit_all, lerp_point
 
@@ -87,13 +88,19 @@ class EnergyModel:
                 k: replace(g, clock=scaled_clock(g.clock, cap_saving_scale)) for k, g in self._gpus.items()
             }
         self._known_params = {normalize_model_name(p.model): p.params_b for p in self._profiles}
+        # What the model remembers lives in this instance, none in the module: its answers depend only on
+        # its calibration (fixed for its life) and the spec's content, so they stay true while it lives.
+        # By content: a replica's base curve; its performance per TPOT SLO and setting; the settings per GPU
+        # type and power mode (bounded); the planner's catalogs of its answers (bounded, one per spec in use).
         self._base_cache: dict[tuple[object, ...], _ReplicaBase] = {}
         self._perf_cache: dict[tuple[object, ...], ReplicaPerformance | None] = {}
-        # Fast path keyed by object identity: the operator and the simulator hand the same (frozen) spec
-        # and variant objects on every tick, so a lookup needs no name normalising or profile hashing.
-        # Each entry keeps its objects, so an id is never mistaken for a later object's reused id.
-        self._by_identity: dict[int, tuple[GreenModelSpec, dict[_FastKey, _Hit]]] = {}
         self._settings: dict[tuple[str, PowerMode, float | None], tuple[PowerSetting, ...]] = {}
+        self.catalogs = CatalogMemo()
+        # A fast path by object identity (bounded): a caller that keeps its parsed spec between ticks (the
+        # simulator does) hands the same frozen spec and variant objects every time, so a lookup needs no
+        # name normalising or profile hashing. Each entry holds its spec and variant, so no other object
+        # can take their ids while it exists: an id is never mistaken for a later object's.
+        self._by_identity: dict[int, tuple[GreenModelSpec, dict[_FastKey, _Hit]]] = {}
 
     # ---- public helpers
 

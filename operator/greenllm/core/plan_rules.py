@@ -34,7 +34,8 @@ class PerformanceSource(Protocol):
     """What the planner needs from the energy model (greenllm.core.energy.EnergyModel satisfies it).
 
     Answers may depend on the GPU, the model, the TPOT SLO, the power settings and the variant only, and
-    must not change for the same arguments: the planner remembers them (`catalog`)."""
+    must not change for the same arguments: a source that keeps a `core.plan_catalog.CatalogMemo` as its
+    `catalogs` attribute (EnergyModel does) has them remembered per spec content."""
 
     def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         """The per-GPU power settings the planner may choose from (just one for mode Fixed / Off)."""
@@ -81,17 +82,10 @@ class CurveFacts:
     nondecreasing: bool  # decode power never falls as the decode rate rises
 
 
-_FACTS_MEMO: dict[int, tuple[ReplicaPerformance, CurveFacts]] = {}
-_MEMO_LIMIT = 4096
-
-
 def curve_facts(perf: ReplicaPerformance) -> CurveFacts:
     """Facts of `perf`'s decode curve (planner doc). On each linear piece D(r) = a + b r, D(r) / r = a / r + b
-    is monotone in r, so its least value over the curve is at a measured point. Memoised per (immutable)
-    object: sources hand out the same ReplicaPerformance on every tick."""
-    hit = _FACTS_MEMO.get(id(perf))
-    if hit is not None and hit[0] is perf:
-        return hit[1]
+    is monotone in r, so its least value over the curve is at a measured point. Computed once per
+    catalog entry (`core.plan_catalog.Catalog.facts`), not on every tick."""
     curve = perf.decode_curve
     monotone = all(
         p0 - (p1 - p0) / (r1 - r0) * r0 >= 0.0 for (r0, p0), (r1, p1) in itertools.pairwise(curve) if r1 > r0
@@ -99,17 +93,13 @@ def curve_facts(perf: ReplicaPerformance) -> CurveFacts:
     per_token = [w / r for r, w in curve if r > 0.0]
     if perf.output_tokens_per_s > curve[-1][0]:  # flat beyond the last point: J/token still falls
         per_token.append(curve[-1][1] / perf.output_tokens_per_s)
-    facts = CurveFacts(
+    return CurveFacts(
         monotone,
         min(per_token) if per_token else 0.0,
         min(w for _, w in curve),
         max(perf.prefill_power_w, max(w for _, w in curve)),
         all(p1 >= p0 for (_, p0), (_, p1) in itertools.pairwise(curve)),
     )
-    if len(_FACTS_MEMO) >= _MEMO_LIMIT:
-        _FACTS_MEMO.clear()
-    _FACTS_MEMO[id(perf)] = (perf, facts)
-    return facts
 
 
 def power_rises_with_replicas(perf: ReplicaPerformance) -> bool:
@@ -147,11 +137,12 @@ class Pair:
         variant: Variant,
         setting: PowerSetting,
         perf: ReplicaPerformance,
+        facts: CurveFacts,
         prompt: float,
         out: float,
         space: PlanSpace,
     ):
-        facts = curve_facts(perf)
+        """`facts`: curve_facts(perf), computed once with the catalog."""
         self.variant = variant.name
         self.quality = variant.quality
         self.setting = setting

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.decision import Demand
 from greenllm.core.performance import PowerSetting
-from greenllm.core.plan_catalog import catalog
+from greenllm.core.plan_catalog import catalog_of
 from greenllm.core.plan_rules import EPS, LN10, MEAN_PROMPT_TOKENS, Candidate, Pair, PerformanceSource
 
 _BOUND_SLACK = 1e-9  # pruning bounds are loosened by this much so float noise never prunes a winner
@@ -33,10 +33,13 @@ class PlanSpace:
         self.headroom_factor = max(1.0 + self.headroom, min_capacity)
         self.ttft_k = LN10 * MEAN_PROMPT_TOKENS / self.ttft_s  # TTFT rule: k = this / pc
         self._ordered: list[Pair] | None = None
-        runnable, unusable = catalog(spec, source)
-        self.unusable: Mapping[str, str] = unusable  # variant -> why it is never considered
+        found = catalog_of(spec, source)
+        self.unusable: Mapping[str, str] = found.unusable  # variant -> why it is never considered
         prompt, out = demand.prompt_tokens_per_s, demand.output_tokens_per_s
-        self.pairs: list[Pair] = [Pair(v, st, perf, prompt, out, self) for v, st, perf in runnable]
+        self.pairs: list[Pair] = [
+            Pair(v, st, perf, facts, prompt, out, self)
+            for (v, st, perf), facts in zip(found.runnable, found.facts, strict=True)
+        ]
 
     # ------------------------------------------------------------------ evaluation
     def power(self, pair: Pair, n: int) -> float:
