@@ -65,8 +65,9 @@ from tests.prometheus_server import Exporter, FakeFleet, PodSeries, PrometheusSe
 from greenllm.api.crd import custom_resource_definition  # noqa: E402
 from greenllm.api.durations import parse_duration  # noqa: E402
 from greenllm.api.v1alpha1 import GreenModelSpec  # noqa: E402
-from greenllm.controller import metrics  # noqa: E402
+from greenllm.controller.prometheus import prometheus_query  # noqa: E402
 from greenllm.core.render import workload_name  # noqa: E402
+from greenllm.loop import promql  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "qwen3-8b-minimal.yaml"
 GM = "greenllm.io/v1alpha1/greenmodels"
@@ -97,10 +98,8 @@ def layout(n: int, per_namespace: int) -> list[tuple[str, str]]:
 def pod_name(deployment: str) -> str:
     """A pod name the operator's PromQL selects for `deployment` (<deployment>-<rs hash>-<suffix>)."""
     name = f"{deployment}-5d8f7c9b6-abcde"
-    if re.fullmatch(metrics.pod_regex(deployment), name) is None:
-        raise ValueError(
-            f"{name} is not selected by the operator's pod regex {metrics.pod_regex(deployment)}"
-        )
+    if re.fullmatch(promql.pod_regex(deployment), name) is None:
+        raise ValueError(f"{name} is not selected by the operator's pod regex {promql.pod_regex(deployment)}")
     return name
 
 
@@ -629,16 +628,16 @@ class _Bench:
         every = min(max(1.0, result.interval_s), 15.0)
         deadline = t0 + result.ticks * result.interval_s * 4 + 120.0
         spec = GreenModelSpec.model_validate(self.example["spec"])
-        probe = metrics.prometheus_query(self.prometheus_url, 10.0)
+        probe = prometheus_query(self.prometheus_url, 10.0)
         probes: list[float] = []
         probe_queries: list[int] = []  # Prometheus counts these too: they are not the operator's
 
         def probe_once() -> None:
             ns, name = self.objects[len(probes) * 7919 % len(self.objects)]
-            queries = metrics.build_queries(spec, ns, workload_name(name), since_s=result.interval_s)
+            queries = promql.build_queries(spec, ns, workload_name(name), since_s=result.interval_s)
             probe_queries.append(len(queries.queries) + (queries.carbon_query is not None))
             started = time.perf_counter()
-            metrics.observe(probe, queries, time.time(), 3 * result.interval_s, None)
+            promql.observe(probe, queries, time.time(), 3 * result.interval_s, None)
             probes.append(time.perf_counter() - started)
 
         while h1.count - h0.count < want:

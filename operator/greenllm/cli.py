@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from greenllm.controller import handlers  # noqa: F401  (importing registers the handlers)
-    from greenllm.controller.metrics import set_default_connection
+    from greenllm.controller.prometheus import set_default_connection
 
     kopf.configure(verbose=config.log_level == "debug")
     _set_log_level(config.log_level)

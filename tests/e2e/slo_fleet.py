@@ -2,7 +2,7 @@
 node agent's per-GPU peak-queue gauge.
 
 - `vllm:time_to_first_token_seconds` and `vllm:request_time_per_output_token_seconds`, with vLLM v0.11.1's
-  bucket boundaries (`controller.metrics.VLLM_*_BUCKETS_S`) and its `le` spelling (prometheus_client's),
+  bucket boundaries (`loop.promql.VLLM_*_BUCKETS_S`) and its `le` spelling (prometheus_client's),
   labels `model_name`, `engine`, `namespace`, `pod`;
 - `greenllm_agent_waiting_requests_peak{namespace, pod, greenmodel, gpu, node}`, one series per GPU.
 
@@ -20,12 +20,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from greenllm.controller.metrics import (
-    TPOT_HISTOGRAM,
-    TTFT_HISTOGRAM,
-    VLLM_TPOT_BUCKETS_S,
-    VLLM_TTFT_BUCKETS_S,
-)
+from greenllm.loop.promql import TPOT_HISTOGRAM, TTFT_HISTOGRAM, VLLM_TPOT_BUCKETS_S, VLLM_TTFT_BUCKETS_S
 from tests.prometheus_server import FakeFleet
 
 Mix = tuple[tuple[float, float], ...]  # (latency s, share of requests); shares sum to 1

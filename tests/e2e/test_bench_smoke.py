@@ -20,7 +20,7 @@ import kmock
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from greenllm.controller.metrics import pod_regex
+from greenllm.loop.promql import pod_regex
 
 pytestmark = pytest.mark.e2e
 

@@ -12,14 +12,15 @@ from tests.e2e.slo_fleet import SloFleet, SloSeries
 from tests.prometheus_server import scraped
 
 from greenllm.api import v1alpha1 as api
-from greenllm.controller import metrics
+from greenllm.controller.prometheus import prometheus_query
 from greenllm.core.decision import Observation
+from greenllm.loop import promql
 
 POD = "llama-5d8f7c9b6-{}"  # what pod_regex("llama") matches
 
 
 @pytest.fixture(scope="module")
-def prometheus() -> Iterator[tuple[SloFleet, metrics.Query]]:
+def prometheus() -> Iterator[tuple[SloFleet, promql.Query]]:
     fleet = SloFleet()
     # 90 % of first tokens within 1 s, 6 % at 1.8 s (within a 2 s SLO, but vLLM has no 2.0 bucket), 4 % late;
     # 97 % of requests within 50 ms per output token.
@@ -68,7 +69,7 @@ def prometheus() -> Iterator[tuple[SloFleet, metrics.Query]]:
     ):
         fleet.set_slo(series)
     with scraped(fleet) as server:
-        yield fleet, metrics.prometheus_query(server.url, timeout_s=5.0)
+        yield fleet, prometheus_query(server.url, timeout_s=5.0)
 
 
 def spec(**slo: Any) -> api.GreenModelSpec:
@@ -81,9 +82,9 @@ def spec(**slo: Any) -> api.GreenModelSpec:
     )
 
 
-def observe(query: metrics.Query, namespace: str, **slo: Any) -> Observation:
-    qs = metrics.build_queries(spec(**slo), namespace, "llama", window="5s")
-    return metrics.observe(query, qs, now=time.time(), max_age_s=30.0, previous_energy_j=None)
+def observe(query: promql.Query, namespace: str, **slo: Any) -> Observation:
+    qs = promql.build_queries(spec(**slo), namespace, "llama", window="5s")
+    return promql.observe(query, qs, now=time.time(), max_age_s=30.0, previous_energy_j=None)
 
 
 def eventually(check: Callable[[], Any], message: str, timeout: float = 60.0) -> Any:
@@ -97,7 +98,7 @@ def eventually(check: Callable[[], Any], message: str, timeout: float = 60.0) ->
         time.sleep(0.2)
 
 
-def attainment(query: metrics.Query, namespace: str, **slo: Any) -> float:
+def attainment(query: promql.Query, namespace: str, **slo: Any) -> float:
     """The attainment once Prometheus has two scrapes of the histograms (rate() needs them)."""
     value = eventually(lambda: observe(query, namespace, **slo).attainment is not None, f"{namespace} data")
     assert value
@@ -106,7 +107,7 @@ def attainment(query: metrics.Query, namespace: str, **slo: Any) -> float:
     return result
 
 
-def test_attainment_from_the_buckets_at_the_slos(prometheus: tuple[SloFleet, metrics.Query]) -> None:
+def test_attainment_from_the_buckets_at_the_slos(prometheus: tuple[SloFleet, promql.Query]) -> None:
     _, query = prometheus
     # A 2 s TTFT SLO lies 2/3 of the way from the 1.0 to the 2.5 bucket: the 6 % between them count as
     # spread evenly over the bucket (as histogram_quantile reads it), 4 % within the SLO.
@@ -123,18 +124,18 @@ def test_attainment_from_the_buckets_at_the_slos(prometheus: tuple[SloFleet, met
     )
 
 
-def test_attainment_weights_pods_by_their_requests(prometheus: tuple[SloFleet, metrics.Query]) -> None:
+def test_attainment_weights_pods_by_their_requests(prometheus: tuple[SloFleet, promql.Query]) -> None:
     _, query = prometheus
     assert attainment(query, "two") == pytest.approx((10 * 1.0 + 30 * 0.5) / 40, abs=1e-6)
 
 
-def test_attainment_union_bound_is_clamped_at_zero(prometheus: tuple[SloFleet, metrics.Query]) -> None:
+def test_attainment_union_bound_is_clamped_at_zero(prometheus: tuple[SloFleet, promql.Query]) -> None:
     _, query = prometheus
     assert attainment(query, "bad") == 0.0  # 0.3 + 0.4 - 1 < 0
 
 
 def test_attainment_is_unknown_without_a_histogram_or_requests(
-    prometheus: tuple[SloFleet, metrics.Query],
+    prometheus: tuple[SloFleet, promql.Query],
 ) -> None:
     _, query = prometheus
     attainment(query, "mixed")  # Prometheus has scraped enough for a rate
@@ -144,7 +145,7 @@ def test_attainment_is_unknown_without_a_histogram_or_requests(
     assert observe(query, "mixed", tpotP90Ms=5).attainment is None  # SLO below vLLM's first bucket
 
 
-def test_peak_waiting_is_each_pods_highest_in_the_window(prometheus: tuple[SloFleet, metrics.Query]) -> None:
+def test_peak_waiting_is_each_pods_highest_in_the_window(prometheus: tuple[SloFleet, promql.Query]) -> None:
     fleet, query = prometheus
     pod_a = POD.format("aaaaa")
     assert eventually(lambda: observe(query, "queue").peak_waiting_requests == 10.0, "7 + 3")
@@ -153,12 +154,12 @@ def test_peak_waiting_is_each_pods_highest_in_the_window(prometheus: tuple[SloFl
     eventually(lambda: observe(query, "queue").peak_waiting_requests == 12.0, "the new peak")
     fleet.update_slo("queue", pod_a, peak_waiting={"GPU-0": 1.0, "GPU-1": 1.0})
     now = 'sum(greenllm_agent_waiting_requests_peak{namespace="queue"})'  # every GPU's latest value
-    eventually(lambda: metrics.scalar(query(now)) == 105.0, "the queue to fall (1 + 1 + 3 + 100)")
+    eventually(lambda: promql.scalar(query(now)) == 105.0, "the queue to fall (1 + 1 + 3 + 100)")
     assert observe(query, "queue").peak_waiting_requests == 12.0  # the window remembers
 
 
 def test_peak_arrivals_is_the_largest_fleet_burst_in_the_window(
-    prometheus: tuple[SloFleet, metrics.Query],
+    prometheus: tuple[SloFleet, promql.Query],
 ) -> None:
     fleet, query = prometheus
     pod_a = POD.format("aaaaa")
@@ -169,5 +170,5 @@ def test_peak_arrivals_is_the_largest_fleet_burst_in_the_window(
     eventually(lambda: observe(query, "burst").peak_arrivals == 45.0, "the larger burst")
     fleet.update_slo("burst", pod_a, peak_arrivals={"GPU-0": 0.0, "GPU-1": 0.0})
     now = 'sum(greenllm_agent_arrivals_peak{namespace="burst"})'  # every GPU's latest value
-    eventually(lambda: metrics.scalar(query(now)) == 505.0, "the burst to pass (0 + 0 + 5 + 500)")
+    eventually(lambda: promql.scalar(query(now)) == 505.0, "the burst to pass (0 + 0 + 5 + 500)")
     assert observe(query, "burst").peak_arrivals == 45.0  # the window remembers the fleet's largest

@@ -13,8 +13,9 @@ from tests.e2e.slo_fleet import SloFleet, SloSeries
 from tests.prometheus_server import PodSeries, scraped
 
 from greenllm.api import v1alpha1 as api
-from greenllm.controller import fleet_queries, metrics
-from greenllm.controller.fleet_queries import CounterReading
+from greenllm.controller.prometheus import PrometheusConnection, prometheus_client
+from greenllm.loop import fleet_queries, promql
+from greenllm.loop.fleet_queries import CounterReading
 
 MODELS = (("team-a", "llama"), ("team-a", "mistral"), ("team-b", "llama"))
 PODS = {
@@ -60,11 +61,11 @@ def prometheus() -> Iterator[tuple[SloFleet, Any]]:
         PodSeries(OTHER[0], OTHER[1], "GPU-x", power_w=999.0, prompt_tokens_per_s=1e6, waiting=99.0)
     )
     with scraped(fleet) as server:
-        client = metrics.prometheus_client(server.url, 5.0, 0, metrics.PrometheusConnection())
+        client = prometheus_client(server.url, 5.0, 0, PrometheusConnection())
         yield fleet, client
 
 
-def _at(client: Any, when: float) -> metrics.Query:
+def _at(client: Any, when: float) -> promql.Query:
     """Queries evaluated at one instant: the per-GreenModel and the fleet answers see the same samples."""
 
     def run(promql: str) -> Any:
@@ -137,8 +138,8 @@ def test_every_green_model_reads_in_its_row_what_its_own_queries_answer(
         template = f"{source}_{name}" if name.startswith("power") else name
         fleet_rows = fleet_queries.rows(query(_fleet(template, spec).promql))
         for namespace, deployment in MODELS:
-            own = metrics.build_queries(spec, namespace, deployment, window=WINDOW)
-            expected = metrics.run(query, name, own.queries[name])
+            own = promql.build_queries(spec, namespace, deployment, window=WINDOW)
+            expected = promql.run(query, name, own.queries[name])
             got = fleet_rows.get((namespace, deployment))
             if expected is None:
                 assert got is None, (name, namespace, deployment)
@@ -160,9 +161,9 @@ def test_energy_is_the_counters_increase_between_two_readings(prometheus: tuple[
         a, b = first[(namespace, deployment)], second[(namespace, deployment)]
         assert {dict(key)["pod"] for key in b.series} == set(pods)  # one series per GPU, only its pods
         # The same counters read alone for this GreenModel's pods (mJ): the increase is theirs, in J.
-        selector = f'{{namespace="{namespace}",pod=~"{metrics.pod_regex(deployment)}"}}'
+        selector = f'{{namespace="{namespace}",pod=~"{promql.pod_regex(deployment)}"}}'
         own = f"sum(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{selector})"
-        before, after = metrics.run(_at(client, t1), "e", own), metrics.run(_at(client, t2), "e", own)
+        before, after = promql.run(_at(client, t1), "e", own), promql.run(_at(client, t2), "e", own)
         assert before is not None and after is not None
         increase = fleet_queries.energy_increase_j(a, b)
         assert increase == pytest.approx((after - before) / 1000, rel=1e-9)

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from tests.unit.test_step import fp16_cheaper, make_spec, started
 
 from greenllm.api import v1alpha1 as api
-from greenllm.controller import metrics
 from greenllm.core.step import step
+from greenllm.loop import promql
 
 
 def spec(**metrics_spec: Any) -> api.GreenModelSpec:
@@ -24,7 +24,7 @@ def spec(**metrics_spec: Any) -> api.GreenModelSpec:
 
 
 def test_dcgm_queries_select_the_deployments_pods() -> None:
-    qs = metrics.build_queries(spec(), "team-a", "llama", since_s=15.2)
+    qs = promql.build_queries(spec(), "team-a", "llama", since_s=15.2)
     sel = '{namespace="team-a",pod=~"llama-[a-z0-9]+-[a-z0-9]+"}'
     assert qs.queries["power_w"] == f"sum(DCGM_FI_DEV_POWER_USAGE{sel})"
     # The exact time since the last accounted sample (ms), not rounded to seconds: it is what is added.
@@ -43,7 +43,7 @@ def test_dcgm_queries_select_the_deployments_pods() -> None:
 
 
 def test_kepler_source_uses_kepler_labels() -> None:
-    qs = metrics.build_queries(spec(powerSource="kepler"), "ns", "d", since_s=30, window="2m")
+    qs = promql.build_queries(spec(powerSource="kepler"), "ns", "d", since_s=30, window="2m")
     sel = '{pod_namespace="ns",pod_name=~"d-[a-z0-9]+-[a-z0-9]+"}'
     assert qs.queries["power_w"] == f"sum(kepler_pod_gpu_watts{sel})"
     assert qs.queries["energy_j"] == f"sum(increase(kepler_pod_gpu_joules_total{sel}[30000ms]))"
@@ -51,11 +51,11 @@ def test_kepler_source_uses_kepler_labels() -> None:
 
 
 def test_first_tick_has_no_energy_query() -> None:
-    assert "energy_j" not in metrics.build_queries(spec(), "ns", "d").queries
+    assert "energy_j" not in promql.build_queries(spec(), "ns", "d").queries
 
 
 def test_overrides_spec_beats_operator_config() -> None:
-    qs = metrics.build_queries(
+    qs = promql.build_queries(
         spec(queries={"output_tokens_per_s": "sum(my_tokens{ns='{namespace}'})"}),
         "ns",
         "d",
@@ -67,12 +67,12 @@ def test_overrides_spec_beats_operator_config() -> None:
 
 
 def test_carbon_static_query_and_operator_default() -> None:
-    assert metrics.build_queries(spec(), "n", "d", default_carbon_g_per_kwh=300).carbon_static == 300
-    qs = metrics.build_queries(
+    assert promql.build_queries(spec(), "n", "d", default_carbon_g_per_kwh=300).carbon_static == 300
+    qs = promql.build_queries(
         spec(carbonIntensity={"gramsPerKwh": 56}), "n", "d", default_carbon_g_per_kwh=300
     )
     assert qs.carbon_static == 56
-    qs = metrics.build_queries(spec(carbonIntensity={"query": "grid_intensity{zone='FR'}"}), "n", "d")
+    qs = promql.build_queries(spec(carbonIntensity={"query": "grid_intensity{zone='FR'}"}), "n", "d")
     assert qs.carbon_query == "grid_intensity{zone='FR', namespace=\"n\"}"  # scoped to the GreenModel's
 
 
@@ -85,18 +85,18 @@ def sample(value: str) -> list[dict[str, Any]]:
     [(sample("12.5"), 12.5), ([], None), (sample("NaN"), None), (sample("+Inf"), None), (sample("0"), 0.0)],
 )
 def test_scalar(result: Any, expected: float | None) -> None:
-    assert metrics.scalar(result) == expected
+    assert promql.scalar(result) == expected
 
 
 @pytest.mark.parametrize(
     "result", [{"resultType": "matrix"}, [{"metric": {}}], [{"value": [1, "abc"]}], sample("1") + sample("2")]
 )
 def test_scalar_refuses_garbage(result: Any) -> None:
-    with pytest.raises(metrics.MetricsError):
-        metrics.scalar(result)
+    with pytest.raises(promql.MetricsError):
+        promql.scalar(result)
 
 
-def answers(values: dict[str, str | None]) -> metrics.Query:
+def answers(values: dict[str, str | None]) -> promql.Query:
     def query(promql: str) -> Any:
         for needle, value in values.items():
             if needle in promql:
@@ -107,7 +107,7 @@ def answers(values: dict[str, str | None]) -> metrics.Query:
 
 
 def test_observe_builds_an_observation_and_accumulates_energy() -> None:
-    qs = metrics.build_queries(spec(carbonIntensity={"gramsPerKwh": 100}), "n", "d", since_s=15)
+    qs = promql.build_queries(spec(carbonIntensity={"gramsPerKwh": 100}), "n", "d", since_s=15)
     query = answers(
         {
             "timestamp(": "5",
@@ -119,7 +119,7 @@ def test_observe_builds_an_observation_and_accumulates_energy() -> None:
             "waiting": "3",
         }
     )
-    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=500.0)
+    obs = promql.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=500.0)
     assert obs.power_w == 1400 and obs.output_tokens_per_s == 900 and obs.prompt_tokens_per_s == 30000
     assert obs.energy_j_total == 21500.0
     assert obs.requests_waiting == 3 and obs.carbon_intensity_g_per_kwh == 100
@@ -128,15 +128,15 @@ def test_observe_builds_an_observation_and_accumulates_energy() -> None:
 
 
 def test_missing_series_are_unknown_not_zero() -> None:
-    qs = metrics.build_queries(spec(), "n", "d", since_s=15)
-    obs = metrics.observe(answers({}), qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    qs = promql.build_queries(spec(), "n", "d", since_s=15)
+    obs = promql.observe(answers({}), qs, now=1000.0, max_age_s=45, previous_energy_j=None)
     assert obs.power_w is None and obs.output_tokens_per_s is None and obs.energy_j_total is None
     assert not obs.has_demand
 
 
 def test_stale_power_is_unknown() -> None:
-    qs = metrics.build_queries(spec(), "n", "d", since_s=15)
-    obs = metrics.observe(answers({"timestamp(": "120", "POWER_USAGE": "1400"}), qs, 1000.0, 45, None)
+    qs = promql.build_queries(spec(), "n", "d", since_s=15)
+    obs = promql.observe(answers({"timestamp(": "120", "POWER_USAGE": "1400"}), qs, 1000.0, 45, None)
     assert obs.power_w is None
 
 
@@ -144,9 +144,9 @@ def test_prometheus_errors_name_the_query() -> None:
     def broken(promql: str) -> Any:
         raise ConnectionError("refused")
 
-    qs = metrics.build_queries(spec(), "n", "d")
-    with pytest.raises(metrics.MetricsError, match="power_w: ConnectionError: refused"):
-        metrics.observe(broken, qs, 1000.0, 45, None)
+    qs = promql.build_queries(spec(), "n", "d")
+    with pytest.raises(promql.MetricsError, match="power_w: ConnectionError: refused"):
+        promql.observe(broken, qs, 1000.0, 45, None)
 
 
 # ------------------------------------------------------------------------------- attainment and peak queue
@@ -163,7 +163,7 @@ def slo_spec(**slo: Any) -> api.GreenModelSpec:
 
 
 def test_attainment_is_one_query_on_the_buckets_at_the_slos() -> None:
-    qs = metrics.build_queries(slo_spec(ttftP90Ms=2000, tpotP90Ms=50, attainmentWindow="1h30m"), "ns", "d")
+    qs = promql.build_queries(slo_spec(ttftP90Ms=2000, tpotP90Ms=50, attainmentWindow="1h30m"), "ns", "d")
     sel = 'namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"'
     ttft, tpot = "vllm:time_to_first_token_seconds", "vllm:request_time_per_output_token_seconds"
     t_lo = f'sum(rate({ttft}_bucket{{{sel},le="1.0"}}[5400s]))'
@@ -186,7 +186,7 @@ def test_attainment_is_one_query_on_the_buckets_at_the_slos() -> None:
     ],
 )
 def test_slo_interpolation(slo_s: float, around: tuple[str, str, float] | None) -> None:
-    got = metrics.slo_interpolation(metrics.VLLM_TTFT_BUCKETS_S, slo_s)
+    got = promql.slo_interpolation(promql.VLLM_TTFT_BUCKETS_S, slo_s)
     if around is None:
         assert got is None
     else:
@@ -196,7 +196,7 @@ def test_slo_interpolation(slo_s: float, around: tuple[str, str, float] | None) 
 
 
 def test_peak_waiting_takes_each_pods_highest_over_the_window() -> None:
-    qs = metrics.build_queries(slo_spec(attainmentWindow="1.5h"), "ns", "d")
+    qs = promql.build_queries(slo_spec(attainmentWindow="1.5h"), "ns", "d")
     assert qs.queries["peak_waiting_requests"] == (
         "sum(max by (pod) (max_over_time(greenllm_agent_waiting_requests_peak"
         '{namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"}[5400s])))'  # PromQL 2.x has no "1.5h"
@@ -206,44 +206,44 @@ def test_peak_waiting_takes_each_pods_highest_over_the_window() -> None:
 @pytest.mark.parametrize(
     ("buckets", "slo_s", "le"),
     [
-        (metrics.VLLM_TTFT_BUCKETS_S, 2.5, "2.5"),  # exactly on an edge: that bucket
-        (metrics.VLLM_TTFT_BUCKETS_S, 2.0, "1.0"),  # between edges: the one below (conservative)
-        (metrics.VLLM_TTFT_BUCKETS_S, 10.0, "10.0"),
-        (metrics.VLLM_TTFT_BUCKETS_S, 0.001, "0.001"),  # the smallest edge
-        (metrics.VLLM_TTFT_BUCKETS_S, 0.0005, None),  # below it: unknown, not 0
-        (metrics.VLLM_TTFT_BUCKETS_S, 1e6, "2560.0"),  # above the largest finite edge: the largest
-        (metrics.VLLM_TPOT_BUCKETS_S, 50 / 1000, "0.05"),  # ms -> s as build_queries converts
-        (metrics.VLLM_TPOT_BUCKETS_S, 75 / 1000, "0.075"),
-        (metrics.VLLM_TPOT_BUCKETS_S, 60 / 1000, "0.05"),
-        (metrics.VLLM_TPOT_BUCKETS_S, 5 / 1000, None),
+        (promql.VLLM_TTFT_BUCKETS_S, 2.5, "2.5"),  # exactly on an edge: that bucket
+        (promql.VLLM_TTFT_BUCKETS_S, 2.0, "1.0"),  # between edges: the one below (conservative)
+        (promql.VLLM_TTFT_BUCKETS_S, 10.0, "10.0"),
+        (promql.VLLM_TTFT_BUCKETS_S, 0.001, "0.001"),  # the smallest edge
+        (promql.VLLM_TTFT_BUCKETS_S, 0.0005, None),  # below it: unknown, not 0
+        (promql.VLLM_TTFT_BUCKETS_S, 1e6, "2560.0"),  # above the largest finite edge: the largest
+        (promql.VLLM_TPOT_BUCKETS_S, 50 / 1000, "0.05"),  # ms -> s as build_queries converts
+        (promql.VLLM_TPOT_BUCKETS_S, 75 / 1000, "0.075"),
+        (promql.VLLM_TPOT_BUCKETS_S, 60 / 1000, "0.05"),
+        (promql.VLLM_TPOT_BUCKETS_S, 5 / 1000, None),
     ],
 )
 def test_slo_bucket(buckets: tuple[float, ...], slo_s: float, le: str | None) -> None:
-    assert metrics.slo_bucket(buckets, slo_s) == le
+    assert promql.slo_bucket(buckets, slo_s) == le
 
 
 def test_every_slo_bucket_is_spelled_as_vllms_exporter_spells_le() -> None:
     # vLLM's histograms are prometheus_client Histograms: its exposition is the ground truth for `le`.
     registry = CollectorRegistry()
-    for name, buckets in (("ttft", metrics.VLLM_TTFT_BUCKETS_S), ("tpot", metrics.VLLM_TPOT_BUCKETS_S)):
+    for name, buckets in (("ttft", promql.VLLM_TTFT_BUCKETS_S), ("tpot", promql.VLLM_TPOT_BUCKETS_S)):
         Histogram(name, name, buckets=buckets, registry=registry).observe(0.0)
     text = generate_latest(registry).decode()
-    for name, buckets in (("ttft", metrics.VLLM_TTFT_BUCKETS_S), ("tpot", metrics.VLLM_TPOT_BUCKETS_S)):
+    for name, buckets in (("ttft", promql.VLLM_TTFT_BUCKETS_S), ("tpot", promql.VLLM_TPOT_BUCKETS_S)):
         for edge in buckets:
-            assert f'{name}_bucket{{le="{metrics.slo_bucket(buckets, edge)}"}} 1.0' in text
+            assert f'{name}_bucket{{le="{promql.slo_bucket(buckets, edge)}"}} 1.0' in text
 
 
 def test_an_slo_below_the_first_bucket_leaves_attainment_unknown() -> None:
-    qs = metrics.build_queries(slo_spec(tpotP90Ms=5), "ns", "d")
+    qs = promql.build_queries(slo_spec(tpotP90Ms=5), "ns", "d")
     assert "attainment" not in qs.queries and "peak_waiting_requests" in qs.queries
     query = answers({"clamp(": "0.5", "waiting_requests_peak": "4"})
-    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    obs = promql.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
     assert obs.attainment is None and obs.peak_waiting_requests == 4
 
 
 def test_an_attainment_override_without_bucket_placeholders_is_kept() -> None:
     override = {"attainment": "avg_over_time(my_slo_ratio{namespace='{namespace}'}[{attainment_window}])"}
-    qs = metrics.build_queries(slo_spec(tpotP90Ms=5), "ns", "d", overrides=override)
+    qs = promql.build_queries(slo_spec(tpotP90Ms=5), "ns", "d", overrides=override)
     assert qs.queries["attainment"] == "avg_over_time(my_slo_ratio{namespace='ns'}[3600s])"
 
 
@@ -261,16 +261,16 @@ def test_an_attainment_override_without_bucket_placeholders_is_kept() -> None:
 def test_observe_reads_attainment_and_peak(
     attainment: str | None, peak: str | None, expected: tuple[float | None, float | None]
 ) -> None:
-    qs = metrics.build_queries(slo_spec(), "n", "d", since_s=15)
+    qs = promql.build_queries(slo_spec(), "n", "d", since_s=15)
     # Needles unique to each query: both hold "waiting", and the peak's must not match requests_waiting.
     query = answers({"clamp(": attainment, "waiting_requests_peak": peak, "num_requests_waiting": "2"})
-    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    obs = promql.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
     assert (obs.attainment, obs.peak_waiting_requests) == expected
     assert obs.requests_waiting == 2
 
 
 def test_peak_arrivals_is_the_fleets_largest_burst_over_the_window() -> None:
-    qs = metrics.build_queries(slo_spec(attainmentWindow="1h"), "ns", "d")
+    qs = promql.build_queries(slo_spec(attainmentWindow="1h"), "ns", "d")
     assert qs.queries["peak_arrivals"] == (
         "max_over_time(sum(max by (pod) (greenllm_agent_arrivals_peak"
         '{namespace="ns",pod=~"d-[a-z0-9]+-[a-z0-9]+"}))[3600s:])'
@@ -292,23 +292,23 @@ def test_peak_arrivals_is_the_fleets_largest_burst_over_the_window() -> None:
 )
 def test_a_negative_answer_is_unknown_not_zero(needle: str, field: str) -> None:
     # A counter reset seen by rate() or a bad override query: not a quantity that can be negative.
-    qs = metrics.build_queries(spec(), "n", "d", since_s=15)
-    promql = qs.queries[field]
-    assert needle in promql
+    qs = promql.build_queries(spec(), "n", "d", since_s=15)
+    text = qs.queries[field]
+    assert needle in text
 
     def query(q: str) -> Any:
-        if q == promql:
+        if q == text:
             return sample("-3.5")
         return sample("5") if "timestamp(" in q else sample("100")
 
-    obs = metrics.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    obs = promql.observe(query, qs, now=1000.0, max_age_s=45, previous_energy_j=None)
     assert getattr(obs, field) is None
     assert obs.output_tokens_per_s in (None, 100.0)
 
 
 def test_a_negative_carbon_intensity_is_unknown() -> None:
-    qs = metrics.build_queries(spec(carbonIntensity={"query": "grid"}), "n", "d", since_s=15)
-    obs = metrics.observe(answers({"grid": "-20"}), qs, now=1000.0, max_age_s=45, previous_energy_j=None)
+    qs = promql.build_queries(spec(carbonIntensity={"query": "grid"}), "n", "d", since_s=15)
+    obs = promql.observe(answers({"grid": "-20"}), qs, now=1000.0, max_age_s=45, previous_energy_j=None)
     assert obs.carbon_intensity_g_per_kwh is None
 
 
@@ -317,9 +317,9 @@ def test_negative_token_rates_hold_the_decision_instead_of_scaling_down() -> Non
     src = fp16_cheaper()
     state = started(fleet, src, out=3500.0)  # several replicas for this demand
     assert state.replicas is not None and state.replicas > 1
-    qs = metrics.build_queries(fleet, "n", "d", since_s=15)
+    qs = promql.build_queries(fleet, "n", "d", since_s=15)
     negative = answers({"generation_tokens": "-3500", "prompt_tokens": "-100", "request_success": "-2"})
-    obs = metrics.observe(negative, qs, now=60.0, max_age_s=45, previous_energy_j=None)
+    obs = promql.observe(negative, qs, now=60.0, max_age_s=45, previous_energy_j=None)
     assert obs.output_tokens_per_s is None and obs.prompt_tokens_per_s is None
     assert not obs.has_demand  # the operator reports MetricsAvailable=False (no vLLM token rates)
     after, decision = step(fleet, state, obs, 60.0, src)
@@ -333,5 +333,5 @@ def test_negative_token_rates_hold_the_decision_instead_of_scaling_down() -> Non
 def test_the_energy_window_is_the_time_accounted(since_s: float, window: str) -> None:
     # Rounded to whole seconds, a tick 1.6 s after the last one added 2 s of energy (x1.25), one after 1.4 s
     # added 1 s: the account adds exactly the time since its last sample, so the query covers exactly that.
-    qs = metrics.build_queries(spec(), "n", "d", since_s=since_s)
+    qs = promql.build_queries(spec(), "n", "d", since_s=since_s)
     assert f"[{window}]" in qs.queries["energy_j"]

@@ -16,7 +16,7 @@ import requests
 from tests.prometheus_server import PROMETHEUS, free_port
 
 from greenllm.controller.config import OperatorConfig
-from greenllm.controller.metrics import prometheus_query
+from greenllm.controller.prometheus import prometheus_query
 
 USER = "greenllm"
 PASSWORD = "greenllm-test"

@@ -225,7 +225,7 @@ def test_the_arrivals_peak_counts_a_burst_whatever_the_fleet(
 
 
 def test_the_simulated_histograms_credit_requests_as_the_operators_query_does() -> None:
-    from greenllm.controller.metrics import VLLM_TTFT_BUCKETS_S
+    from greenllm.loop.promql import VLLM_TTFT_BUCKETS_S
     from greenllm.sim.engine import histogram_credit
 
     credit = histogram_credit(VLLM_TTFT_BUCKETS_S, 2.0)  # between the 1.0 and 2.5 buckets

@@ -16,7 +16,7 @@ import pytest
 
 from greenllm.cli import build_parser
 from greenllm.controller.config import SETTINGS, ConfigError, OperatorConfig
-from greenllm.controller.metrics import PrometheusConnection, prometheus_client, prometheus_query
+from greenllm.controller.prometheus import PrometheusConnection, prometheus_client, prometheus_query
 
 # field -> (flag text, value it gives, environment text, value it gives)
 CASES: dict[str, tuple[str, Any, str, Any]] = {
@@ -94,7 +94,7 @@ def test_prometheus_url_from_the_environment_reaches_the_operator(monkeypatch: p
     import kopf
 
     import greenllm.cli as cli
-    from greenllm.controller import metrics
+    from greenllm.controller import prometheus
 
     seen: dict[str, Any] = {}
     monkeypatch.setenv("GREENLLM_PROMETHEUS_URL", "http://from-env:9090")
@@ -103,7 +103,7 @@ def test_prometheus_url_from_the_environment_reaches_the_operator(monkeypatch: p
     monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs))
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
     monkeypatch.setattr(cli, "_set_log_level", lambda level: None)
-    monkeypatch.setattr(metrics, "_default_connection", metrics.PrometheusConnection())
+    monkeypatch.setattr(prometheus, "_default_connection", prometheus.PrometheusConnection())
     assert cli.main(["run", "--io-threads", "3"]) == 0
     config: OperatorConfig = seen["memo"].config
     assert config.prometheus_url == "http://from-env:9090"
@@ -163,15 +163,15 @@ def test_a_ca_bundle_is_what_the_session_verifies_with() -> None:
 
 
 def test_skipping_verification_is_explicit_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    from greenllm.controller import metrics
+    from greenllm.controller import prometheus
 
     connection = OperatorConfig(prometheus_insecure_skip_verify=True).prometheus_connection()
     assert prometheus_client("https://p:9090", 1.0, 0, connection)._session.verify is False
-    previous = metrics._default_connection
+    previous = prometheus._default_connection
     try:
-        metrics.set_default_connection(connection)
+        prometheus.set_default_connection(connection)
     finally:
-        metrics._default_connection = previous
+        prometheus._default_connection = previous
     assert "NOT verified" in caplog.text
 
 

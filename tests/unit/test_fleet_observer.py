@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from greenllm.api import v1alpha1 as api
-from greenllm.controller import fleet_observer, fleet_queries, metrics
+from greenllm.controller import fleet_observer
+from greenllm.loop import fleet_queries, promql
 
 NS = "prod"
 
@@ -63,11 +64,11 @@ def test_a_failure_is_remembered_for_everyone_as_an_answer_would_be() -> None:
     observer = fleet_observer.FleetObserver(query, clock)
     q = fleet_queries.FleetQuery("requests_waiting", "x")
     for _ in range(3):
-        with pytest.raises(metrics.MetricsError, match="requests_waiting: ConnectionError: refused"):
+        with pytest.raises(promql.MetricsError, match="requests_waiting: ConnectionError: refused"):
             asyncio.run(observer.answer(q, fresh_s=5))
     assert calls == 1
     clock.now = 6
-    with pytest.raises(metrics.MetricsError):
+    with pytest.raises(promql.MetricsError):
         asyncio.run(observer.answer(q, fresh_s=5))
     assert calls == 2
 
@@ -103,7 +104,7 @@ def test_energy_is_the_increase_since_the_green_models_own_last_reading() -> Non
     totals = []
     previous: float | None = None
     for since in (30.0, 15.0, 15.0):  # a restart: the persisted sample was 30 s ago
-        queries = metrics.build_queries(spec, NS, "gm", since_s=since)
+        queries = promql.build_queries(spec, NS, "gm", since_s=since)
         obs = asyncio.run(
             fleet_observer.observe(
                 observer,

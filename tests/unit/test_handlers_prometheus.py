@@ -10,8 +10,9 @@ from typing import Any
 import kopf
 import pytest
 
-from greenllm.controller import handlers, metrics
+from greenllm.controller import handlers, prometheus
 from greenllm.controller.config import OperatorConfig
+from greenllm.loop import promql
 
 
 def test_the_loop_uses_its_configs_prometheus_connection(
@@ -22,11 +23,11 @@ def test_the_loop_uses_its_configs_prometheus_connection(
     config = OperatorConfig(prometheus_bearer_token_file=str(token))
     seen: list[dict[str, Any]] = []
 
-    def fake_query(url: str, timeout_s: float, retries: int = 2, connection: Any = None) -> metrics.Query:
+    def fake_query(url: str, timeout_s: float, retries: int = 2, connection: Any = None) -> promql.Query:
         seen.append({"url": url, "timeout_s": timeout_s, "connection": connection})
         return lambda promql: []
 
-    monkeypatch.setattr(metrics, "prometheus_query", fake_query)
+    monkeypatch.setattr(prometheus, "prometheus_query", fake_query)
     memo = kopf.Memo(config=config, prometheus={})
     handlers._prometheus(memo, "http://prom:9090")
     handlers._prometheus(memo, "http://prom:9090")  # one client per URL

@@ -14,11 +14,12 @@ import pytest
 
 from greenllm.api import v1alpha1 as api
 from greenllm.calibration import default_energy_model
-from greenllm.controller import handlers, metrics
+from greenllm.controller import handlers, prometheus
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
 from greenllm.core.step import initial_decision
+from greenllm.loop import promql
 
 NS = "team-a"
 EVIL = "http://169.254.169.254/latest/meta-data"
@@ -80,24 +81,24 @@ def run_tick(
     }
     kube = FakeKube(gm)
     urls: list[str] = []
-    promql: list[str] = []
+    asked: list[str] = []
 
-    def fake_query(url: str, timeout_s: float, retries: int = 2, connection: Any = None) -> metrics.Query:
+    def fake_query(url: str, timeout_s: float, retries: int = 2, connection: Any = None) -> promql.Query:
         urls.append(url)
 
         def run(q: str) -> Any:
-            promql.append(q)
+            asked.append(q)
             raise RuntimeError(f"HTTP Status Code 500 (b'{SECRET}')")
 
         return run
 
     events: list[str] = []
-    monkeypatch.setattr(metrics, "prometheus_query", fake_query)
+    monkeypatch.setattr(prometheus, "prometheus_query", fake_query)
     monkeypatch.setattr(kopf, "warn", lambda _o, *, reason, message: events.append(message))
     monkeypatch.setattr(kopf, "info", lambda _o, *, reason, message: events.append(message))
     memo = kopf.Memo(config=config, prometheus={}, kube=kube, energy=energy, telemetry=Telemetry())
     asyncio.run(handlers.tick(memo, gm, handlers.LoopMemory(), _Logger()))  # type: ignore[arg-type]
-    return urls, events, kube, promql
+    return urls, events, kube, asked
 
 
 class _Logger:
@@ -155,11 +156,11 @@ def test_the_failure_text_names_query_class_and_status_only() -> None:
         try:
             raise HTTPError(f"forbidden: {SECRET}")
         except HTTPError as e:
-            raise metrics.MetricsError(f"carbon_intensity: {e}") from e
-    except metrics.MetricsError as e:
+            raise promql.MetricsError(f"carbon_intensity: {e}") from e
+    except promql.MetricsError as e:
         text = trust.metrics_failure(e)
     assert text == "query carbon_intensity failed: HTTPError (HTTP 403)"
-    assert trust.metrics_failure(metrics.MetricsError(f"malformed sample {SECRET}")) == (
+    assert trust.metrics_failure(promql.MetricsError(f"malformed sample {SECRET}")) == (
         "query unknown failed: MetricsError"
     )
 
@@ -177,8 +178,8 @@ def test_spec_queries_are_refused_unless_enabled(monkeypatch: pytest.MonkeyPatch
     carbon = api.GreenModelSpec.model_validate(spec_body(carbonIntensity={"query": "max(other_ns_metric)"}))
     with pytest.raises(ValueError, match=r"spec\.metrics\.carbonIntensity\.query"):
         trust.check(carbon, NS, OperatorConfig())
-    _, _, _, promql = run_tick(body, OperatorConfig(), monkeypatch)
-    assert not any("secret_metric" in q for q in promql)
+    _, _, _, asked = run_tick(body, OperatorConfig(), monkeypatch)
+    assert not any("secret_metric" in q for q in asked)
 
 
 def test_enabled_spec_queries_run_scoped_to_the_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,16 +188,16 @@ def test_enabled_spec_queries_run_scoped_to_the_namespace(monkeypatch: pytest.Mo
         carbonIntensity={"query": "max(grid_carbon)"},
     )
     config = OperatorConfig(allow_spec_queries=True)
-    _, _, _, promql = run_tick(body, config, monkeypatch)
-    assert promql  # the loop ran
+    _, _, _, asked = run_tick(body, config, monkeypatch)
+    assert asked  # the loop ran
     spec = api.GreenModelSpec.model_validate(body)
-    queries = metrics.build_queries(spec, NS, "gm-serve")
+    queries = promql.build_queries(spec, NS, "gm-serve")
     assert queries.queries["requests_waiting"] == (
         f'sum(secret_metric{{namespace="kube-system", namespace="{NS}"}})'
     )
     assert queries.carbon_query == f'max(grid_carbon{{namespace="{NS}"}})'
     # the operator's own templates are left as they are
-    default = metrics.build_queries(api.GreenModelSpec.model_validate(spec_body()), NS, "gm-serve")
+    default = promql.build_queries(api.GreenModelSpec.model_validate(spec_body()), NS, "gm-serve")
     assert queries.queries["power_w"] == default.queries["power_w"]
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from greenllm.api.durations import parse_duration
 
 if TYPE_CHECKING:
-    from greenllm.controller.metrics import PrometheusConnection
+    from greenllm.controller.prometheus import PrometheusConnection
 
 
 # The Lease library needs a retry period >= 1 s under a renew deadline under the lease duration.
@@ -108,7 +108,7 @@ class OperatorConfig:
         return self.leader_election and self.peering_name is None
 
     def prometheus_connection(self) -> PrometheusConnection:
-        from greenllm.controller.metrics import PrometheusConnection
+        from greenllm.controller.prometheus import PrometheusConnection
 
         return PrometheusConnection(
             ca_file=self.prometheus_ca_file,

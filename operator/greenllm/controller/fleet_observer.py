@@ -12,9 +12,9 @@ from typing import Any
 
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
-from greenllm.controller import fleet_queries, metrics
-from greenllm.controller.fleet_queries import CounterReading, FleetQuery, Row
 from greenllm.core.decision import Observation
+from greenllm.loop import fleet_queries, promql
+from greenllm.loop.fleet_queries import CounterReading, FleetQuery, Row
 
 
 class FleetObserver:
@@ -23,7 +23,7 @@ class FleetObserver:
     twice an interval), and one run serves everyone waiting for it. A failure is remembered as long as an
     answer would be, so a Prometheus that is down is not asked again by every GreenModel."""
 
-    def __init__(self, query: metrics.Query, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, query: promql.Query, clock: Callable[[], float] = time.monotonic) -> None:
         self._query = query
         self._clock = clock
         self._answers: dict[str, tuple[float, Any]] = {}  # promql -> (when, parsed rows or the error)
@@ -47,13 +47,13 @@ class FleetObserver:
                 except Exception as e:
                     parsed = (
                         e
-                        if isinstance(e, metrics.MetricsError)
-                        else metrics.MetricsError(f"{type(e).__name__}: {e}")
+                        if isinstance(e, promql.MetricsError)
+                        else promql.MetricsError(f"{type(e).__name__}: {e}")
                     )
                 cached = (self._clock(), parsed)
                 self._answers[q.promql] = cached
         if isinstance(cached[1], Exception):
-            raise metrics.MetricsError(f"{q.template}: {cached[1]}")
+            raise promql.MetricsError(f"{q.template}: {cached[1]}")
         return cached[1]
 
 
@@ -74,9 +74,9 @@ def batched_names(spec: api.GreenModelSpec, overrides: frozenset[str], own_url: 
         "power_w",
         "power_age_s",
         "energy_j",
-        *metrics.DEMAND_QUERIES,
-        *metrics.LOAD_QUERIES,
-        *metrics.SLO_QUERIES,
+        *promql.DEMAND_QUERIES,
+        *promql.LOAD_QUERIES,
+        *promql.SLO_QUERIES,
     )
     return frozenset(n for n in names if _template(n, source) not in overrides)
 
@@ -88,8 +88,8 @@ def _template(name: str, source: str) -> str:
 
 async def observe(
     observer: FleetObserver,
-    per_model: metrics.Query,
-    queries: metrics.QuerySet,
+    per_model: promql.Query,
+    queries: promql.QuerySet,
     spec: api.GreenModelSpec,
     row: Row,
     *,
@@ -131,7 +131,7 @@ async def observe(
             energy.last = current
         else:
             values[name] = answer.get(row)
-    fetched = await asyncio.to_thread(metrics.fetch, per_model, own)
+    fetched = await asyncio.to_thread(promql.fetch, per_model, own)
     carbon = fetched.pop("carbon_intensity", None)
     values.update(fetched)
-    return metrics.observation_from(values, carbon, now, metrics.max_age_s(interval_s), previous_energy_j)
+    return promql.observation_from(values, carbon, now, promql.max_age_s(interval_s), previous_energy_j)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
-from greenllm.controller import fleet_observer, leader, metrics, trust
+from greenllm.controller import fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.kube import Kube, RateLimit
 from greenllm.controller.telemetry import Telemetry
@@ -36,6 +36,7 @@ from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
+from greenllm.loop import promql
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 ANNOTATION_PREFIX = "greenllm.io"
@@ -62,7 +63,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         RateLimit(config.kube_qps, config.kube_burst, telemetry.kube_throttled.inc)
     )
     memo.energy = default_energy_model()
-    memo.prometheus = {}  # URL -> metrics.Query, built on first use
+    memo.prometheus = {}  # URL -> promql.Query, built on first use
     # Every tick holds a thread for its Prometheus queries, and Kubernetes calls share the pool: the
     # default (min(32, cores + 4)) made ticks queue behind each other at a few hundred GreenModels.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=config.io_threads))
@@ -496,13 +497,13 @@ async def _sleep(stopped: kopf.DaemonStopped, spec: kopf.Spec, seconds: float) -
             return
 
 
-def _prometheus(memo: kopf.Memo, url: str) -> metrics.Query:
+def _prometheus(memo: kopf.Memo, url: str) -> promql.Query:
     if url not in memo.prometheus:
         # The config's own TLS and auth settings (not the process default), however the operator started.
-        memo.prometheus[url] = metrics.prometheus_query(
+        memo.prometheus[url] = prometheus.prometheus_query(
             url, memo.config.prometheus_timeout_s, connection=memo.config.prometheus_connection()
         )
-    query: metrics.Query = memo.prometheus[url]
+    query: promql.Query = memo.prometheus[url]
     return query
 
 
@@ -543,7 +544,7 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
         state = LoopState.from_status(saved) if saved else initial_state(spec, now, applied)
 
     since = None if state.last_sample_time is None else now - state.last_sample_time
-    queries = metrics.build_queries(
+    queries = promql.build_queries(
         spec,
         namespace,
         render.workload_name(name),
@@ -573,12 +574,12 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
             )
         else:
             observation = await asyncio.to_thread(
-                metrics.observe, query, queries, now, metrics.max_age_s(interval), state.last_energy_j
+                promql.observe, query, queries, now, promql.max_age_s(interval), state.last_energy_j
             )
         metrics_ok = observation.has_demand
         metrics_reason = "Observed" if metrics_ok else "NoData"
         metrics_message = "" if metrics_ok else "no vLLM token rates for this GreenModel's pods"
-    except metrics.MetricsError as e:
+    except promql.MetricsError as e:
         observation = Observation(time=now)
         metrics_ok, metrics_reason, metrics_message = False, "PrometheusUnavailable", trust.metrics_failure(e)
         logger.warning("metrics unavailable, holding the last decision: %s", e)

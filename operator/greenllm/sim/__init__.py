@@ -4,8 +4,8 @@
 default) against four policies on the same fleet model and the same energy profiles:
 
 - greenllm: the operator's loop itself. Every `spec.scaling.interval` the controller's PromQL
-  (`controller.metrics.build_queries`) is answered by a simulated Prometheus and turned into an
-  `Observation` by `controller.metrics.observe`; `core.step.step` decides. No peeking: Prometheus holds
+  (`loop.promql.build_queries`) is answered by a simulated Prometheus and turned into an
+  `Observation` by `loop.promql.observe`; `core.step.step` decides. No peeking: Prometheus holds
   only scrapes taken so far (every `--scrape-interval`, visible after `--metrics-lag`), and rates come
   from those samples with Prometheus' own extrapolation (`telemetry`). vLLM counts tokens when it serves
   them, so a saturated fleet shows its own capacity plus a queue (`num_requests_waiting`), not the demand.

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from greenllm.api.v1alpha1 import GreenModelSpec
-from greenllm.controller.metrics import VLLM_TPOT_BUCKETS_S, VLLM_TTFT_BUCKETS_S, slo_interpolation
 from greenllm.core.burst import VLLM_MAX_BATCHED_TOKENS, VLLM_MAX_NUM_SEQS
 from greenllm.core.fasttier import FastState, Mode, QueueReading, next_mode
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
+from greenllm.loop.promql import VLLM_TPOT_BUCKETS_S, VLLM_TTFT_BUCKETS_S, slo_interpolation
 from greenllm.sim.fleet import Fleet, Pod, RolloutStrategy
 from greenllm.sim.policies import DecisionLog, PerfTable, Policy, Truth
 from greenllm.sim.server import Requests, Server

@@ -1,6 +1,6 @@
 """The policies compared on one trace.
 
-`greenllm` runs the operator's own loop: `controller.metrics.build_queries` and `observe` turn the
+`greenllm` runs the operator's own loop: `loop.promql.build_queries` and `observe` turn the
 simulated Prometheus into an `Observation`, `core.step.step` decides every `spec.scaling.interval`, and
 the engine runs the node agent's fast tier per replica per second. `static` (a constant fleet) and `hpa`
 are what teams run without greenllm. `clairvoyant` knows the future requests but decides at greenllm's
@@ -20,13 +20,13 @@ import numpy as np
 
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec, Variant
-from greenllm.controller.metrics import build_queries, observe
-from greenllm.controller.metrics import max_age_s as metrics_max_age_s
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.plan_rules import PerformanceSource
 from greenllm.core.step import LoopState, initial_decision, initial_state, step
+from greenllm.loop.promql import build_queries, observe
+from greenllm.loop.promql import max_age_s as metrics_max_age_s
 from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.telemetry import PrometheusView
 from greenllm.sim.trace import Trace

@@ -1,4 +1,5 @@
-"""PromQL for DCGM / Kepler / vLLM / carbon, and Prometheus answers -> an Observation.
+"""PromQL for DCGM / Kepler / vLLM / carbon, and Prometheus answers -> an Observation (pure: the asking is
+controller/prometheus.py's, or the simulator's).
 
 Every query is a named template, overridable per GreenModel (`spec.metrics.queries`) and in the
 operator config. A missing, NaN or stale answer is "unknown" (None), never zero: the decision step
@@ -7,22 +8,17 @@ holds its last decision rather than scaling down on a gap in the data.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-import requests.auth
-from prometheus_api_client import PrometheusConnect
 from prometheus_client.utils import floatToGoString
-from urllib3.util.retry import Retry
 
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
-from greenllm.controller.trust import scope_promql
 from greenllm.core.decision import Observation
+from greenllm.loop.promql_scope import scope_promql
 
 # Placeholders: {namespace}, {pods} (regex of the GreenModel's pod names), {window} (rate window),
 # {since} (time since the last accounted sample, for increase()), {attainment_window}
@@ -342,91 +338,3 @@ def observation_from(
         peak_waiting_requests=values.get("peak_waiting_requests"),
         peak_arrivals=values.get("peak_arrivals"),
     )
-
-
-@dataclass(frozen=True)
-class PrometheusConnection:
-    """How the operator talks to Prometheus: TLS verification and authentication.
-
-    Certificates are verified (against `ca_file`, else the system's CAs) unless `insecure_skip_verify`
-    is set explicitly. A bearer token or a basic-auth password is read from its file on every request,
-    so a rotated token or password is picked up without a restart."""
-
-    ca_file: str | None = None
-    insecure_skip_verify: bool = False
-    bearer_token_file: str | None = None
-    username: str | None = None
-    password_file: str | None = None
-
-    @property
-    def verify(self) -> bool | str:
-        if self.insecure_skip_verify:
-            return False
-        return self.ca_file or True
-
-    def auth(self) -> requests.auth.AuthBase | None:
-        if self.bearer_token_file:
-            return _BearerTokenFile(self.bearer_token_file)
-        if self.username and self.password_file:
-            return _BasicAuthFile(self.username, self.password_file)
-        return None
-
-
-def _read_secret(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip()
-
-
-class _BearerTokenFile(requests.auth.AuthBase):
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["Authorization"] = f"Bearer {_read_secret(self.path)}"
-        return r
-
-
-class _BasicAuthFile(requests.auth.AuthBase):
-    def __init__(self, username: str, password_file: str) -> None:
-        self.username = username
-        self.password_file = password_file
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        basic = requests.auth.HTTPBasicAuth(self.username, _read_secret(self.password_file))
-        result: requests.PreparedRequest = basic(r)
-        return result
-
-
-# What `prometheus_query` uses when no connection is passed: set once at start-up by `greenllm run`.
-_default_connection = PrometheusConnection()
-
-
-def set_default_connection(connection: PrometheusConnection) -> None:
-    global _default_connection
-    _default_connection = connection
-    if connection.insecure_skip_verify:
-        logging.getLogger(__name__).warning(
-            "Prometheus TLS certificates are NOT verified (--prometheus-insecure-skip-verify)"
-        )
-
-
-def prometheus_client(url: str, timeout_s: float, retries: int, connection: PrometheusConnection) -> Any:
-    """The PrometheusConnect for `url`: certificates verified unless told otherwise, auth per request."""
-    retry = Retry(
-        total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504], allowed_methods=["GET"]
-    )
-    session = requests.Session()
-    session.verify = connection.verify
-    return PrometheusConnect(url=url, session=session, retry=retry, timeout=timeout_s, auth=connection.auth())
-
-
-def prometheus_query(
-    url: str, timeout_s: float, retries: int = 2, connection: PrometheusConnection | None = None
-) -> Query:
-    """A Query backed by prometheus-api-client, with timeouts and retries with backoff."""
-    client = prometheus_client(url, timeout_s, retries, connection or _default_connection)
-
-    def run(promql: str) -> Any:
-        return client.custom_query(promql)
-
-    return run

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from greenllm.controller.metrics import (
+from greenllm.loop.promql import (
     TPOT_HISTOGRAM,
     TTFT_HISTOGRAM,
     VLLM_TPOT_BUCKETS_S,
