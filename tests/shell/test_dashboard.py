@@ -1,7 +1,7 @@
 """Every query of the Grafana dashboard (charts/greenllm/dashboards/greenllm.json) against a real Prometheus
 scraping one exporter that serves the series the dashboard reads, with their real names and labels:
 
-- the operator's own metrics: a real `controller.telemetry.Telemetry` registry, set as a tick sets it;
+- the operator's own metrics: a real `controller.exporter.OperatorMetrics` registry, set as a tick sets it;
 - the node agent's: a real `agent.exporter.AgentMetrics` fed a cycle report and a fast-tier GPU;
 - DCGM and vLLM: `tests/prometheus_server.FakeFleet` (power, energy, tokens, queues) and
   `tests/e2e/slo_fleet.SloFleet` (vLLM's per-request TTFT / TPOT histograms with vLLM's buckets).
@@ -31,7 +31,7 @@ from greenllm.agent.exporter import AgentMetrics
 from greenllm.agent.gpu.base import GpuInfo
 from greenllm.agent.ownership import GreenModelRef
 from greenllm.agent.reconcile import Action, CycleReport, FastGpu, FastPod, GpuReport
-from greenllm.controller.telemetry import Telemetry
+from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core.decision import ReasonKind
 from greenllm.core.fasttier import FastTier, Mode
 from greenllm.core.performance import PowerSetting
@@ -52,7 +52,7 @@ REASON = ReasonKind.BUDGET_BINDS  # the kind of the decision in force (an earlie
 class DashboardFleet(SloFleet):
     """DCGM / vLLM series of the fleet plus the operator's and the agent's own registries."""
 
-    sources: list[Any] = field(default_factory=list)  # collectors: Telemetry's registry, AgentMetrics
+    sources: list[Any] = field(default_factory=list)  # collectors: OperatorMetrics's registry, AgentMetrics
 
     def _families(self) -> Iterator[Metric]:
         yield from super()._families()
@@ -60,8 +60,8 @@ class DashboardFleet(SloFleet):
             yield from source.collect()
 
 
-def _operator() -> Telemetry:
-    t = Telemetry()
+def _operator() -> OperatorMetrics:
+    t = OperatorMetrics()
     labels = (NAMESPACE, GREENMODEL)
     t.replicas.labels(*labels).set(2)
     t.set_variant(NAMESPACE, GREENMODEL, "fp8")

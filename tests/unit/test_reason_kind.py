@@ -11,7 +11,7 @@ import pytest
 from tests.table_source import TableSource
 
 from greenllm.api import v1alpha1 as api
-from greenllm.controller.telemetry import Telemetry
+from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core import render
 from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
@@ -274,7 +274,7 @@ def test_a_clamped_or_adopted_decision_is_a_hold() -> None:
 # ------------------------------------------------------------------------------------------ telemetry
 
 
-def _samples(t: Telemetry, name: str) -> dict[tuple[str, ...], float]:
+def _samples(t: OperatorMetrics, name: str) -> dict[tuple[str, ...], float]:
     return {
         tuple(s.labels[k] for k in ("namespace", "greenmodel", "reason")): s.value
         for family in t.registry.collect()
@@ -284,7 +284,7 @@ def _samples(t: Telemetry, name: str) -> dict[tuple[str, ...], float]:
 
 
 def test_the_reason_gauge_keeps_one_series_per_green_model() -> None:
-    t = Telemetry()
+    t = OperatorMetrics()
     t.set_reason("ns", "a", ReasonKind.NO_METRICS)
     t.set_reason("ns", "b", ReasonKind.HOLD)
     t.set_reason("ns", "a", ReasonKind.LEAST_ENERGY)  # replaces a's NoMetrics series
@@ -301,7 +301,7 @@ def test_the_reason_gauge_keeps_one_series_per_green_model() -> None:
 
 
 def test_decisions_are_counted_by_kind_and_labels_stay_bounded() -> None:
-    t = Telemetry()
+    t = OperatorMetrics()
     t.count_decision("ns", "a", ReasonKind.BUDGET_BINDS)
     t.count_decision("ns", "a", ReasonKind.BUDGET_BINDS)
     t.count_decision("ns", "a", ReasonKind.HOLD)

@@ -16,7 +16,7 @@ from greenllm.api import v1alpha1 as api
 from greenllm.calibration import default_energy_model
 from greenllm.controller import handlers, prometheus
 from greenllm.controller.config import OperatorConfig
-from greenllm.controller.telemetry import Telemetry
+from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core import render
 from greenllm.core.step import initial_decision
 from greenllm.loop import promql
@@ -96,7 +96,7 @@ def run_tick(
     monkeypatch.setattr(prometheus, "prometheus_query", fake_query)
     monkeypatch.setattr(kopf, "warn", lambda _o, *, reason, message: events.append(message))
     monkeypatch.setattr(kopf, "info", lambda _o, *, reason, message: events.append(message))
-    memo = kopf.Memo(config=config, prometheus={}, kube=kube, energy=energy, telemetry=Telemetry())
+    memo = kopf.Memo(config=config, prometheus={}, kube=kube, energy=energy, telemetry=OperatorMetrics())
     asyncio.run(handlers.tick(memo, gm, handlers.LoopMemory(), _Logger()))  # type: ignore[arg-type]
     return urls, events, kube, asked
 

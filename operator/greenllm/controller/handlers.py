@@ -29,8 +29,8 @@ from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
 from greenllm.controller import fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
+from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.kube import Kube, RateLimit
-from greenllm.controller.telemetry import Telemetry
 from greenllm.core import render
 from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Observation
@@ -56,9 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     memo.config = config
     if "telemetry" not in memo:
-        memo.telemetry = Telemetry()
+        memo.telemetry = OperatorMetrics()
         memo.telemetry.serve(config.metrics_port)
-    telemetry: Telemetry = memo.telemetry
+    telemetry: OperatorMetrics = memo.telemetry
     memo.kube = Kube.from_environment(
         RateLimit(config.kube_qps, config.kube_burst, telemetry.kube_throttled.inc)
     )
@@ -699,7 +699,7 @@ def _condition_reason(gm: dict[str, Any], kind: api.ConditionType) -> str | None
 
 
 def _export(
-    telemetry: Telemetry,
+    telemetry: OperatorMetrics,
     namespace: str,
     name: str,
     spec: api.GreenModelSpec,

@@ -12,7 +12,7 @@ from greenllm.core.decision import ReasonKind
 LABELS = ("namespace", "greenmodel")
 
 
-class Telemetry:
+class OperatorMetrics:
     """One registry per operator process (tests run several in one interpreter)."""
 
     def __init__(self) -> None:
