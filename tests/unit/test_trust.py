@@ -96,7 +96,9 @@ def run_tick(
     monkeypatch.setattr(prometheus, "prometheus_query", fake_query)
     monkeypatch.setattr(kopf, "warn", lambda _o, *, reason, message: events.append(message))
     monkeypatch.setattr(kopf, "info", lambda _o, *, reason, message: events.append(message))
-    memo = kopf.Memo(config=config, prometheus={}, kube=kube, energy=energy, telemetry=OperatorMetrics())
+    memo = kopf.Memo(
+        config=config, prometheus={}, fleet={}, kube=kube, energy=energy, telemetry=OperatorMetrics()
+    )
     asyncio.run(handlers.tick(memo, gm, handlers.LoopMemory(), _Logger()))  # type: ignore[arg-type]
     return urls, events, kube, asked
 

@@ -63,7 +63,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         RateLimit(config.kube_qps, config.kube_burst, telemetry.kube_throttled.inc)
     )
     memo.energy = default_energy_model()
+    # Shared by every GreenModel: kopf hands each resource a shallow copy of this memo, so these dicts
+    # must exist here (a key added to one resource's copy would be that resource's alone).
     memo.prometheus = {}  # URL -> promql.Query, built on first use
+    memo.fleet = {}  # URL -> fleet_observer.FleetObserver: one per Prometheus, for every GreenModel
     # Every tick holds a thread for its Prometheus queries, and Kubernetes calls share the pool: the
     # default (min(32, cores + 4)) made ticks queue behind each other at a few hundred GreenModels.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=config.io_threads))
@@ -509,7 +512,7 @@ def _prometheus(memo: kopf.Memo, url: str) -> promql.Query:
 
 def _fleet(memo: kopf.Memo, url: str) -> fleet_observer.FleetObserver:
     """The fleet queries' answers from `url`, shared by every GreenModel's tick."""
-    fleets: dict[str, fleet_observer.FleetObserver] = memo.setdefault("fleet", {})
+    fleets: dict[str, fleet_observer.FleetObserver] = memo.fleet
     if url not in fleets:
         fleets[url] = fleet_observer.FleetObserver(_prometheus(memo, url))
     return fleets[url]
