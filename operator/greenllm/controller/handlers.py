@@ -315,13 +315,16 @@ async def apply_workloads(
     decision: Decision,
     logger: kopf.Logger,
     running: dict[str, Any] | Unread | None = UNREAD,
+    service: bool = True,
 ) -> dict[str, Any]:
-    """Create or patch the Deployment and Service; return the Deployment as the API server has it.
-    `running`: the Deployment as the caller just read it (None: there is none), to save a second GET."""
+    """Create or patch the Deployment (and the Service unless `service` is False); return the Deployment as
+    the API server has it. `running`: the Deployment as the caller just read it (None: there is none), to
+    save a second GET."""
     deployment = await _ensure(
         kube, render.deployment(owner, spec, decision), render.deployment_patch, owner, logger, running
     )
-    await _ensure(kube, render.service(owner, spec), render.service_patch, owner, logger)
+    if service:
+        await _ensure(kube, render.service(owner, spec), render.service_patch, owner, logger)
     return deployment
 
 
@@ -380,8 +383,15 @@ async def cleanup(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: An
             await kube.delete(kind, meta["namespace"], name)
 
 
+@kopf.index(*RESOURCE)
+def green_models(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[Any, str], Any]:
+    """Each GreenModel as the watch last delivered it, for handlers of other resources: a read without a
+    GET (an update built on a stale one is refused with 409 and re-read)."""
+    return {(namespace, name): copy.deepcopy(dict(body))}
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={render.MODEL_LABEL: kopf.PRESENT})
-async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Mirror the Deployment's availability into the owning GreenModel's Ready condition."""
     meta = body.get("metadata", {})
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == api.KIND), None)
@@ -405,7 +415,10 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
             change.update(replicas)
         return change or None
 
-    await update_status(memo.kube, meta["namespace"], owner["name"], build)
+    index: kopf.Index[Any, Any] = kwargs["green_models"]  # kopf passes each index by its handler's name
+    known = index.get((meta["namespace"], owner["name"]))
+    read = next(iter(known), None) if known is not None else None
+    await update_status(memo.kube, meta["namespace"], owner["name"], build, read=read)
 
 
 # ------------------------------------------------------------------------------------------ autoscaling
@@ -592,16 +605,16 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
 
     changed = not render.same_decision(decision, status.get("lastDecision"))
     generation = gm["metadata"].get("generation")
-    latest = gm  # the newest read of the object, to build the status write on
+    latest = gm  # this tick's read of the object, to build the status write on (a 409 re-reads)
     if changed:
         # Planned against `generation`: if the spec moved on meanwhile, applying would roll back what
         # reconcile just applied. Skip this tick; the next one plans with the new spec.
-        fresh = await kube.get_green_model(namespace, name)
-        if fresh is None or fresh["metadata"].get("generation") != generation:
+        # kopf's live view has any newer generation the watch delivered while this tick asked Prometheus.
+        if (body.get("metadata") or {}).get("generation") != generation:
             return interval
-        latest = fresh
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
-        await apply_workloads(kube, owner, spec, decision, logger)
+        # The Service follows the spec alone (reconcile keeps it); a decision changes the Deployment.
+        await apply_workloads(kube, owner, spec, decision, logger, service=False)
         kopf.info(subject, reason="Decision", message=_event_message(decision))
         memo.telemetry.count_decision(namespace, name, decision.kind)
 
