@@ -120,10 +120,10 @@ async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     assert result.loop_mean_ms > 0 and result.loop_p50_ms <= result.loop_p99_ms
     assert result.loop_errors == 0, log
     assert result.prometheus_queries_per_tick > 0  # every converged GreenModel's tick asks Prometheus
-    # Each tick reads its GreenModel and patches its status (give or take the N ticks in flight when the
-    # window opened: their calls fall before it).
-    assert result.api_top_steady.get("get greenmodels", 0) >= result.ticks_observed - 3
-    assert result.api_top_steady.get("patch greenmodels/status", 0) >= result.ticks_observed - 3
+    # Ticks read their GreenModel from kopf's watch (no GET; a 409 would re-read one) and write status
+    # only when readers would see a change or the accounting is due (60 s): fewer writes than ticks.
+    assert result.api_top_steady.get("get greenmodels", 0) <= 1
+    assert result.api_top_steady.get("patch greenmodels/status", 0) < result.ticks_observed
     assert result.api_top_converge.get("create deployments") == 3
     assert result.peak_rss_mb >= result.rss_converged_mb > 0
 
