@@ -389,9 +389,15 @@ async def cleanup(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: An
 
 @kopf.index(*RESOURCE)
 def green_models(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[Any, str], Any]:
-    """Each GreenModel as the watch last delivered it, for handlers of other resources: a read without a
-    GET (an update built on a stale one is refused with 409 and re-read)."""
-    return {(namespace, name): copy.deepcopy(dict(body))}
+    """Each GreenModel's metadata and status as the watch last delivered them, for the Deployment watcher:
+    a read without a GET (an update built on a stale one is refused with 409 and re-read). Not the spec:
+    nothing there reads it, and 5,000 copies of it would be memory for nothing."""
+    return {
+        (namespace, name): {
+            "metadata": copy.deepcopy(dict(body.get("metadata") or {})),
+            "status": copy.deepcopy(dict(body.get("status") or {})),
+        }
+    }
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={render.MODEL_LABEL: kopf.PRESENT})
