@@ -137,3 +137,54 @@ def test_overridden_queries_and_an_own_prometheus_are_not_batched() -> None:
     )
     assert every - fewer == {"prompt_tokens_per_s", "power_w"}
     assert fleet_observer.batched_names(spec, frozenset(), own_url=True) == frozenset()
+
+
+def test_a_failed_tick_does_not_move_the_energy_baseline() -> None:
+    """The energy between two readings is counted by the tick that succeeds: a tick whose other queries
+    fail must not take a reading, or the next tick would start from it and that energy would be lost."""
+    readings = iter([1000.0, 1600.0, 1750.0])
+    fail = [False]
+
+    def fleet(promql: str) -> Any:
+        if "ENERGY" in promql:
+            value = next(readings)
+            return [
+                _row("gm", value, UUID="GPU-0", pod="gm-5d8f7c9b6-aaaaa")
+                | {"value": [value / 10, str(value)]}
+            ]
+        if fail[0] and "prompt_tokens" in promql:
+            raise ConnectionError("refused")
+        return []
+
+    clock = Clock()
+    observer = fleet_observer.FleetObserver(fleet, clock)
+    spec = _spec()
+    memory = fleet_observer.EnergyReadings()
+    batched = fleet_observer.batched_names(spec, frozenset(), own_url=False)
+
+    def tick(previous: float | None) -> float | None:
+        queries = promql.build_queries(spec, NS, "gm")
+        clock.now += 15  # each tick a fresh interval: no answer (or failure) is reused
+        obs = asyncio.run(
+            fleet_observer.observe(
+                observer,
+                lambda q: [],
+                queries,
+                spec,
+                (NS, "gm"),
+                batched=batched,
+                window="1m",
+                interval_s=15,
+                now=clock.now,
+                previous_energy_j=previous,
+                energy=memory,
+            )
+        )
+        return obs.energy_j_total
+
+    first = tick(None)  # baseline at 1000
+    fail[0] = True
+    with pytest.raises(promql.MetricsError):
+        tick(first)  # read 1600, then failed
+    fail[0] = False
+    assert tick(first) == pytest.approx((first or 0.0) + 750.0)  # 1750 - 1000: nothing lost

@@ -106,6 +106,7 @@ async def observe(
     source = spec.metrics.power_source.value
     fresh_s = interval_s / 2
     values: dict[str, float | None] = {}
+    reading = energy.last  # taken as the new baseline only once the whole observation succeeded
     own = replace(queries, queries={k: v for k, v in queries.queries.items() if k not in batched})
     for name in sorted(batched):
         template = _template(name, source)
@@ -128,10 +129,16 @@ async def observe(
                 )
             elif name in queries.queries:  # the time since the persisted sample: the GreenModel's own query
                 own.queries[name] = queries.queries[name]
-            energy.last = current
+            reading = current
         else:
             values[name] = answer.get(row)
     fetched = await asyncio.to_thread(promql.fetch, per_model, own)
     carbon = fetched.pop("carbon_intensity", None)
     values.update(fetched)
-    return promql.observation_from(values, carbon, now, promql.max_age_s(interval_s), previous_energy_j)
+    observation = promql.observation_from(
+        values, carbon, now, promql.max_age_s(interval_s), previous_energy_j
+    )
+    # A tick that failed (MetricsError above) accounts nothing, so the next one must start from the same
+    # reading: moving the baseline on a failure would lose the energy between the two readings.
+    energy.last = reading
+    return observation
