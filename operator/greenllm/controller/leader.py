@@ -137,7 +137,10 @@ class LeaderLease:
                 logger.error("lost the leader lease %s: stopping (to restart as a follower)", where)
                 self._on_lost()
                 return
-        self._release()
+        try:
+            self._release()
+        except Exception:  # an unreachable API server at shutdown: the Lease then expires on its own
+            logger.warning("could not release the leader lease %s", self.name, exc_info=True)
 
     def _release(self) -> None:
         """As client-go's ReleaseOnCancel: an empty holder with a 1 s duration, only onto our own record."""
