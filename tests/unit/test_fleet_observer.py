@@ -79,53 +79,66 @@ def _spec() -> api.GreenModelSpec:
     )
 
 
-def test_energy_is_the_increase_since_the_green_models_own_last_reading() -> None:
-    readings = iter([1000.0, 1600.0, 1750.0])  # mJ... in J here: the fleet query divides by 1000 already
-    own_queries: list[str] = []
+class EnergyFleet:
+    """One GreenModel "gm" whose GPU energy counter reads `readings` in turn (J, sample time value / 10),
+    and whose own queries answer 42 J to increase(); `fail` makes the prompt-rate fleet query refuse."""
 
-    def fleet(promql: str) -> Any:
+    def __init__(self, *readings: float) -> None:
+        self.readings = iter(readings)
+        self.fail = False
+        self.own_queries: list[str] = []
+        self.clock = Clock()
+        self.spec = _spec()
+        self.observer = fleet_observer.FleetObserver(self.fleet, self.clock)
+        self.memory = fleet_observer.EnergyReadings()
+
+    def fleet(self, promql: str) -> Any:
         if "ENERGY" in promql:
-            value = next(readings)
+            value = next(self.readings)
             return [
                 _row("gm", value, UUID="GPU-0", pod="gm-5d8f7c9b6-aaaaa")
                 | {"value": [value / 10, str(value)]}
             ]
+        if self.fail and "prompt_tokens" in promql:
+            raise ConnectionError("refused")
         return []
 
-    def own(promql: str) -> Any:
-        own_queries.append(promql)
+    def own(self, promql: str) -> Any:
+        self.own_queries.append(promql)
         return [{"metric": {}, "value": [0, "42"]}] if "increase" in promql else []
 
-    clock = Clock()
-    observer = fleet_observer.FleetObserver(fleet, clock)
-    spec = _spec()
-    memory = fleet_observer.EnergyReadings()
-    batched = fleet_observer.batched_names(spec, frozenset(), own_url=False)
+    def tick(self, previous: float | None, since_s: float | None = None) -> float | None:
+        """One observation 15 s after the last (no answer, or failure, is reused): its energy total."""
+        self.clock.now += 15
+        queries = promql.build_queries(self.spec, NS, "gm", since_s=since_s)
+        obs = asyncio.run(
+            fleet_observer.observe(
+                self.observer,
+                self.own,
+                queries,
+                self.spec,
+                (NS, "gm"),
+                batched=fleet_observer.batched_names(self.spec, frozenset(), own_url=False),
+                window="1m",
+                interval_s=15,
+                now=self.clock.now,
+                previous_energy_j=previous,
+                energy=self.memory,
+            )
+        )
+        return obs.energy_j_total
+
+
+def test_energy_is_the_increase_since_the_green_models_own_last_reading() -> None:
+    fleet = EnergyFleet(1000.0, 1600.0, 1750.0)  # J: the fleet query divides DCGM's mJ by 1000 already
     totals = []
     previous: float | None = None
     for since in (30.0, 15.0, 15.0):  # a restart: the persisted sample was 30 s ago
-        queries = promql.build_queries(spec, NS, "gm", since_s=since)
-        obs = asyncio.run(
-            fleet_observer.observe(
-                observer,
-                own,
-                queries,
-                spec,
-                (NS, "gm"),
-                batched=batched,
-                window="1m",
-                interval_s=15,
-                now=clock.now,
-                previous_energy_j=previous,
-                energy=memory,
-            )
-        )
-        previous = obs.energy_j_total
+        previous = fleet.tick(previous, since_s=since)
         totals.append(previous)
-        clock.now += 15
     # First: the own increase() since the persisted sample (42 J); then the counters' increases.
     assert totals == [42.0, 42.0 + 600.0, 42.0 + 600.0 + 150.0]
-    assert sum("increase" in q for q in own_queries) == 1
+    assert sum("increase" in q for q in fleet.own_queries) == 1
 
 
 def test_overridden_queries_and_an_own_prometheus_are_not_batched() -> None:
@@ -142,49 +155,10 @@ def test_overridden_queries_and_an_own_prometheus_are_not_batched() -> None:
 def test_a_failed_tick_does_not_move_the_energy_baseline() -> None:
     """The energy between two readings is counted by the tick that succeeds: a tick whose other queries
     fail must not take a reading, or the next tick would start from it and that energy would be lost."""
-    readings = iter([1000.0, 1600.0, 1750.0])
-    fail = [False]
-
-    def fleet(promql: str) -> Any:
-        if "ENERGY" in promql:
-            value = next(readings)
-            return [
-                _row("gm", value, UUID="GPU-0", pod="gm-5d8f7c9b6-aaaaa")
-                | {"value": [value / 10, str(value)]}
-            ]
-        if fail[0] and "prompt_tokens" in promql:
-            raise ConnectionError("refused")
-        return []
-
-    clock = Clock()
-    observer = fleet_observer.FleetObserver(fleet, clock)
-    spec = _spec()
-    memory = fleet_observer.EnergyReadings()
-    batched = fleet_observer.batched_names(spec, frozenset(), own_url=False)
-
-    def tick(previous: float | None) -> float | None:
-        queries = promql.build_queries(spec, NS, "gm")
-        clock.now += 15  # each tick a fresh interval: no answer (or failure) is reused
-        obs = asyncio.run(
-            fleet_observer.observe(
-                observer,
-                lambda q: [],
-                queries,
-                spec,
-                (NS, "gm"),
-                batched=batched,
-                window="1m",
-                interval_s=15,
-                now=clock.now,
-                previous_energy_j=previous,
-                energy=memory,
-            )
-        )
-        return obs.energy_j_total
-
-    first = tick(None)  # baseline at 1000
-    fail[0] = True
+    fleet = EnergyFleet(1000.0, 1600.0, 1750.0)
+    first = fleet.tick(None)  # baseline at 1000
+    fleet.fail = True
     with pytest.raises(promql.MetricsError):
-        tick(first)  # read 1600, then failed
-    fail[0] = False
-    assert tick(first) == pytest.approx((first or 0.0) + 750.0)  # 1750 - 1000: nothing lost
+        fleet.tick(first)  # read 1600, then failed
+    fleet.fail = False
+    assert fleet.tick(first) == pytest.approx((first or 0.0) + 750.0)  # 1750 - 1000: nothing lost

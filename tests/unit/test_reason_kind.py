@@ -9,37 +9,17 @@ from typing import Any
 
 import pytest
 from tests.table_source import TableSource
+from tests.unit.test_step import CAP, DEFAULT, make_spec, perf
 
 from greenllm.api import v1alpha1 as api
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core import render
 from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
-from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.planner import plan
 from greenllm.core.step import LoopState, initial_decision, initial_state, plan_step, step
 
-DEFAULT = PowerSetting()
-CAP = PowerSetting(limit_w=300.0)
 CORE = Path(__file__).resolve().parents[2] / "operator" / "greenllm" / "core"
-
-
-def perf(out_tps: float, idle_w: float, full_w: float, prompt_tps: float = 1e6) -> ReplicaPerformance:
-    return ReplicaPerformance(out_tps, prompt_tps, full_w, ((0.0, idle_w), (out_tps, full_w)))
-
-
-def make_spec(**overrides: Any) -> api.GreenModelSpec:
-    doc: dict[str, Any] = {
-        "model": {"name": "m"},
-        "variants": [
-            {"name": "fp16", "precision": "fp16", "image": "vllm", "quality": 1.0},
-            {"name": "int4", "precision": "int4", "image": "vllm", "quality": 0.9},
-        ],
-        "replicas": {"min": 1, "max": 8},
-        "scaling": {"switchHold": "5m", "switchThreshold": 0.1, "scaleDownStabilization": "5m"},
-    }
-    doc.update(overrides)
-    return api.GreenModelSpec.model_validate(doc)
 
 
 def fp16_cheaper() -> TableSource:
