@@ -70,20 +70,7 @@ def batched_names(spec: api.GreenModelSpec, overrides: frozenset[str], own_url: 
     if own_url:
         return frozenset()
     source = spec.metrics.power_source.value
-    names = (
-        "power_w",
-        "power_age_s",
-        "energy_j",
-        *promql.DEMAND_QUERIES,
-        *promql.LOAD_QUERIES,
-        *promql.SLO_QUERIES,
-    )
-    return frozenset(n for n in names if _template(n, source) not in overrides)
-
-
-def _template(name: str, source: str) -> str:
-    """The template a query name is filled from: power_w -> dcgm_power_w, ..."""
-    return f"{source}_{name}" if name in ("power_w", "power_age_s", "energy_j") else name
+    return frozenset(n for n in promql.QUERY_NAMES if promql.template_key(n, source) not in overrides)
 
 
 async def observe(
@@ -109,7 +96,7 @@ async def observe(
     reading = energy.last  # taken as the new baseline only once the whole observation succeeded
     own = replace(queries, queries={k: v for k, v in queries.queries.items() if k not in batched})
     for name in sorted(batched):
-        template = _template(name, source)
+        template = promql.template_key(name, source)
         q = fleet_queries.fleet_query(
             template,
             window=window,

@@ -20,7 +20,6 @@ GreenModel's own Prometheus URL, a carbon-intensity query.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +27,11 @@ from typing import Any
 from greenllm.loop.promql import (
     TPOT_HISTOGRAM,
     TTFT_HISTOGRAM,
-    VLLM_TPOT_BUCKETS_S,
-    VLLM_TTFT_BUCKETS_S,
     MetricsError,
+    attainment_window,
     fill,
-    slo_interpolation,
+    sample_value,
+    slo_edges,
 )
 
 Row = tuple[str, str]  # (namespace, deployment)
@@ -125,28 +124,13 @@ def fleet_query(
 ) -> FleetQuery | None:
     """The filled query; None when this GreenModel's answer would be unknown anyway (an SLO below the
     histogram's first bucket for attainment)."""
-    values = {"window": window, "attainment_window": f"{max(1, round(attainment_window_s))}s"}
+    values = {"window": window, "attainment_window": attainment_window(attainment_window_s)}
     if template == "attainment":
-        for key, buckets, slo_ms in (
-            ("ttft", VLLM_TTFT_BUCKETS_S, ttft_slo_ms),
-            ("tpot", VLLM_TPOT_BUCKETS_S, tpot_slo_ms),
-        ):
-            around = slo_interpolation(buckets, slo_ms / 1000)
-            if around is None:
-                return None
-            values.update(
-                {f"{key}_le": around[0], f"{key}_le_hi": around[1], f"{key}_frac": repr(round(around[2], 9))}
-            )
+        edges = slo_edges(ttft_slo_ms, tpot_slo_ms)
+        if None in edges.values():
+            return None
+        values.update({key: edge for key, edge in edges.items() if edge is not None})
     return FleetQuery(template, fill(FLEET_QUERIES[template], values))
-
-
-def _number(sample: Any) -> float | None:
-    try:
-        _, text = sample["value"]
-        value = float(text)
-    except (KeyError, TypeError, ValueError) as e:
-        raise MetricsError(f"malformed sample {sample!r}") from e
-    return None if math.isnan(value) or math.isinf(value) else value
 
 
 def rows(result: Any) -> dict[Row, float | None]:
@@ -158,7 +142,7 @@ def rows(result: Any) -> dict[Row, float | None]:
         labels = sample.get("metric") or {}
         namespace, deployment = labels.get("namespace"), labels.get("deployment")
         if namespace and deployment:
-            out[(namespace, deployment)] = _number(sample)
+            out[(namespace, deployment)] = sample_value(sample)
     return out
 
 
@@ -177,7 +161,7 @@ def counter_rows(result: Any) -> dict[Row, CounterReading]:
     for sample in result:
         labels = sample.get("metric") or {}
         namespace, deployment = labels.get("namespace"), labels.get("deployment")
-        value = _number(sample)
+        value = sample_value(sample)
         if not (namespace and deployment) or value is None:
             continue
         key = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))

@@ -147,6 +147,8 @@ def fill(template: str, values: Mapping[str, str]) -> str:
 DEMAND_QUERIES = ("prompt_tokens_per_s", "output_tokens_per_s")
 LOAD_QUERIES = ("requests_per_s", "requests_waiting", "requests_running", "tpot_p90_ms", "ttft_p90_ms")
 SLO_QUERIES = ("attainment", "peak_waiting_requests", "peak_arrivals")
+# Every query a GreenModel's observation is made of (power_* and energy_j from its power source's templates).
+QUERY_NAMES = ("power_w", "power_age_s", "energy_j", *DEMAND_QUERIES, *LOAD_QUERIES, *SLO_QUERIES)
 # Answers that are a share (in [0, 1]) or a count (>= 0): anything else is garbage, hence unknown.
 _SHARES = ("attainment",)
 _COUNTS = ("peak_waiting_requests", "peak_arrivals")
@@ -166,9 +168,29 @@ class QuerySet:
     carbon_static: float | None
 
 
-def _template_key(name: str, source: str) -> str:
+def template_key(name: str, source: str) -> str:
     """The DEFAULT_QUERIES key a chosen query comes from: power_w -> dcgm_power_w, ..."""
     return f"{source}_{name}" if name in ("power_w", "power_age_s", "energy_j") else name
+
+
+def attainment_window(seconds: float) -> str:
+    """In whole seconds: PromQL (2.x) refuses the fractional durations a spec may hold ("1.5h")."""
+    return f"{max(1, round(seconds))}s"
+
+
+def slo_edges(ttft_slo_ms: float, tpot_slo_ms: float) -> dict[str, str | None]:
+    """The attainment query's placeholders: {ttft_le}, {ttft_le_hi}, {ttft_frac} and the same for tpot
+    (`slo_interpolation`); None for an SLO below its histogram's first bucket."""
+    edges: dict[str, str | None] = {}
+    for key, buckets, slo_ms in (
+        ("ttft", VLLM_TTFT_BUCKETS_S, ttft_slo_ms),
+        ("tpot", VLLM_TPOT_BUCKETS_S, tpot_slo_ms),
+    ):
+        around = slo_interpolation(buckets, slo_ms / 1000)
+        edges[f"{key}_le"] = None if around is None else around[0]
+        edges[f"{key}_le_hi"] = None if around is None else around[1]
+        edges[f"{key}_frac"] = None if around is None else repr(round(around[2], 9))
+    return edges
 
 
 def build_queries(
@@ -187,33 +209,16 @@ def build_queries(
     # In milliseconds: the window queried is the window the account adds (whole seconds over- or
     # under-counted every tick whose spacing was not a whole number of seconds).
     since = f"{max(1, round(since_s * 1000))}ms" if since_s is not None else window
-    # In seconds: PromQL (2.x) refuses the fractional durations a spec may hold ("1.5h").
-    attainment_window = f"{max(1, round(parse_duration(spec.slo.attainment_window)))}s"
     values = {
         "namespace": namespace,
         "pods": pod_regex(deployment),
         "window": window,
         "since": since,
-        "attainment_window": attainment_window,
+        "attainment_window": attainment_window(parse_duration(spec.slo.attainment_window)),
     }
-    edges: dict[str, str | None] = {}
-    for key, buckets, slo_ms in (
-        ("ttft", VLLM_TTFT_BUCKETS_S, spec.slo.ttft_p90_ms),
-        ("tpot", VLLM_TPOT_BUCKETS_S, spec.slo.tpot_p90_ms),
-    ):
-        around = slo_interpolation(buckets, slo_ms / 1000)
-        edges[f"{key}_le"] = None if around is None else around[0]
-        edges[f"{key}_le_hi"] = None if around is None else around[1]
-        edges[f"{key}_frac"] = None if around is None else repr(round(around[2], 9))
+    edges = slo_edges(spec.slo.ttft_p90_ms, spec.slo.tpot_p90_ms)
     values.update({key: edge for key, edge in edges.items() if edge is not None})
-    chosen = {
-        "power_w": templates[f"{source}_power_w"],
-        "power_age_s": templates[f"{source}_power_age_s"],
-        "energy_j": templates[f"{source}_energy_j"],
-        **{name: templates[name] for name in DEMAND_QUERIES},
-        **{name: templates[name] for name in LOAD_QUERIES},
-        **{name: templates[name] for name in SLO_QUERIES},
-    }
+    chosen = {name: templates[template_key(name, source)] for name in QUERY_NAMES}
     if since_s is None:
         chosen.pop("energy_j")  # nothing to account yet: the first tick only sets the baseline
     if any(edge is None and "{" + key + "}" in chosen["attainment"] for key, edge in edges.items()):
@@ -223,7 +228,7 @@ def build_queries(
     # parseable). The operator's own templates and config overrides are run as they are.
     carbon_query = scope_promql(fill(carbon.query, values), namespace) if carbon.query else None
     static = carbon.grams_per_kwh if carbon.grams_per_kwh is not None else default_carbon_g_per_kwh
-    own = {name for name in chosen if _template_key(name, source) in spec.metrics.queries}
+    own = {name for name in chosen if template_key(name, source) in spec.metrics.queries}
     return QuerySet(
         queries={
             name: scope_promql(fill(q, values), namespace) if name in own else fill(q, values)
@@ -252,14 +257,17 @@ def scalar(result: Any) -> float | None:
         return None
     if len(result) != 1:
         raise MetricsError(f"expected one series, got {len(result)} (wrap the query in sum())")
+    return sample_value(result[0])
+
+
+def sample_value(sample: Any) -> float | None:
+    """One sample's number: None when NaN/Inf (unknown, never a quantity); MetricsError when malformed."""
     try:
-        _, text = result[0]["value"]
+        _, text = sample["value"]
         value = float(text)
     except (KeyError, TypeError, ValueError) as e:
-        raise MetricsError(f"malformed sample {result[0]!r}") from e
-    if math.isnan(value) or math.isinf(value):
-        return None
-    return value
+        raise MetricsError(f"malformed sample {sample!r}") from e
+    return None if math.isnan(value) or math.isinf(value) else value
 
 
 Query = Callable[[str], Any]  # PromQL -> the result list of an instant query
