@@ -60,7 +60,14 @@ import kmock  # noqa: E402
 import yaml  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tests.kube_emulator import INITIAL_NAMESPACES, ApiCall, KubeEmulator  # noqa: E402
-from tests.prometheus_server import Exporter, FakeFleet, PodSeries, PrometheusServer, free_port  # noqa: E402
+from tests.prometheus_server import (  # noqa: E402
+    Exporter,
+    FakeFleet,
+    PodSeries,
+    PrometheusServer,
+    free_port,
+    instant_queries_answered,
+)
 
 from greenllm.api.crd import custom_resource_definition  # noqa: E402
 from greenllm.api.durations import parse_duration  # noqa: E402
@@ -207,19 +214,6 @@ def _http_text(url: str, timeout: float = 10.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text: str = response.read().decode()
         return text
-
-
-def prometheus_queries(prometheus_url: str) -> float:
-    """Instant queries Prometheus has answered so far (its own prometheus_http_requests_total)."""
-    total = 0.0
-    for family in text_string_to_metric_families(_http_text(f"{prometheus_url}/metrics")):
-        if family.name == "prometheus_http_requests":
-            total += sum(
-                s.value
-                for s in family.samples
-                if s.name.endswith("_total") and s.labels.get("handler") == "/api/v1/query"
-            )
-    return total
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -619,7 +613,7 @@ class _Bench:
         histograms, totals0 = await asyncio.to_thread(operator.metrics)
         h0 = h1 = histograms[LOOP_HISTOGRAM]
         totals1 = totals0
-        q0 = await asyncio.to_thread(prometheus_queries, self.prometheus_url)
+        q0 = await asyncio.to_thread(instant_queries_answered, self.prometheus_url)
         cpu0, calls0, t0 = cpu_seconds(operator.pid), len(self.emulator.api_calls), loop.time()
         others0 = cpu_seconds(os.getpid()), cpu_seconds(self.prometheus_pid)
         want = result.n * result.ticks
@@ -651,7 +645,7 @@ class _Bench:
         t1, cpu1, calls1 = loop.time(), cpu_seconds(operator.pid), len(self.emulator.api_calls)
         others1 = cpu_seconds(os.getpid()), cpu_seconds(self.prometheus_pid)
         result.load_average_1m = os.getloadavg()[0]
-        q1 = await asyncio.to_thread(prometheus_queries, self.prometheus_url)
+        q1 = await asyncio.to_thread(instant_queries_answered, self.prometheus_url)
         window = h1.minus(h0)
         window_calls = self.emulator.api_calls[calls0:calls1]
         calls = _operator_calls(window_calls)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -238,3 +239,16 @@ def scraped(fleet: FakeFleet) -> Iterator[PrometheusServer]:
     finally:
         prometheus.close()
         exporter.close()
+
+
+def instant_queries_answered(url: str) -> float:
+    """Instant queries the Prometheus at `url` has answered so far (its prometheus_http_requests_total)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "prometheus_http_requests"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels.get("handler") == "/api/v1/query"
+    )

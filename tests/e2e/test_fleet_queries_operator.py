@@ -4,17 +4,22 @@ number of fleet queries, where one query per GreenModel and kind would be eight 
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import KubeClient, OperatorFactory, wait_for
 from tests.e2e.test_operator import GM, NS, green_model
 from tests.e2e.test_status_writes import scrape
-from tests.prometheus_server import FakeFleet, PodSeries, PrometheusServer, free_port, scraped
+from tests.prometheus_server import (
+    FakeFleet,
+    PodSeries,
+    PrometheusServer,
+    free_port,
+    instant_queries_answered,
+    scraped,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +38,6 @@ def prometheus() -> Iterator[PrometheusServer]:
         )
     with scraped(fleet) as server:
         yield server
-
-
-def instant_queries(url: str) -> float:
-    """Instant queries Prometheus has answered so far (its own prometheus_http_requests_total)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "prometheus_http_requests"
-        for s in family.samples
-        if s.name.endswith("_total") and s.labels.get("handler") == "/api/v1/query"
-    )
 
 
 def _gm(i: int) -> dict[str, Any]:
@@ -74,11 +66,11 @@ async def test_queries_per_interval_do_not_grow_with_the_green_models(
         return seen if seen["ticks"] >= n else None
 
     start = await wait_for(lambda: ticks_at_least(2 * N), timeout=90, message="every GreenModel ticking")
-    before = instant_queries(prometheus.url)
+    before = instant_queries_answered(prometheus.url)
     end = await wait_for(
         lambda: ticks_at_least(start["ticks"] + 4 * N), timeout=90, message="4 rounds of ticks"
     )
-    asked = instant_queries(prometheus.url) - before
+    asked = instant_queries_answered(prometheus.url) - before
     rounds = (end["ticks"] - start["ticks"]) / N  # intervals elapsed, as each GreenModel ticks once in each
     kinds = 12  # fleet queries a default GreenModel reads (power, age, energy, rates, queue, latency, SLO)
     per_interval = asked / rounds
