@@ -95,12 +95,13 @@ async def observe(
     values: dict[str, float | None] = {}
     reading = energy.last  # taken as the new baseline only once the whole observation succeeded
     own = replace(queries, queries={k: v for k, v in queries.queries.items() if k not in batched})
+    attainment_window_s = parse_duration(spec.slo.attainment_window)
     for name in sorted(batched):
         template = promql.template_key(name, source)
         q = fleet_queries.fleet_query(
             template,
             window=window,
-            attainment_window_s=parse_duration(spec.slo.attainment_window),
+            attainment_window_s=attainment_window_s,
             ttft_slo_ms=spec.slo.ttft_p90_ms,
             tpot_slo_ms=spec.slo.tpot_p90_ms,
         )

@@ -61,9 +61,9 @@ class Kube:
 
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self._limit is None:
-            return await _call(method, *args, **kwargs)
+            return await _request(method, *args, **kwargs)
         async with self._limit:
-            return await _call(method, *args, **kwargs)
+            return await _request(method, *args, **kwargs)
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -132,7 +132,7 @@ class Kube:
         return methods[(kind, verb)]
 
 
-async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def _request(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     # The client is synchronous; run it off the event loop that kopf's watchers share.
     response = await asyncio.to_thread(method, *args, _preload_content=False, **kwargs)
     data = response.data
