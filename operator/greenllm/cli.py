@@ -66,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from greenllm.controller import handlers  # noqa: F401  (importing registers the handlers)
+    from greenllm.controller.memo import OperatorMemo
     from greenllm.controller.prometheus import set_default_connection
 
     kopf.configure(verbose=config.log_level == "debug")
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     set_default_connection(config.prometheus_connection())
     # A lost leader Lease stops the process as SIGTERM does (gracefully); then it exits 1 below. (Not kopf's
     # stop_flag: kopf waits on a thread-style flag in an executor thread that then blocks the exit.)
-    memo = kopf.Memo(config=config, on_lease_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    memo = OperatorMemo(config=config, on_lease_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
@@ -53,7 +54,7 @@ def test_wire_names_are_camel_case() -> None:
         ({"replicas": {"min": 5, "max": 2}}, "replicas.min (5) must be <= replicas.max (2)"),
         ({"slo": {"minQuality": 1.5}}, "no variant meets slo.minQuality 1.5"),
         ({"power": {"mode": "Fixed"}}, "power.limitW is required"),
-        ({"budget": {"period": "one day"}}, "String should match pattern"),
+        ({"budget": {"period": "one day"}}, "invalid duration 'one day': use e.g. 15s"),
         ({"budget": {"energyKwh": -1}}, "greater than 0"),
         ({"variants": []}, "at least 1 item"),
         ({"unknownField": 1}, "Extra inputs are not permitted"),
@@ -82,6 +83,17 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_durations_carry_their_seconds_parsed_once_defaults_included() -> None:
+    parsed = api.GreenModelSpec.model_validate(spec(scaling={"interval": "1m30s"}))
+    assert parsed.scaling.interval == "1m30s" and parsed.scaling.interval.seconds == 90.0
+    assert parsed.scaling.switch_hold.seconds == 300.0  # a default, validated like a given value
+    assert parsed.slo.attainment_window.seconds == 3600.0 and parsed.budget.period_seconds == 86400.0
+    wire = parsed.model_dump(by_alias=True, mode="json")["scaling"]
+    assert wire["interval"] == "1m30s" and type(wire["interval"]) is str
+    copied = pickle.loads(pickle.dumps(parsed))  # the simulator's worker processes get specs this way
+    assert copied == parsed and copied.scaling.interval.seconds == 90.0
 
 
 def test_status_tolerates_unknown_fields_and_round_trips() -> None:

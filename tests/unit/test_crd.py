@@ -16,7 +16,7 @@ import yaml
 
 from greenllm.api import crd
 from greenllm.api import v1alpha1 as api
-from greenllm.core import render
+from greenllm.core import status as st
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 
@@ -110,25 +110,27 @@ def _realistic_green_model() -> dict[str, Any]:
     )
     decision = Decision("bf16", 4, PowerSetting(limit_w=300.0), 1200.0, "planned", True)
     now = "2026-12-02T10:55:13Z"
-    conditions: list[dict[str, Any]] = []
+    conditions: list[api.Condition] = []
     for kind, ok, reason in [
         (api.ConditionType.SPEC_VALID, True, "Valid"),
         (api.ConditionType.READY, False, "Progressing"),
         (api.ConditionType.METRICS_AVAILABLE, True, "Observed"),
     ]:
-        conditions = render.set_condition(conditions, kind, ok, reason, "", now, 1)
-    budget = render.budget_condition(spec, decision, 1.2, 300.0, 1150.0, measured=True)
-    conditions = render.set_condition(conditions, api.ConditionType.BUDGET_MET, *budget, now, 1)
+        conditions = st.set_condition(conditions, kind, ok, reason, "", now, 1)
+    budget = st.budget_condition(spec, decision, 1.2, 300.0, 1150.0, measured=True)
+    conditions = st.set_condition(conditions, api.ConditionType.BUDGET_MET, *budget, now, 1)
     observation = Observation(time=0.0, prompt_tokens_per_s=9000.0, output_tokens_per_s=500.0, power_w=1150.0)
-    status = {
-        **render.decision_status(decision),
-        **render.replicas_status(3, decision.replicas),
-        "energyText": render.energy_text(1.2, spec.budget.energy_kwh),
-        "observed": render.observed_status(observation, now),
-        "period": {"start": now, "energyKwh": 1.2, "carbonGrams": 300.0, "lastSampleTime": now},
-        "conditions": conditions,
-    }
-    api.GreenModelStatus.model_validate(status)  # every field the columns read is in the status model
+    status = st.patch(
+        st.decided(
+            decision,
+            ready_replicas=3,
+            replicas_text=st.replicas_text(3, decision.replicas),
+            energy_text=st.energy_text(1.2, spec.budget.energy_kwh),
+            observed=st.observed_status(observation, now),
+            period=api.PeriodAccount(start=now, energy_kwh=1.2, carbon_grams=300.0, last_sample_time=now),
+            conditions=conditions,
+        )
+    )
     return {"metadata": {"name": "llama", "creationTimestamp": now}, "status": status}
 
 

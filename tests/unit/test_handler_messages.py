@@ -31,7 +31,7 @@ def spec(**overrides: Any) -> api.GreenModelSpec:
 
 def test_a_kept_decision_is_explained_against_the_new_spec() -> None:
     old = "no metrics yet: highest-quality variant bf16 (quality 1 >= slo.minQuality 0.5) x1 at default power"
-    record = {"time": "t", "variant": "bf16", "replicas": 1, "reason": old}
+    record = api.DecisionRecord(time="t", variant="bf16", replicas=1, reason=old)
     raised = spec(slo={"minQuality": 0.99})
     carried = carried_decision(raised, record)
     assert carried is not None and carried.reason == old  # what used to stay in lastDecision
@@ -42,7 +42,7 @@ def test_a_kept_decision_is_explained_against_the_new_spec() -> None:
 
 def test_a_kept_decision_keeps_the_clamping_note() -> None:
     narrow = spec(replicas={"min": 1, "max": 2})
-    carried = carried_decision(narrow, {"time": "t", "variant": "bf16", "replicas": 5, "reason": "old"})
+    carried = carried_decision(narrow, api.DecisionRecord(time="t", variant="bf16", replicas=5, reason="old"))
     assert carried is not None
     reason = handlers._kept_reason(narrow, carried, 3)
     assert "replicas clamped from 5 to 2" in reason
@@ -58,27 +58,6 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
         kopf, "info", lambda _o, *, reason, message: events.append(("Normal", reason, message))
     )
     return events
-
-
-def test_metrics_events_once_per_transition(posted: list[tuple[str, str, str]]) -> None:
-    body = kopf.Body({"metadata": {"name": "llama", "namespace": "team"}})  # type: ignore[typeddict-item]
-    error = "HTTPConnectionPool(host='127.0.0.1'): " + "%7B" * 600
-    history = [
-        (None, False, "NoData", "no vLLM token rates"),  # first tick, pods starting: no Warning
-        ("False", True, "Observed", ""),  # recovers: Normal
-        ("True", True, "Observed", ""),
-        ("True", False, "PrometheusUnavailable", error),  # goes away: Warning
-        ("False", False, "PrometheusUnavailable", error),  # stays away: nothing
-        ("False", True, "Observed", ""),  # back: Normal
-    ]
-    for was, ok, reason, message in history:
-        handlers._metrics_event(body, was, ok, reason, message)
-    assert [(kind, reason) for kind, reason, _ in posted] == [
-        ("Normal", "MetricsAvailable"),
-        ("Warning", "MetricsUnavailable"),
-        ("Normal", "MetricsAvailable"),
-    ]
-    assert len(posted[1][2]) <= handlers.EVENT_MESSAGE_MAX
 
 
 def test_event_messages_fit_an_event() -> None:

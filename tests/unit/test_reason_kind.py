@@ -14,6 +14,7 @@ from tests.unit.test_step import CAP, DEFAULT, make_spec, perf
 from greenllm.api import v1alpha1 as api
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core import render
+from greenllm.core import status as st
 from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
 from greenllm.core.planner import plan
@@ -221,11 +222,10 @@ def test_the_kind_round_trips_through_last_decision() -> None:
     spec = make_spec()
     _, d = step(spec, in_force("fp16"), obs(15.0), 15.0, int4_cheaper(0.5))
     assert d.kind is ReasonKind.HOLD
-    record = render.decision_record(d, "2026-01-01T00:00:00Z")
-    assert record["reasonKind"] == "Hold"
-    api.DecisionRecord.model_validate(record)  # the CRD's model accepts it
+    record = st.decision_record(d, "2026-01-01T00:00:00Z")
+    assert record.model_dump(by_alias=True)["reasonKind"] == "Hold"
     _, burst = step(spec, started(spec, fp16_cheaper()), obs(15.0, peak_arrivals=50.0), 15.0, fp16_cheaper())
-    carried = carried_decision(spec, render.decision_record(burst, "t"))
+    carried = carried_decision(spec, st.decision_record(burst, "t"))
     assert carried is not None and carried.kind is ReasonKind.BURST
 
 
@@ -234,13 +234,13 @@ def test_a_record_without_a_known_kind_reads_as_hold(recorded: str | None) -> No
     record: dict[str, Any] = {"time": "t", "variant": "fp16", "replicas": 2, "reason": "old"}
     if recorded is not None:
         record["reasonKind"] = recorded
-    carried = carried_decision(make_spec(), record)
+    carried = carried_decision(make_spec(), api.DecisionRecord.model_validate(record))
     assert carried is not None
     assert (carried.reason, carried.kind) == ("old", ReasonKind.HOLD)
 
 
 def test_a_clamped_or_adopted_decision_is_a_hold() -> None:
-    record = {"time": "t", "variant": "fp16", "replicas": 6, "reason": "r", "reasonKind": "BudgetBinds"}
+    record = api.DecisionRecord(time="t", variant="fp16", replicas=6, reason="r", reason_kind="BudgetBinds")
     kept = carried_decision(make_spec(), record)
     assert kept is not None and kept.kind is ReasonKind.BUDGET_BINDS
     clamped = carried_decision(make_spec(replicas={"min": 1, "max": 4}), record)

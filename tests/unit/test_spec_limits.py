@@ -11,7 +11,7 @@ from tests.unit.test_crd import api_server_errors, good
 
 from greenllm.api import v1alpha1 as api
 from greenllm.calibration import default_energy_model
-from greenllm.core.render import decision_status
+from greenllm.core.status import decided
 from greenllm.core.step import initial_decision
 
 INTERVALS = {
@@ -106,4 +106,4 @@ def test_fixed_limit_written_is_clamped_to_the_gpus_range(limit: float) -> None:
     decision = initial_decision(spec, energy)
     assert decision.setting.limit_w == gpu.clamp(limit) != limit
     assert gpu.min_w <= (decision.setting.limit_w or 0) <= gpu.max_w
-    assert decision_status(decision)["powerLimitW"] == gpu.clamp(limit)
+    assert decided(decision).power_limit_w == gpu.clamp(limit)

@@ -96,11 +96,17 @@ def test_initial_decision_prefers_a_runnable_variant_and_the_fixed_limit() -> No
     assert initial_decision(floor, int4_cheaper()).variant == "fp16"
 
 
+def wire(state: LoopState) -> dict[str, Any]:
+    """status.controllerState as the API server stores it: JSON."""
+    data: dict[str, Any] = json.loads(json.dumps(state.to_status().model_dump(by_alias=True, mode="json")))
+    return data
+
+
 def test_state_round_trips_through_json() -> None:
     spec = make_spec()
     state = started(spec, fp16_cheaper())
     state, _ = step(spec, state, obs(15.0, 3000.0, power_w=900.0, energy_j_total=5.0), 15.0, fp16_cheaper())
-    data = json.loads(json.dumps(state.to_status()))
+    data = wire(state)
     assert LoopState.from_status(data) == state
 
 
@@ -108,7 +114,7 @@ def test_state_times_are_rfc3339_and_legacy_floats_still_read() -> None:
     spec = make_spec()
     state = started(spec, fp16_cheaper())
     state, _ = step(spec, state, obs(15.0, 3000.0, power_w=900.0, energy_j_total=5.0), 15.0, fp16_cheaper())
-    data = state.to_status()
+    data = wire(state)
     assert data["periodStart"] == "1970-01-01T00:00:00Z"
     assert data["lastSampleTime"] == "1970-01-01T00:00:15Z"
     assert all(isinstance(t, str) and t.endswith("Z") for t, _ in data["history"])
@@ -552,7 +558,7 @@ def test_demand_peaks_survive_a_restart() -> None:
     spec, src = make_spec(), fp16_cheaper()
     s = started(spec, src, out=5000.0)
     s, _ = step(spec, s, obs(15.0, 2000.0), 15.0, src)
-    restored = LoopState.from_status(json.loads(json.dumps(s.to_status())))
+    restored = LoopState.from_status(wire(s))
     assert restored.demand_peaks == s.demand_peaks == ((0.0, 0.0, 5000.0), (15.0, 0.0, 2000.0))
     _, d = step(spec, restored, obs(30.0, 2000.0), 30.0, src)
     assert d.replicas == 6

@@ -18,6 +18,7 @@ from greenllm.controller import handlers, prometheus
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core import render
+from greenllm.core import status as st
 from greenllm.core.step import initial_decision
 from greenllm.loop import promql
 
@@ -67,6 +68,9 @@ class FakeKube:
         return patch
 
 
+T0 = "2026-01-01T00:00:00Z"
+
+
 def run_tick(
     body: dict[str, Any], config: OperatorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[str], list[str], FakeKube, list[str]]:
@@ -77,7 +81,9 @@ def run_tick(
     gm = {
         "metadata": {"name": "gm", "namespace": NS, "uid": "u-1", "generation": 1, "resourceVersion": "1"},
         "spec": body,
-        "status": {"lastDecision": render.decision_record(decision, "2026-01-01T00:00:00Z")},
+        "status": st.patch(
+            api.GreenModelStatus(last_decision=st.decision_record(decision, "2026-01-01T00:00:00Z"))
+        ),
     }
     kube = FakeKube(gm)
     urls: list[str] = []

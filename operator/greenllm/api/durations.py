@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 # One or more <number><unit> groups; the same pattern goes into the CRD so the API server refuses
 # a bad duration before the operator ever sees it.
@@ -21,16 +21,37 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
 
 
-def _check(text: str) -> str:
-    parse_duration(text)
-    return text
-
-
 # Bounded so the CRD's CEL rules on durations stay within the API server's cost budget.
 DURATION_MAX_LENGTH = 32
+
+
+class DurationText(str):
+    """A duration as the spec wrote it ("15s", "1h30m"), with its `seconds` parsed once, when the spec is
+    validated: the loop reads them every tick. On the wire and in comparisons it is the string."""
+
+    seconds: float
+
+    def __new__(cls, text: str) -> Self:
+        value = super().__new__(cls, text)
+        value.seconds = parse_duration(text)
+        return value
+
+
+def _duration(value: object) -> DurationText:
+    if not isinstance(value, str):
+        raise ValueError("a duration is a string, e.g. 15s, 5m, 1h30m, 24h, 7d")
+    if len(value) > DURATION_MAX_LENGTH:
+        raise ValueError(f"a duration has at most {DURATION_MAX_LENGTH} characters")
+    return value if isinstance(value, DurationText) else DurationText(value)
+
+
 Duration = Annotated[
-    str, Field(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH), AfterValidator(_check)
+    DurationText,
+    PlainValidator(_duration),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": DURATION_MAX_LENGTH}),
 ]
+
 
 # Bounds of the two durations the loop divides by or sleeps on. The CRD checks them with CEL, whose
 # duration() reads Go durations (h, m, s, ms) but not days: an interval has no days, and a period is
@@ -48,19 +69,19 @@ PERIOD_CEL = (
 PERIOD_MESSAGE = f"must be between 1m and {PERIOD_MAX_DAYS}d (whole days like 7d, or h, m, s, ms like 36h)"
 
 
-def check_interval(text: str) -> str:
+def check_interval(text: DurationText) -> DurationText:
     """A scaling interval: 1s to 1h, no days."""
-    if "d" in text or not INTERVAL_MIN_S <= parse_duration(text) <= INTERVAL_MAX_S:
+    if "d" in text or not INTERVAL_MIN_S <= text.seconds <= INTERVAL_MAX_S:
         raise ValueError(f"interval {text!r} {INTERVAL_MESSAGE}")
     return text
 
 
-def check_period(text: str) -> str:
+def check_period(text: DurationText) -> DurationText:
     """A budget period: whole days 1d to 366d, or a duration without days from 1m to 366d."""
     if "d" in text:
         ok = re.fullmatch(_WHOLE_DAYS, text) is not None
     else:
-        ok = PERIOD_MIN_S <= parse_duration(text) <= PERIOD_MAX_DAYS * 86400.0
+        ok = PERIOD_MIN_S <= text.seconds <= PERIOD_MAX_DAYS * 86400.0
     if not ok:
         raise ValueError(f"period {text!r} {PERIOD_MESSAGE}")
     return text

@@ -9,10 +9,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
-from greenllm.api.durations import Duration, Interval, Period, parse_duration
+from greenllm.api.controller_state import ControllerState
+from greenllm.api.durations import Duration, Interval, Period
 
 GROUP = "greenllm.io"
 VERSION = "v1alpha1"
@@ -127,6 +128,7 @@ class Slo(_Model):
     )
     attainment_window: Duration = Field(
         default="1h",
+        validate_default=True,
         description="Window over which attainment is measured and the largest burst is remembered (the "
         "warm replica floor covers the bursts of this window).",
     )
@@ -142,13 +144,15 @@ class Budget(_Model):
     energy_kwh: float | None = Field(default=None, gt=0, description="Energy per period, kWh.")
     carbon_grams: float | None = Field(default=None, gt=0, description="Carbon per period, gCO2.")
     period: Period = Field(
-        default="24h", description="Accounting period; totals reset at its end (1m to 366d)."
+        default="24h",
+        validate_default=True,
+        description="Accounting period; totals reset at its end (1m to 366d).",
     )
     on_exhausted: OnExhausted = OnExhausted.DEGRADE
 
     @property
     def period_seconds(self) -> float:
-        return parse_duration(self.period)
+        return self.period.seconds
 
 
 class Power(_Model):
@@ -162,16 +166,20 @@ class Power(_Model):
 
 
 class Scaling(_Model):
-    interval: Interval = Field(default="15s", description="How often the operator re-plans (1s to 1h).")
-    scale_up_stabilization: Duration = Field(default="0s")
-    scale_down_stabilization: Duration = Field(default="5m")
+    interval: Interval = Field(
+        default="15s", validate_default=True, description="How often the operator re-plans (1s to 1h)."
+    )
+    scale_up_stabilization: Duration = Field(default="0s", validate_default=True)
+    scale_down_stabilization: Duration = Field(default="5m", validate_default=True)
     headroom: float = Field(
         default=0.2, ge=0, le=4, description="Spare capacity kept above demand (0.2 = 20%)."
     )
     switch_threshold: float = Field(
         default=0.1, ge=0, le=1, description="Minimum relative power saving that justifies a variant switch."
     )
-    switch_hold: Duration = Field(default="5m", description="How long a switch must stay worth it first.")
+    switch_hold: Duration = Field(
+        default="5m", validate_default=True, description="How long a switch must stay worth it first."
+    )
 
 
 class CarbonIntensity(_Model):
@@ -402,10 +410,13 @@ class GreenModelStatus(_Model):
     period: PeriodAccount = Field(default_factory=PeriodAccount)
     conditions: list[Condition] = Field(default_factory=list)
     last_decision: DecisionRecord | None = None
-    controller_state: dict[str, Any] = Field(
-        default_factory=dict,
+    controller_state: Annotated[
+        ControllerState | None,
+        # Opaque to the API server: only the operator reads it, and a newer one may add fields.
+        WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+    ] = Field(
+        default=None,
         description="Opaque state of the decision loop (stability timers), kept across restarts.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 

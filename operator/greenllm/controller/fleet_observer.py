@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from greenllm.api import v1alpha1 as api
-from greenllm.api.durations import parse_duration
 from greenllm.core.decision import Observation
 from greenllm.loop import fleet_queries, promql
 from greenllm.loop.fleet_queries import CounterReading, FleetQuery, Row
@@ -95,7 +94,7 @@ async def observe(
     values: dict[str, float | None] = {}
     reading = energy.last  # taken as the new baseline only once the whole observation succeeded
     own = replace(queries, queries={k: v for k, v in queries.queries.items() if k not in batched})
-    attainment_window_s = parse_duration(spec.slo.attainment_window)
+    attainment_window_s = spec.slo.attainment_window.seconds
     for name in sorted(batched):
         template = promql.template_key(name, source)
         q = fleet_queries.fleet_query(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import json
 import logging
 import math
@@ -25,34 +24,33 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from greenllm.api import v1alpha1 as api
-from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
 from greenllm.controller import fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.kube import Kube, RateLimit
+from greenllm.controller.memo import OperatorMemo
 from greenllm.core import render
+from greenllm.core import status as st
 from greenllm.core.continuity import adopt_deployed, carried_decision
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
-from greenllm.core.step import LoopState, initial_decision, initial_state, step
+from greenllm.core.step import LoopState, initial_decision, initial_state
 from greenllm.loop import promql
+from greenllm.loop.tick import EVENT_MESSAGE_MAX, MetricsVerdict, Notice, loop_status, stamp
+from greenllm.loop.tick import tick as loop_tick
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 ANNOTATION_PREFIX = "greenllm.io"
 REPORTING_COMPONENT = "greenllm"
 
 
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _now() -> str:
-    return _iso(time.time())
+    return stamp(time.time())
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
     config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
     memo.config = config
     if "telemetry" not in memo:
@@ -93,7 +91,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         await _lead(config, memo)
 
 
-async def _lead(config: OperatorConfig, memo: kopf.Memo) -> None:
+async def _lead(config: OperatorConfig, memo: OperatorMemo) -> None:
     """Return once this operator holds the leader Lease: kopf watches nothing before start-up ends."""
     # `greenllm run` stops the process on a lost Lease; in-process (tests) the operator only stops acting.
     on_lost: Callable[[], None] = memo.get("on_lease_lost") or (lambda: None)
@@ -113,14 +111,14 @@ async def _lead(config: OperatorConfig, memo: kopf.Memo) -> None:
         raise
 
 
-def _acting(memo: kopf.Memo) -> bool:
+def _acting(memo: OperatorMemo) -> bool:
     """False once this operator has lost its leader Lease (it is stopping): it must not write anything."""
     lease: leader.LeaderLease | None = memo.get("leader")
     return lease is None or lease.leading
 
 
 @kopf.on.cleanup()
-async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
+async def stop_serving(memo: OperatorMemo, **_: Any) -> None:
     if "telemetry" in memo:
         memo.telemetry.stop()
         del memo["telemetry"]
@@ -153,7 +151,7 @@ async def reconcile(
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
-    memo: kopf.Memo,
+    memo: OperatorMemo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -172,16 +170,17 @@ async def reconcile(
         # The energy model refuses (ValueError) a GPU type or model size it has no calibration for.
         for variant in model.variants:
             memo.energy.performance(model, variant, PowerSetting())
-        carried = carried_decision(model, status.get("lastDecision"))
-        if carried is not None and status.get("observedGeneration") not in (None, generation):
+        current = st.read(status)
+        carried = carried_decision(model, current.last_decision)
+        if carried is not None and current.observed_generation not in (None, generation):
             carried = replace(
                 carried, reason=_kept_reason(model, carried, generation), kind=api.ReasonKind.HOLD
             )
         decision = carried or initial_decision(model, memo.energy)
         if carried is None:
-            fast_tier = render.fast_tier_status(decision)
+            fast_tier = st.fast_tier_status(decision)
         else:  # lastDecision records no fast tier: keep the one in status while it fits the spec
-            fast_tier = render.carried_fast_tier(model, carried, status.get("fastTier"))
+            fast_tier = st.carried_fast_tier(model, carried, current.fast_tier)
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": meta["uid"]}}
         running = await kube.get("Deployment", namespace, render.workload_name(name))
         adopted = adopt_deployed(model, decision, running, meta["uid"])
@@ -193,48 +192,19 @@ async def reconcile(
         message = _readable(e) if isinstance(e, ValidationError) else str(e)
         logger.warning("invalid spec, workloads left as they are: %s", message)
         await update_status(kube, namespace, name, _spec_invalid(message, generation))
-        kopf.warn(body, reason="InvalidSpec", message=render.short(message, EVENT_MESSAGE_MAX))
+        kopf.warn(body, reason="InvalidSpec", message=st.short(message, EVENT_MESSAGE_MAX))
         return
 
     def build(gm: dict[str, Any]) -> dict[str, Any]:
-        now = _now()
-        current = gm.get("status") or {}
-        conditions = render.set_condition(
-            current.get("conditions") or [],
-            api.ConditionType.SPEC_VALID,
-            True,
-            "Valid",
-            "spec accepted",
-            now,
-            generation,
-        )
-        conditions = render.with_ready(conditions, deployment, now, generation)
-        if _condition_status(gm, api.ConditionType.BUDGET_MET) is None:
-            conditions = render.set_condition(
-                conditions, api.ConditionType.BUDGET_MET, *render.budget_condition(
-                    model, decision, 0.0, 0.0, None, measured=False
-                ), now, generation,
-            )  # fmt: skip
-        period = current.get("period") or {}
-        new = {
-            **render.decision_status(decision),
-            **render.replicas_status(render.deployment_ready_replicas(deployment), decision.replicas),
-            "energyText": render.energy_text(period.get("energyKwh") or 0.0, model.budget.energy_kwh),
-            "fastTier": fast_tier,
-            "observedGeneration": generation,
-            "conditions": conditions,
-        }
-        last = current.get("lastDecision")
-        if not render.same_decision(decision, last) or (last or {}).get("reason") != decision.reason:
-            new["lastDecision"] = render.decision_record(decision, now)
-        return new
+        latest = st.read(gm.get("status"))
+        return st.patch(st.reconciled(model, decision, fast_tier, deployment, latest, _now(), generation))
 
     # kopf's body is the object as this event delivered it: a first try without a GET (409 re-reads).
     written = await update_status(kube, namespace, name, build, read=copy.deepcopy(dict(body)))
     wake: asyncio.Event | None = memo.get("wakeups", {}).get((namespace, name))
     if wake is not None:
         wake.set()  # the loop plans with the new spec now, at its new interval, not after its old sleep
-    if written is not None and not render.same_decision(decision, status.get("lastDecision")):
+    if written is not None and not st.same_decision(decision, current.last_decision):
         kopf.info(body, reason="Decision", message=_event_message(decision))
 
 
@@ -252,12 +222,7 @@ def _kept_reason(spec: api.GreenModelSpec, carried: Decision, generation: int | 
 
 def _spec_invalid(message: str, generation: int | None) -> StatusBuilder:
     def build(gm: dict[str, Any]) -> dict[str, Any]:
-        conditions = (gm.get("status") or {}).get("conditions") or []
-        return {
-            "conditions": render.set_condition(
-                conditions, api.ConditionType.SPEC_VALID, False, "InvalidSpec", message, _now(), generation
-            )
-        }
+        return st.patch(st.invalid(st.read(gm.get("status")), message, _now(), generation))
 
     return build
 
@@ -297,12 +262,9 @@ class WorkloadRejectedError(Exception):
     """The API server refused a Deployment or Service rendered from the spec (HTTP 422)."""
 
 
-EVENT_MESSAGE_MAX = 1000  # the API server refuses an Event message over 1 KiB
-
-
 def _event_message(decision: Decision) -> str:
     message = f"{decision.variant} x{decision.replicas} at {decision.setting.label()}: {decision.reason}"
-    return render.short(message, EVENT_MESSAGE_MAX)
+    return st.short(message, EVENT_MESSAGE_MAX)
 
 
 class Unread:
@@ -374,7 +336,7 @@ async def _rejected_as_spec_error(call: Awaitable[dict[str, Any]], kind: str) ->
 
 
 @kopf.on.delete(*RESOURCE)
-async def cleanup(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def cleanup(meta: kopf.Meta, memo: OperatorMemo, logger: kopf.Logger, **_: Any) -> None:
     """Delete what we own. Owner references let a real cluster's GC do it too; this makes it immediate."""
     memo.telemetry.forget(meta["namespace"], meta["name"])
     kube: Kube = memo.kube
@@ -401,7 +363,7 @@ def green_models(namespace: str | None, name: str, body: kopf.Body, **_: Any) ->
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={render.MODEL_LABEL: kopf.PRESENT})
-async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: OperatorMemo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Mirror the Deployment's availability into the owning GreenModel's Ready condition."""
     meta = body.get("metadata", {})
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == api.KIND), None)
@@ -411,19 +373,8 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
     def build(gm: dict[str, Any]) -> dict[str, Any] | None:
         if gm["metadata"].get("uid") != owner.get("uid"):
             return None  # a new GreenModel of the same name; its own Deployment will report
-        status = gm.get("status") or {}
-        conditions = status.get("conditions") or []
-        updated = render.with_ready(conditions, body, _now(), gm["metadata"].get("generation"))
-        wanted = status.get("replicas")
-        if wanted is None:
-            wanted = (body.get("spec") or {}).get("replicas") or 0
-        change: dict[str, Any] = {}
-        if updated != conditions:
-            change["conditions"] = updated
-        replicas = render.replicas_status(render.deployment_ready_replicas(body), wanted)
-        if any(status.get(k) != v for k, v in replicas.items()):
-            change.update(replicas)
-        return change or None
+        seen = st.deployment_seen(st.read(gm.get("status")), body, _now(), gm["metadata"].get("generation"))
+        return None if seen is None else st.patch(seen)
 
     index: kopf.Index[Any, Any] = kwargs["green_models"]  # kopf passes each index by its handler's name
     known = index.get((meta["namespace"], owner["name"]))
@@ -438,7 +389,7 @@ async def deployment_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logg
 async def autoscale(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
-    memo: kopf.Memo,
+    memo: OperatorMemo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -502,7 +453,7 @@ class LoopMemory:
     def due(self, seen: Mapping[str, Any], new: Mapping[str, Any], now: float, period_s: float) -> str | None:
         """Why to write `new` over the status readers see now (`seen`): "change" when they would see a
         change, "accounting" when only the accounting moved and the period is over; None: no write."""
-        if render.reader_view(new) != render.reader_view({k: seen.get(k) for k in new}):
+        if st.reader_view(new) != st.reader_view({k: seen.get(k) for k in new}):
             return "change"
         return "accounting" if now - self.written_at >= period_s else None
 
@@ -523,7 +474,7 @@ async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: floa
     wake.clear()
 
 
-def _prometheus(memo: kopf.Memo, url: str) -> promql.Query:
+def _prometheus(memo: OperatorMemo, url: str) -> promql.Query:
     if url not in memo.prometheus:
         # The config's own TLS and auth settings (not the process default), however the operator started.
         memo.prometheus[url] = prometheus.prometheus_query(
@@ -533,7 +484,7 @@ def _prometheus(memo: kopf.Memo, url: str) -> promql.Query:
     return query
 
 
-def _fleet(memo: kopf.Memo, url: str) -> fleet_observer.FleetObserver:
+def _fleet(memo: OperatorMemo, url: str) -> fleet_observer.FleetObserver:
     """The fleet queries' answers from `url`, shared by every GreenModel's tick."""
     fleets: dict[str, fleet_observer.FleetObserver] = memo.fleet
     if url not in fleets:
@@ -541,7 +492,7 @@ def _fleet(memo: kopf.Memo, url: str) -> fleet_observer.FleetObserver:
     return fleets[url]
 
 
-async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, logger: kopf.Logger) -> float:
+async def tick(memo: OperatorMemo, body: Mapping[str, Any], memory: LoopMemory, logger: kopf.Logger) -> float:
     """One pass of the loop for one GreenModel, as `body` (kopf's live view of it) shows it now; returns
     the seconds until the next one."""
     if not _acting(memo):
@@ -556,18 +507,21 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
     spec = memory.compile(gm, config)
     if spec is None:
         return 15.0  # reconcile has set SpecValid=False; nothing to scale
-    interval = parse_duration(spec.scaling.interval)
-    if _condition_status(gm, api.ConditionType.SPEC_VALID) == "False":
+    interval = spec.scaling.interval.seconds
+    status = st.read(gm.get("status"))
+    if st.condition_status(status, api.ConditionType.SPEC_VALID) == "False":
         return interval  # e.g. a GPU type without calibration
-    status = gm.get("status") or {}
-    applied = carried_decision(spec, status.get("lastDecision"))
+    applied = carried_decision(spec, status.last_decision)
     if applied is None:
         return interval  # reconcile has not deployed anything yet
     now = time.time()
-    saved = status.get("controllerState")
+    saved = status.controller_state
     state = memory.state
-    if state is None:
-        state = LoopState.from_status(saved) if saved else initial_state(spec, now, applied)
+    if state is None:  # this daemon's first tick: resume what the status kept, if it kept a period
+        if saved is not None and saved.period_start is not None:
+            state = LoopState.from_status(saved)
+        else:
+            state = initial_state(spec, now, applied)
 
     since = None if state.last_sample_time is None else now - state.last_sample_time
     queries = promql.build_queries(
@@ -602,21 +556,17 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
             observation = await asyncio.to_thread(
                 promql.observe, query, queries, now, promql.max_age_s(interval), state.last_energy_j
             )
-        metrics_ok = observation.has_demand
-        metrics_reason = "Observed" if metrics_ok else "NoData"
-        metrics_message = "" if metrics_ok else "no vLLM token rates for this GreenModel's pods"
+        metrics = MetricsVerdict.of(observation)
     except promql.MetricsError as e:
         observation = Observation(time=now)
-        metrics_ok, metrics_reason, metrics_message = False, "PrometheusUnavailable", trust.metrics_failure(e)
+        metrics = MetricsVerdict.unavailable(trust.metrics_failure(e))
         logger.warning("metrics unavailable, holding the last decision: %s", e)
 
-    state, decision = step(spec, state, observation, now, memo.energy)
-    memory.state = state
-
-    changed = not render.same_decision(decision, status.get("lastDecision"))
     generation = gm["metadata"].get("generation")
-    latest = gm  # this tick's read of the object, to build the status write on (a 409 re-reads)
-    if changed:
+    result = loop_tick(spec, state, observation, metrics, now, memo.energy, status, generation)
+    state, decision = result.state, result.decision
+    memory.state = state
+    if result.changed:
         # Planned against `generation`: if the spec moved on meanwhile, applying would roll back what
         # reconcile just applied. Skip this tick; the next one plans with the new spec.
         # kopf's live view has any newer generation the watch delivered while this tick asked Prometheus.
@@ -628,100 +578,36 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
         kopf.info(subject, reason="Decision", message=_event_message(decision))
         memo.telemetry.count_decision(namespace, name, decision.kind)
 
-    stamp = _iso(now)
-    budget_was: list[str | None] = []
-    metrics_was: list[str | None] = []
-    budget_now: list[bool | None] = []
+    notices: list[tuple[Notice, ...]] = []
+    why: list[str] = []
 
     def build(latest: dict[str, Any]) -> dict[str, Any] | None:
         if latest["metadata"].get("generation") != generation:
             return None  # reconcile owns this generation's status now; the next tick catches up
-        current = latest.get("status") or {}
-        conditions = current.get("conditions") or []
-        metrics_was[:] = [_condition_status(latest, api.ConditionType.METRICS_AVAILABLE)]
-        conditions = render.set_condition(
-            conditions,
-            api.ConditionType.METRICS_AVAILABLE,
-            metrics_ok,
-            metrics_reason,
-            metrics_message,
-            stamp,
-            generation,
-        )
-        budget_was[:] = [_condition_status(latest, api.ConditionType.BUDGET_MET)]
-        # Measured once = this tick saw power or energy, or an earlier one did (BudgetMet left NoMetrics).
-        measured = observation.power_w is not None or observation.energy_j_total is not None
-        measured = measured or _condition_reason(latest, api.ConditionType.BUDGET_MET) not in (
-            None,
-            "NoMetrics",
-        )
-        budget = render.budget_condition(
-            spec, decision, state.energy_kwh, state.carbon_grams, observation.power_w, measured
-        )
-        budget_now[:] = [budget[0]]
-        conditions = render.set_condition(
-            conditions, api.ConditionType.BUDGET_MET, *budget, stamp, generation
-        )
-        new_status: dict[str, Any] = {
-            **render.decision_status(decision),
-            **render.replicas_status(current.get("readyReplicas"), decision.replicas),
-            "energyText": render.energy_text(state.energy_kwh, spec.budget.energy_kwh),
-            "fastTier": render.fast_tier_status(decision),
-            "observed": render.observed_status(observation, stamp),
-            "period": {
-                "start": _iso(state.period_start),
-                "energyKwh": round(state.energy_kwh, 6),
-                "carbonGrams": round(state.carbon_grams, 3),
-                "lastSampleTime": None if state.last_sample_time is None else _iso(state.last_sample_time),
-            },
-            "controllerState": state.to_status(),
-            "conditions": conditions,
-        }
-        if changed:
-            new_status["lastDecision"] = render.decision_record(decision, stamp)
-        reason = "change" if changed else memory.due(current, new_status, time.monotonic(), write_period)
+        new, notices[:] = result.status, [result.notices]
+        if latest is not gm:  # a re-read after a conflict: say the tick over what is there now
+            seen = st.read(latest.get("status"))
+            new, notices[0] = loop_status(
+                spec, state, decision, result.changed, observation, metrics, now, seen, generation
+            )
+        change = st.patch(new)
+        stored = latest.get("status") or {}
+        reason = "change" if result.changed else memory.due(stored, change, time.monotonic(), write_period)
         why[:] = [reason] if reason else []
-        return new_status if reason else None
+        return change if reason else None
 
-    why: list[str] = []
     write_period = config.accounting_write_period_s
-    if await update_status(kube, namespace, name, build, read=latest) is not None:
+    # This tick's read of the object to build the status write on (a 409 re-reads).
+    if await update_status(kube, namespace, name, build, read=gm) is not None:
         memory.written_at = time.monotonic()
         memo.telemetry.status_writes.labels(why[0]).inc()
-    if not budget_was:
+    if not notices:
         return interval  # the object is gone or reconcile owns this generation's status now
-    was_met, met = budget_was[0], budget_now[0]
-    if met is False and was_met != "False":
-        kopf.warn(subject, reason="BudgetExceeded", message=render.short(decision.reason, EVENT_MESSAGE_MAX))
-    elif met is True and was_met == "False":  # no event for a first "met"
-        kopf.info(subject, reason="BudgetMet", message="back within budget")
-    _metrics_event(subject, metrics_was[0], metrics_ok, metrics_reason, metrics_message)
+    for notice in notices[0]:
+        post = kopf.warn if notice.warning else kopf.info
+        post(subject, reason=notice.reason, message=notice.message)
     _export(memo.telemetry, namespace, name, spec, decision, observation, state)
     return interval
-
-
-def _metrics_event(subject: kopf.Body, was: str | None, ok: bool, reason: str, message: str) -> None:
-    """One Warning when MetricsAvailable turns False, one Normal when it turns True again; none while it
-    stays. A first tick without token rates (pods still starting) is not a transition worth a Warning."""
-    if not ok and was != "False" and not (was is None and reason == "NoData"):
-        text = render.short(f"metrics unavailable ({reason}): {message}", EVENT_MESSAGE_MAX)
-        kopf.warn(subject, reason="MetricsUnavailable", message=text)
-    elif ok and was == "False":
-        kopf.info(subject, reason="MetricsAvailable", message="metrics are available again")
-
-
-def _condition(gm: dict[str, Any], kind: api.ConditionType) -> dict[str, Any]:
-    conditions = (gm.get("status") or {}).get("conditions") or []
-    found: dict[str, Any] = next((c for c in conditions if c.get("type") == kind.value), {})
-    return found
-
-
-def _condition_status(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
-    return _condition(gm, kind).get("status")
-
-
-def _condition_reason(gm: dict[str, Any], kind: api.ConditionType) -> str | None:
-    return _condition(gm, kind).get("reason")
 
 
 def _export(

@@ -13,18 +13,17 @@ from greenllm.core.performance import PowerSetting
 from greenllm.core.render import VARIANT_LABEL
 
 
-def carried_decision(spec: api.GreenModelSpec, last: Mapping[str, Any] | None) -> Decision | None:
+def carried_decision(spec: api.GreenModelSpec, record: api.DecisionRecord | None) -> Decision | None:
     """The decision recorded in status.lastDecision, adjusted to `spec`; None when it no longer fits.
 
     Replicas are clamped into the new bounds; a variant that was removed or fell below the quality floor,
     or a power setting the spec's power mode no longer allows, drops the whole decision.
     """
-    if not last:
+    if record is None:
         return None
     try:
-        record = api.DecisionRecord.model_validate(last)
         variant = spec.variant(record.variant)
-    except (ValueError, KeyError):
+    except KeyError:
         return None
     if variant.quality < spec.slo.min_quality:
         return None

@@ -48,8 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from greenllm.api.durations import parse_duration
-from greenllm.api.timestamps import epoch_seconds, rfc3339
+from greenllm.api.controller_state import ControllerState
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
 from greenllm.core import budget
 from greenllm.core.burst import (
@@ -110,134 +109,78 @@ class LoopState:
     # The warm floor's error budget (core.burst).
     floor: FloorState = field(default_factory=FloorState)
 
-    def to_status(self) -> dict[str, Any]:
-        """JSON-able form for status.controllerState (camelCase keys; times as RFC 3339 UTC strings)."""
-        return {
-            "version": STATE_VERSION,
-            "periodStart": rfc3339(self.period_start),
-            "energyKwh": self.energy_kwh,
-            "carbonGrams": self.carbon_grams,
-            "lastSampleTime": _time(self.last_sample_time),
-            "lastEnergyJ": self.last_energy_j,
-            "lastPowerW": self.last_power_w,
-            "carbonIntensityGPerKwh": self.carbon_intensity_g_per_kwh,
-            "variant": self.variant,
-            "replicas": self.replicas,
-            "powerLimitW": self.setting.limit_w,
-            "lockedClockMhz": self.setting.locked_clock_mhz,
-            "expectedPowerW": self.expected_power_w,
-            "pendingVariant": self.pending_variant,
-            "pendingSince": _time(self.pending_since),
-            "lastScaleUp": _time(self.last_scale_up),
-            "lastScaleDown": _time(self.last_scale_down),
-            "history": [[rfc3339(t), n] for t, n in self.history],
-            "demandPeaks": [[rfc3339(t), p, o] for t, p, o in self.demand_peaks],
-            "allowedPowerW": self.allowed_power_w,
-            "budgetMet": self.budget_met,
-            "floorMargin": self.floor.margin,
-            "floorRaisedAt": _time(self.floor.raised_at),
-            "floorLoweredAt": _time(self.floor.lowered_at),
-            "floorLastAttainment": self.floor.last_attainment,
-            "floorPromptPerRequest": self.floor.prompt_per_request,
-            "floorSeenAt": _time(self.floor.seen_at),
-        }
+    def to_status(self) -> ControllerState:
+        """status.controllerState. Every field is given, None included: a merge patch must delete what
+        this state no longer has (a pending variant, a floor time)."""
+        return ControllerState(
+            version=STATE_VERSION,
+            period_start=self.period_start,
+            energy_kwh=self.energy_kwh,
+            carbon_grams=self.carbon_grams,
+            last_sample_time=self.last_sample_time,
+            last_energy_j=self.last_energy_j,
+            last_power_w=self.last_power_w,
+            carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
+            variant=self.variant,
+            replicas=self.replicas,
+            power_limit_w=self.setting.limit_w,
+            locked_clock_mhz=self.setting.locked_clock_mhz,
+            expected_power_w=self.expected_power_w,
+            pending_variant=self.pending_variant,
+            pending_since=self.pending_since,
+            last_scale_up=self.last_scale_up,
+            last_scale_down=self.last_scale_down,
+            history=self.history,
+            demand_peaks=self.demand_peaks,
+            allowed_power_w=self.allowed_power_w,
+            budget_met=self.budget_met,
+            floor_margin=self.floor.margin,
+            floor_raised_at=self.floor.raised_at,
+            floor_lowered_at=self.floor.lowered_at,
+            floor_last_attainment=self.floor.last_attainment,
+            floor_prompt_per_request=self.floor.prompt_per_request,
+            floor_seen_at=self.floor.seen_at,
+        )
 
     @classmethod
-    def from_status(cls, data: Mapping[str, Any]) -> LoopState:
-        """Inverse of `to_status`; missing, null or malformed keys fall back to their defaults. Times are read
-        as RFC 3339 strings or, as older operators wrote them, epoch seconds (an upgrade keeps its state)."""
-        start = epoch_seconds(data.get("periodStart"))
-        history: list[tuple[float, int]] = []
-        raw = data.get("history")
-        if isinstance(raw, list):
-            for item in raw:
-                if isinstance(item, list | tuple) and len(item) == 2:
-                    t, n = epoch_seconds(item[0]), _int(item[1])
-                    if t is not None and n is not None:
-                        history.append((t, n))
-        peaks: list[tuple[float, float, float]] = []
-        raw_peaks = data.get("demandPeaks")
-        if isinstance(raw_peaks, list):
-            for item in raw_peaks:
-                if isinstance(item, list | tuple) and len(item) == 3:
-                    t, pr, out = epoch_seconds(item[0]), _num(item[1]), _num(item[2])
-                    if t is not None and pr is not None and out is not None:
-                        peaks.append((t, max(pr, 0.0), max(out, 0.0)))
-        limit = _num(data.get("powerLimitW"))
-        clock = _int(data.get("lockedClockMhz"))
-        variant = data.get("variant")
-        budget_met = data.get("budgetMet")
+    def from_status(cls, saved: ControllerState | Mapping[str, Any]) -> LoopState:
+        """Inverse of `to_status`: what the wire model could not read falls back to the defaults here, and
+        values are brought back into range (no negative energy, the floor margin within its bounds)."""
+        data = saved if isinstance(saved, ControllerState) else ControllerState.model_validate(saved)
+        per_request = data.floor_prompt_per_request
         return cls(
-            period_start=start if start is not None else 0.0,
-            energy_kwh=max(_num(data.get("energyKwh")) or 0.0, 0.0),
-            carbon_grams=max(_num(data.get("carbonGrams")) or 0.0, 0.0),
-            last_sample_time=epoch_seconds(data.get("lastSampleTime")),
-            last_energy_j=_num(data.get("lastEnergyJ")),
-            last_power_w=_num(data.get("lastPowerW")),
-            carbon_intensity_g_per_kwh=_num(data.get("carbonIntensityGPerKwh")),
-            variant=variant if isinstance(variant, str) and variant else None,
-            replicas=max(_int(data.get("replicas")) or 0, 0),
-            setting=PowerSetting(limit_w=limit, locked_clock_mhz=clock),
-            expected_power_w=_num(data.get("expectedPowerW")),
-            pending_variant=_str(data.get("pendingVariant")),
-            pending_since=epoch_seconds(data.get("pendingSince")),
-            last_scale_up=epoch_seconds(data.get("lastScaleUp")),
-            last_scale_down=epoch_seconds(data.get("lastScaleDown")),
-            history=tuple(sorted(history)),
-            demand_peaks=tuple(sorted(peaks)),
-            allowed_power_w=_num(data.get("allowedPowerW")),
-            budget_met=budget_met if isinstance(budget_met, bool) else True,
+            period_start=data.period_start if data.period_start is not None else 0.0,
+            energy_kwh=max(data.energy_kwh or 0.0, 0.0),
+            carbon_grams=max(data.carbon_grams or 0.0, 0.0),
+            last_sample_time=data.last_sample_time,
+            last_energy_j=data.last_energy_j,
+            last_power_w=data.last_power_w,
+            carbon_intensity_g_per_kwh=data.carbon_intensity_g_per_kwh,
+            variant=data.variant,
+            replicas=max(data.replicas or 0, 0),
+            setting=PowerSetting(limit_w=data.power_limit_w, locked_clock_mhz=data.locked_clock_mhz),
+            expected_power_w=data.expected_power_w,
+            pending_variant=data.pending_variant,
+            pending_since=data.pending_since,
+            last_scale_up=data.last_scale_up,
+            last_scale_down=data.last_scale_down,
+            history=tuple(sorted(data.history)),
+            demand_peaks=tuple(sorted((t, max(p, 0.0), max(o, 0.0)) for t, p, o in data.demand_peaks)),
+            allowed_power_w=data.allowed_power_w,
+            budget_met=data.budget_met if data.budget_met is not None else True,
             floor=FloorState(
-                margin=min(max(_num(data.get("floorMargin")) or 1.0, MIN_MARGIN), MAX_MARGIN),
-                raised_at=epoch_seconds(data.get("floorRaisedAt")),
-                lowered_at=epoch_seconds(data.get("floorLoweredAt")),
-                last_attainment=_num(data.get("floorLastAttainment")),
-                prompt_per_request=_positive(data.get("floorPromptPerRequest")),
-                seen_at=epoch_seconds(data.get("floorSeenAt")),
+                margin=min(max(data.floor_margin or 1.0, MIN_MARGIN), MAX_MARGIN),
+                raised_at=data.floor_raised_at,
+                lowered_at=data.floor_lowered_at,
+                last_attainment=data.floor_last_attainment,
+                prompt_per_request=per_request if per_request is not None and per_request > 0 else None,
+                seen_at=data.floor_seen_at,
             ),
         )
 
     @property
     def decision_in_force(self) -> tuple[str, PowerSetting, int] | None:
         return None if self.variant is None else (self.variant, self.setting, self.replicas)
-
-
-_DURATIONS: dict[str, float] = {}
-
-
-def _seconds(text: str) -> float:
-    """parse_duration, remembered: the spec's few duration strings are parsed on every tick otherwise."""
-    seconds = _DURATIONS.get(text)
-    if seconds is None:
-        if len(_DURATIONS) >= 256:
-            _DURATIONS.clear()
-        seconds = _DURATIONS[text] = parse_duration(text)
-    return seconds
-
-
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _positive(value: object) -> float | None:
-    number = _num(value)
-    return number if number is not None and number > 0 else None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return int(value)
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _time(epoch: float | None) -> str | None:
-    return None if epoch is None else rfc3339(epoch)
 
 
 def _default_setting(spec: GreenModelSpec, source: PerformanceSource) -> PowerSetting:
@@ -440,7 +383,7 @@ def with_burst_rules(
             peak_arrivals=observation.peak_arrivals,
             prompt_tokens_per_request=per_prompt,
             burst_prefill_tokens_per_s=chunked_prefill_rate(burst_perf, budget_tokens, slo_s),
-            hold_s=_seconds(spec.scaling.scale_down_stabilization),
+            hold_s=spec.scaling.scale_down_stabilization.seconds,
         )
         floor_state = floor.state
         if floor.replicas > replicas:
@@ -485,7 +428,7 @@ def plan_step(
        gate, the HPA up-window on replica counts (the down-window acts on demand, step 4), setting
        hysteresis.
     """
-    period_s = _seconds(spec.budget.period)
+    period_s = spec.budget.period.seconds
     intensity = _intensity(spec, state, observation)
     account = budget.Account(
         state.period_start,
@@ -502,7 +445,7 @@ def plan_step(
     allowance = budget.allowed_power(
         spec.budget, account.energy_kwh, account.carbon_grams, account.period_start, now, intensity
     )
-    down_s = _seconds(spec.scaling.scale_down_stabilization)
+    down_s = spec.scaling.scale_down_stabilization.seconds
     current_demand, backlog = estimate_demand(spec, observation)
     demand, peaks = current_demand, state.demand_peaks
     if observation.has_demand:
@@ -723,7 +666,7 @@ def _stabilized(
                 target.variant,
                 target.power_w,
                 threshold,
-                _seconds(scaling.switch_hold),
+                scaling.switch_hold.seconds,
                 state.pending_since,
                 now,
             )
@@ -743,7 +686,7 @@ def _stabilized(
             target.replicas,
             state.history,
             now,
-            _seconds(scaling.scale_up_stabilization),
+            scaling.scale_up_stabilization.seconds,
             0.0,
         )
         history = stab.history

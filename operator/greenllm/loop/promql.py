@@ -16,7 +16,6 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from greenllm.api import v1alpha1 as api
-from greenllm.api.durations import parse_duration
 from greenllm.core.decision import Observation
 from greenllm.loop.promql_scope import scope_promql
 
@@ -214,7 +213,7 @@ def build_queries(
         "pods": pod_regex(deployment),
         "window": window,
         "since": since,
-        "attainment_window": attainment_window(parse_duration(spec.slo.attainment_window)),
+        "attainment_window": attainment_window(spec.slo.attainment_window.seconds),
     }
     edges = slo_edges(spec.slo.ttft_p90_ms, spec.slo.tpot_p90_ms)
     values.update({key: edge for key, edge in edges.items() if edge is not None})

@@ -309,7 +309,7 @@ def compare(
     # trace: an operator that has been running remembers the previous hour (its error budget and warm
     # floor), and its own cold start has left the attainment window; the other policies start with their
     # fleet in place.
-    passes = warmup_passes(parse_duration(spec.slo.attainment_window), trace.duration_s)
+    passes = warmup_passes(spec.slo.attainment_window.seconds, trace.duration_s)
     warm = Evaluator(
         replace(
             scenario,
@@ -320,7 +320,7 @@ def compare(
         tick,
     )
     max_n = min(spec.replicas.max, scenario.max_replicas)
-    interval_s = parse_duration(spec.scaling.interval)
+    interval_s = spec.scaling.interval.seconds
     settings = source.power_settings(spec.gpu, spec.power)
     request = (
         float(trace.prompt_tokens.mean()) if len(trace) else MEAN_PROMPT_TOKENS,
@@ -536,7 +536,7 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
         perf(top, PowerSetting())
     except ValueError as exc:
         raise SimulationError(str(exc)) from exc
-    peak_window = args.peak_window if args.peak_window is not None else parse_duration(spec.scaling.interval)
+    peak_window = args.peak_window if args.peak_window is not None else spec.scaling.interval.seconds
     headroom = spec.scaling.headroom
 
     def spec_peak(t: Trace) -> float:

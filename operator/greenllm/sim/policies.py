@@ -1,7 +1,8 @@
 """The policies compared on one trace.
 
 `greenllm` runs the operator's own loop: `loop.promql.build_queries` and `observe` turn the
-simulated Prometheus into an `Observation`, `core.step.step` decides every `spec.scaling.interval`, and
+simulated Prometheus into an `Observation`, `loop.tick.tick` decides every `spec.scaling.interval` and
+says it in a status as the operator would write it, and
 the engine runs the node agent's fast tier per replica per second. `static` (a constant fleet) and `hpa`
 are what teams run without greenllm. `clairvoyant` knows the future requests but decides at greenllm's
 interval and waits for the same pod start-up. `instant` resizes every second with no start-up: it cannot
@@ -19,14 +20,16 @@ from typing import Any
 import numpy as np
 
 from greenllm.api.durations import parse_duration
-from greenllm.api.v1alpha1 import GreenModelSpec, Variant
+from greenllm.api.v1alpha1 import GreenModelSpec, GreenModelStatus, Variant
+from greenllm.core import status as st
 from greenllm.core.decision import Decision, Observation
 from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.plan_rules import PerformanceSource
-from greenllm.core.step import LoopState, initial_decision, initial_state, step
+from greenllm.core.step import LoopState, initial_decision, initial_state
 from greenllm.loop.promql import build_queries, observe
 from greenllm.loop.promql import max_age_s as metrics_max_age_s
+from greenllm.loop.tick import MetricsVerdict, stamp, tick
 from greenllm.sim.fleet import FleetTarget
 from greenllm.sim.telemetry import PrometheusView
 from greenllm.sim.trace import Trace
@@ -169,7 +172,8 @@ class GreenllmPolicy(Policy):
     """The operator's decision loop, fed by the simulated Prometheus through the controller's own queries.
 
     Mirrors one tick of `controller.handlers.tick`: the same `build_queries`, `observe` (with the same
-    staleness limit and running energy total) and `step`, with the loop state kept between ticks.
+    staleness limit and running energy total) and `loop.tick.tick`, with the loop state and the status
+    (what the operator would have written) kept between ticks.
     """
 
     name = "greenllm"
@@ -185,17 +189,20 @@ class GreenllmPolicy(Policy):
     ) -> None:
         self.spec = spec
         self.source = source
-        self.interval_s = parse_duration(spec.scaling.interval)
+        self.interval_s = spec.scaling.interval.seconds
         self._start_epoch = start_epoch
         self._carbon = carbon_g_per_kwh
         self._window = window
         self._window_s = parse_duration(window)
-        self._long_s = parse_duration(spec.slo.attainment_window)
+        self._long_s = spec.slo.attainment_window.seconds
         self._state: LoopState | None = None
+        self.status = GreenModelStatus()
 
     def initial(self) -> FleetTarget:
         decision = initial_decision(self.spec, self.source)
         self._state = initial_state(self.spec, self._start_epoch, decision)
+        # What reconcile records before the loop's first tick.
+        self.status = GreenModelStatus(last_decision=st.decision_record(decision, stamp(self._start_epoch)))
         return _target(decision)
 
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
@@ -222,7 +229,9 @@ class GreenllmPolicy(Policy):
 
         max_age_s = metrics_max_age_s(self.interval_s)  # the operator loop's own rule
         obs = observe(query, queries, epoch, max_age_s, state.last_energy_j)
-        self._state, decision = step(self.spec, state, obs, epoch, self.source)
+        result = tick(self.spec, state, obs, MetricsVerdict.of(obs), epoch, self.source, self.status, 1)
+        self._state, decision = result.state, result.decision
+        self.status = st.merged(self.status, result.status)
         planned = decision.planned_demand
         return DecisionLog(
             t=now,
