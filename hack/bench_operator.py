@@ -11,7 +11,9 @@ and Debian's `prometheus` scraping it (tests/prometheus_server.py). The operator
 Measured per N:
 - convergence: the time from the first create until every GreenModel has its Deployment and a
   status.variant, and each GreenModel's own latency from its create (p50 / p99 / max);
-- steady state: after convergence, wait until the daemons have run `--ticks` ticks per GreenModel, then
+- steady state: after convergence and `--warmup-ticks` ticks per GreenModel (the first decisions on
+  measured demand, each a Deployment read, an Event and a status write, are a transient, not the steady
+  state), wait until the daemons have run `--ticks` ticks per GreenModel, then
   read the operator's `greenllm_loop_duration_seconds` histogram (the difference over the window: mean and
   p50 / p99 per tick per GreenModel, interpolated within buckets like PromQL's histogram_quantile; a
   quantile beyond the top finite bucket, 10 s, reads as 10 s), the operator's CPU time per tick, the
@@ -224,6 +226,7 @@ class Result:
     n: int
     interval_s: float
     ticks: int
+    warmup_ticks: int = 0
     namespaces: int
     converged: int = 0
     create_s: float = float("nan")  # first create to last create answered
@@ -418,6 +421,7 @@ async def run_one(
     *,
     interval: str = "15s",
     ticks: int = 3,
+    warmup_ticks: int = 0,
     per_namespace: int = 100,
     scrape_interval_s: float = 5.0,
     concurrency: int = 16,
@@ -430,7 +434,8 @@ async def run_one(
     A phase that times out ends the run early with a note in the result (what was reached is kept)."""
     interval_s = parse_duration(interval)
     objects = layout(n, per_namespace)
-    result = Result(n=n, interval_s=interval_s, ticks=ticks, namespaces=len({ns for ns, _ in objects}))
+    namespaces = len({ns for ns, _ in objects})
+    result = Result(n=n, interval_s=interval_s, ticks=ticks, warmup_ticks=warmup_ticks, namespaces=namespaces)
     pods = [
         PodSeries(ns, pod_name(workload_name(name)), f"GPU-{ns}-{name}", power_w=300.0, **DEMAND)
         for ns, name in objects
@@ -607,9 +612,31 @@ class _Bench:
         result.converge_s = done - self.first_create
         self.say(f"converged in {result.converge_s:.1f}s; waiting for {result.ticks} ticks per GreenModel")
 
-    async def steady(self) -> None:
-        """From convergence until the daemons have ticked `ticks` times per GreenModel (in total)."""
+    async def warm_up(self) -> None:
         result, operator, loop = self.result, self.operator, asyncio.get_running_loop()
+        if result.warmup_ticks <= 0:
+            return
+        histograms, _ = await asyncio.to_thread(operator.metrics)
+        start, want = histograms[LOOP_HISTOGRAM].count, result.n * result.warmup_ticks
+        deadline = loop.time() + result.warmup_ticks * result.interval_s * 4 + 120.0
+        while True:
+            await asyncio.sleep(min(max(1.0, result.interval_s), 15.0))
+            operator.check_alive()
+            histograms, _ = await asyncio.to_thread(operator.metrics)
+            if histograms[LOOP_HISTOGRAM].count - start >= want:
+                break
+            if loop.time() >= deadline:
+                result.notes.append(
+                    f"warm-up: only {histograms[LOOP_HISTOGRAM].count - start:.0f} of {want} ticks"
+                )
+                break
+        self.say(f"warmed up ({result.warmup_ticks} ticks per GreenModel)")
+
+    async def steady(self) -> None:
+        """From convergence until the daemons have ticked `ticks` times per GreenModel (in total), after
+        `warmup_ticks` ticks per GreenModel that are not measured."""
+        result, operator, loop = self.result, self.operator, asyncio.get_running_loop()
+        await self.warm_up()
         histograms, totals0 = await asyncio.to_thread(operator.metrics)
         h0 = h1 = histograms[LOOP_HISTOGRAM]
         totals1 = totals0
@@ -730,6 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[100, 500, 1000], help="GreenModel counts")
     parser.add_argument("--interval", default="15s", help="spec.scaling.interval of every GreenModel")
     parser.add_argument("--ticks", type=int, default=3, help="steady-state ticks per GreenModel to measure")
+    parser.add_argument(
+        "--warmup-ticks", type=int, default=2, help="ticks per GreenModel after convergence not measured"
+    )
     parser.add_argument("--per-namespace", type=int, default=100, help="GreenModels per namespace")
     parser.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, s")
     parser.add_argument("--concurrency", type=int, default=16, help="creates in flight")
@@ -746,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
                     n,
                     interval=args.interval,
                     ticks=args.ticks,
+                    warmup_ticks=args.warmup_ticks,
                     per_namespace=args.per_namespace,
                     scrape_interval_s=args.scrape_interval,
                     concurrency=args.concurrency,

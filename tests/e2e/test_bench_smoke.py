@@ -109,7 +109,7 @@ async def test_emulator_forgets_served_requests_but_records_every_call() -> None
 
 async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     result = await bench.run_one(
-        3, interval="1s", ticks=2, scrape_interval_s=1.0, workdir=tmp_path, progress=False
+        3, interval="1s", ticks=2, warmup_ticks=1, scrape_interval_s=1.0, workdir=tmp_path, progress=False
     )
     log = (tmp_path / "operator.log").read_text(errors="replace")[-3000:]
     assert result.notes == [], log
@@ -125,6 +125,9 @@ async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     assert result.api_top_steady.get("get greenmodels", 0) <= 1
     assert result.api_top_steady.get("patch greenmodels/status", 0) < result.ticks_observed
     assert result.api_top_converge.get("create deployments") == 3
+    # A new GreenModel's Deployment and Service are created without a GET first (a tick may read its
+    # Deployment to apply a decision, never its Service).
+    assert result.api_top_converge.get("get services", 0) == 0
     assert result.peak_rss_mb >= result.rss_converged_mb > 0
 
     text = bench.table([result])
