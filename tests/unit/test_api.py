@@ -114,10 +114,22 @@ def test_a_distilled_and_a_sparse_variant_with_stated_quality_are_accepted() -> 
         spec(
             variants=[
                 {"name": "bf16", "precision": "bf16", "image": "i"},
-                {"name": "minitron", "precision": "bf16", "image": "j", "model": MINITRON,
-                 "quality": 0.93, "qualitySource": "Open LLM v1 tasks vs Llama-3.1-8B"},  # fmt: skip
-                {"name": "sparse-fp8", "precision": "fp8", "sparsity": "2:4", "image": "i",
-                 "quality": 0.975, "qualitySource": "Open LLM v1 average"},  # fmt: skip
+                {
+                    "name": "minitron",
+                    "precision": "bf16",
+                    "image": "j",
+                    "model": MINITRON,
+                    "quality": 0.93,
+                    "qualitySource": "Open LLM v1 tasks vs Llama-3.1-8B",
+                },
+                {
+                    "name": "sparse-fp8",
+                    "precision": "fp8",
+                    "sparsity": "2:4",
+                    "image": "i",
+                    "quality": 0.975,
+                    "qualitySource": "Open LLM v1 average",
+                },
             ]
         )
     )
@@ -143,13 +155,23 @@ def test_a_distilled_and_a_sparse_variant_with_stated_quality_are_accepted() -> 
 )
 def test_a_pruned_or_distilled_variant_must_state_its_quality_and_source(variant: dict[str, Any]) -> None:
     doc = spec(variants=[{"name": "small", "precision": "bf16", "image": "i", **variant}])
-    with pytest.raises(ValidationError, match="variant 'small' has .*give its quality and qualitySource"):
+    with pytest.raises(ValidationError, match=r"variant 'small' has .*give its quality and qualitySource"):
         api.GreenModelSpec.model_validate(doc)
 
 
 @pytest.mark.parametrize("sparsity", ["2:8", "4:8", "unstructured", ""])
 def test_only_the_known_sparsity_patterns_are_accepted(sparsity: str) -> None:
-    doc = spec(variants=[{"name": "s", "precision": "bf16", "image": "i", "sparsity": sparsity,
-                          "quality": 0.9, "qualitySource": "x"}])  # fmt: skip
+    doc = spec(
+        variants=[
+            {
+                "name": "s",
+                "precision": "bf16",
+                "image": "i",
+                "sparsity": sparsity,
+                "quality": 0.9,
+                "qualitySource": "x",
+            }
+        ]
+    )
     with pytest.raises(ValidationError, match="sparsity"):
         api.GreenModelSpec.model_validate(doc)

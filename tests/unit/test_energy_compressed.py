@@ -88,7 +88,9 @@ def test_sparse_prefill_is_the_dense_prefill_of_its_precision(model: EnergyModel
         {"name": "sparse-int8", "precision": "int8", "sparsity": "2:4"},
     )
     assert perf(model, spec, "sparse-fp8").prompt_tokens_per_s == perf(model, spec, "fp8").prompt_tokens_per_s
-    assert perf(model, spec, "sparse-int8").prompt_tokens_per_s == perf(model, spec, "int8").prompt_tokens_per_s
+    assert (
+        perf(model, spec, "sparse-int8").prompt_tokens_per_s == perf(model, spec, "int8").prompt_tokens_per_s
+    )
     # int8 W8A8 takes the fp8 claims (the 8-bit rule), and says so in its provenance.
     assert perf(model, spec, "sparse-int8").decode_curve == perf(model, spec, "sparse-fp8").decode_curve
     why = model.explain(spec, spec.variant("sparse-fp8"))
@@ -143,7 +145,7 @@ def test_a_variant_model_that_is_calibrated_uses_its_own_sweep(model: EnergyMode
 
 def test_a_variant_model_without_a_size_is_named_in_the_error(model: EnergyModel) -> None:
     spec = spec_with({"name": "x", "precision": "bf16", "model": {"name": "acme/student"}})
-    with pytest.raises(ValueError, match="acme/student.*paramsBillions in variant 'x'"):
+    with pytest.raises(ValueError, match=r"acme/student.*paramsBillions in variant 'x'"):
         model.performance(spec, spec.variant("x"), PowerSetting())
 
 
@@ -162,8 +164,11 @@ def test_cache_keys_tell_variants_of_one_precision_apart(model: EnergyModel) -> 
 @pytest.mark.parametrize("gpu", ["A100-SXM4-80GB", "B200"])
 def test_sparsity_on_a_gpu_without_evidence_is_refused(model: EnergyModel, gpu: str) -> None:
     spec = spec_with({"name": "sparse", "precision": "fp8", "sparsity": "2:4"}, gpu=gpu)
-    with pytest.raises(ValueError, match=rf"'sparse': 2:4 sparsity has no published speed evidence on {gpu}"
-                       r" \(sparsity_speed_claims.csv covers H100 only\); give the variant a measured"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=rf"'sparse': 2:4 sparsity has no published speed evidence on {gpu}"
+        r" \(sparsity_speed_claims.csv covers H100 only\); give the variant a measured",
+    ):
         model.performance(spec, spec.variant("sparse"), PowerSetting())
 
 
@@ -196,23 +201,35 @@ def test_a_measured_profile_overrides_the_sparsity_evidence(model: EnergyModel) 
 def test_a_size_outside_the_calibrated_range_is_refused(
     model: EnergyModel, gpu: str, params: float, range_text: str
 ) -> None:
-    own = spec_with({"name": "small", "precision": "bf16", "model": {"name": "acme/s", "paramsBillions": params}},
-                    gpu=gpu)  # fmt: skip
-    with pytest.raises(ValueError, match=rf"variant 'small': model acme/s has paramsBillions {params:g}, "
-                       rf"outside the range calibrated for {gpu} \({range_text}"):  # fmt: skip
+    own = spec_with(
+        {"name": "small", "precision": "bf16", "model": {"name": "acme/s", "paramsBillions": params}}, gpu=gpu
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"variant 'small': model acme/s has paramsBillions {params:g}, "
+        rf"outside the range calibrated for {gpu} \({range_text}",
+    ):
         model.performance(own, own.variant("small"), PowerSetting())
     whole = spec_with(gpu=gpu, params=params)  # the GreenModel's own model: every variant is refused
     with pytest.raises(ValueError, match="outside the range calibrated"):
         model.performance(whole, whole.variant("bf16"), PowerSetting())
     # A measured profile needs no calibrated sweep.
     measured = Variant.model_validate(
-        {"name": "small", "precision": "bf16", "image": "i", "model": {"name": "acme/s", "paramsBillions": params},
-         "profile": {"outputTokensPerSecond": 100.0, "idlePowerW": 50.0, "loadedPowerW": 100.0}, **STATED}
-    )  # fmt: skip
+        {
+            "name": "small",
+            "precision": "bf16",
+            "image": "i",
+            "model": {"name": "acme/s", "paramsBillions": params},
+            "profile": {"outputTokensPerSecond": 100.0, "idlePowerW": 50.0, "loadedPowerW": 100.0},
+            **STATED,
+        }
+    )
     assert model.performance(own, measured, PowerSetting()) is not None
 
 
 def test_the_range_edges_are_accepted(model: EnergyModel) -> None:
     for params in (4.0, 810.0):
-        spec = spec_with({"name": "edge", "precision": "bf16", "model": {"name": "acme/e", "paramsBillions": params}})
+        spec = spec_with(
+            {"name": "edge", "precision": "bf16", "model": {"name": "acme/e", "paramsBillions": params}}
+        )
         model.performance(spec, spec.variant("edge"), PowerSetting())  # no error

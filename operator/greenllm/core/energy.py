@@ -406,7 +406,7 @@ class EnergyModel:
         )
 
     def _sparsity_claims(self, gpu: GpuRecord, variant: Variant) -> tuple[SparsityClaim, SparsityClaim]:
-        """The (latency, throughput) claims for a 2:4 variant on `gpu`, or a ValueError saying what is missing."""
+        """The (latency, throughput) claims for a 2:4 variant on `gpu`; a ValueError says what is missing."""
         if variant.precision in _SIXTEEN_BIT:
             family = "bf16"
         elif variant.precision in _EIGHT_BIT:
