@@ -304,8 +304,8 @@ def test_quality_has_no_schema_default_so_cel_sees_it_missing() -> None:
     assert variant["properties"]["sparsity"]["default"] == "none"
     # A variant without quality still counts as 1.0 for the quality floor, as the operator reads it.
     doc = good()
-    doc["spec"]["variants"] = [dict(v) for v in doc["spec"]["variants"] if v.get("sparsity", "none") == "none"]
-    doc["spec"]["variants"] = [v for v in doc["spec"]["variants"] if "model" not in v]
+    plain = [v for v in doc["spec"]["variants"] if v.get("sparsity", "none") == "none" and "model" not in v]
+    doc["spec"]["variants"] = plain
     for v in doc["spec"]["variants"]:
         v.pop("quality", None)
     doc["spec"]["slo"]["minQuality"] = 1.0
