@@ -23,6 +23,7 @@ from greenllm.core.calibration_records import (
     GpuRecord,
     ProfileRow,
     QuantSpeedup,
+    SparsityClaim,
 )
 from greenllm.core.energy import EnergyModel
 
@@ -35,6 +36,10 @@ CAP_SWEEPS = (
     "zeus_nsdi23_TRAINING_power_limit_sweep_v100.csv",
 )
 CONSTANTS = "model_constants.csv"
+SPARSITY_CLAIMS = "sparsity_speed_claims.csv"
+# Quality evidence for pruned and distilled variants: read by no code, shipped for the examples and
+# docs that cite it (ATTRIBUTION.md), checked against its source by the tests.
+COMPRESSION_QUALITY = "compression_quality.csv"
 
 
 class CalibrationError(ValueError):
@@ -250,6 +255,49 @@ def parse_cap_sweeps(text: str, name: str) -> tuple[CapSweepPoint, ...]:
     )
 
 
+def _claim(line: int, name: str, claim: str, value: float) -> tuple[str, float]:
+    """(metric, x-faster speed-up) of one claim as the source words it."""
+    text = claim.lower()
+    if "latency reduction" in text and 0.0 < value < 1.0:
+        return "latency", 1.0 / (1.0 - value)  # 30 % less time per request = 1/0.7 x faster
+    if "latency speed-up" in text and value > 0.0:
+        return "latency", value
+    if "throughput gain" in text and value > 0.0:
+        return "throughput", value
+    raise CalibrationError(f"{name}:{line}: cannot read claim {claim!r} with value {value:g}")
+
+
+def parse_sparsity_claims(text: str, name: str = SPARSITY_CLAIMS) -> tuple[SparsityClaim, ...]:
+    """Vendor speed claims of 2:4 sparse models. The subject names the sparse model's precision ("+ FP8",
+    else its bf16 weights); the baseline is "dense same precision" or "dense bf16"."""
+    rows = _Rows(text, name, ("subject", "gpu", "claim", "value", "baseline", "source"))
+    out = []
+    for line, r in rows:
+        subject = rows.text(line, r, "subject")
+        if "2:4" not in subject:
+            raise CalibrationError(f"{name}:{line}: not a 2:4 sparsity claim: {subject!r}")
+        precision = "fp8" if "fp8" in subject.lower() else "bf16"
+        baseline_text = rows.text(line, r, "baseline").lower()
+        if "same precision" in baseline_text:
+            baseline = precision
+        elif "bf16" in baseline_text:
+            baseline = "bf16"
+        else:
+            raise CalibrationError(f"{name}:{line}: cannot read baseline {r['baseline']!r}")
+        metric, speedup = _claim(line, name, rows.text(line, r, "claim"), rows.num(line, r, "value"))
+        out.append(
+            SparsityClaim(
+                gpu=rows.text(line, r, "gpu").split()[0],  # "H100 (Hopper)" -> "H100"
+                precision=precision,
+                baseline=baseline,
+                metric=metric,
+                speedup=speedup,
+                source=rows.text(line, r, "source"),
+            )
+        )
+    return tuple(out)
+
+
 def parse_constants(text: str, name: str = CONSTANTS) -> dict[str, float]:
     rows = _Rows(text, name, ("name", "value"))
     return {rows.text(line, r, "name"): rows.num(line, r, "value") for line, r in rows}
@@ -271,6 +319,7 @@ def load_calibration() -> Calibration:
         cap_sweeps=tuple(p for name in CAP_SWEEPS for p in parse_cap_sweeps(read_data(name), name)),
         prefill_utilization=utilization,
         prefill_power_share=power_share,
+        sparsity_claims=parse_sparsity_claims(read_data(SPARSITY_CLAIMS)),
     )
 
 

@@ -259,13 +259,35 @@ async def test_spec_change_patches_the_same_deployment(
     assert not [w for w in writes if w[0] == "create" and w[1] in ("deployments", "services")]
 
 
+_SPARSE = {
+    "name": "sparse",
+    "precision": "fp8",
+    "sparsity": "2:4",
+    "image": "vllm/vllm-openai:v0.11.1",
+    "quality": 0.975,
+    "qualitySource": "Open LLM v1 average",
+}
+
+
 @pytest.mark.parametrize(
     ("patch", "complaint"),
     [
         ({"slo": {"minQuality": 1.5}}, "minQuality"),  # above every variant's quality
         ({"replicas": {"min": 5, "max": 4}}, "replicas.min"),
+        (  # issue 14: 2:4 sparsity where the published evidence (H100 only) does not reach
+            {"gpu": {"type": "A100-SXM4-80GB"}, "variants": [_SPARSE]},
+            "variant 'sparse': 2:4 sparsity has no published speed evidence on A100-SXM4-80GB",
+        ),
+        (  # issue 14: a student smaller than anything calibrated can be scaled from
+            {
+                "variants": [
+                    {**_SPARSE, "sparsity": "none", "model": {"name": "acme/tiny", "paramsBillions": 1}}
+                ]
+            },
+            "model acme/tiny has paramsBillions 1, outside the range calibrated for H100-SXM (4-810B",
+        ),
     ],
-    ids=["quality-floor-above-all-variants", "replicas-min-above-max"],
+    ids=["quality-floor-above-all-variants", "replicas-min-above-max", "sparse-on-a100", "size-out-of-range"],
 )
 async def test_invalid_spec_is_reported_once_and_leaves_workloads_alone(
     kube: KubeEmulator, client: KubeClient, operator: Operator, patch: dict[str, Any], complaint: str

@@ -108,3 +108,82 @@ def test_status_tolerates_unknown_fields_and_round_trips() -> None:
     assert status.power_limit_w == 450.0
     assert status.last_decision is not None and status.last_decision.replicas == 2
     assert "futureField" not in status.model_dump(by_alias=True)
+
+
+# ------------------------------------------------------------------ pruned and distilled variants (issue 14)
+
+MINITRON = {"name": "nvidia/Llama-3.1-Minitron-4B-Width-Base", "paramsBillions": 4.5}
+
+
+def test_a_variant_defaults_to_the_greenmodels_model_and_no_sparsity() -> None:
+    v = api.GreenModelSpec.model_validate(spec()).variants[0]
+    assert v.model is None and v.sparsity is api.Sparsity.NONE and v.quality_source is None
+    assert not v.compressed_structure
+
+
+def test_a_distilled_and_a_sparse_variant_with_stated_quality_are_accepted() -> None:
+    s = api.GreenModelSpec.model_validate(
+        spec(
+            variants=[
+                {"name": "bf16", "precision": "bf16", "image": "i"},
+                {
+                    "name": "minitron",
+                    "precision": "bf16",
+                    "image": "j",
+                    "model": MINITRON,
+                    "quality": 0.93,
+                    "qualitySource": "Open LLM v1 tasks vs Llama-3.1-8B",
+                },
+                {
+                    "name": "sparse-fp8",
+                    "precision": "fp8",
+                    "sparsity": "2:4",
+                    "image": "i",
+                    "quality": 0.975,
+                    "qualitySource": "Open LLM v1 average",
+                },
+            ]
+        )
+    )
+    minitron, sparse = s.variant("minitron"), s.variant("sparse-fp8")
+    assert minitron.model is not None and minitron.model.params_billions == 4.5
+    assert sparse.sparsity is api.Sparsity.TWO_FOUR and sparse.precision is api.Precision.FP8
+    assert minitron.compressed_structure and sparse.compressed_structure
+    dumped = s.model_dump(by_alias=True, exclude_none=True)["variants"]
+    assert dumped[1]["model"] == MINITRON and dumped[2]["sparsity"] == "2:4"
+    assert dumped[1]["qualitySource"] == "Open LLM v1 tasks vs Llama-3.1-8B"
+    assert api.GreenModelSpec.model_validate(s.model_dump(by_alias=True)) == s
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"model": MINITRON},  # no quality: the 1.0 default would claim the student equals the teacher
+        {"model": MINITRON, "quality": 0.93},  # no qualitySource
+        {"model": MINITRON, "qualitySource": "MMLU 5-shot"},  # a source without a quality
+        {"sparsity": "2:4"},
+        {"sparsity": "2:4", "quality": 0.98},
+    ],
+)
+def test_a_pruned_or_distilled_variant_must_state_its_quality_and_source(variant: dict[str, Any]) -> None:
+    doc = spec(variants=[{"name": "small", "precision": "bf16", "image": "i", **variant}])
+    with pytest.raises(ValidationError, match=r"variant 'small' has .*give its quality and qualitySource"):
+        api.GreenModelSpec.model_validate(doc)
+
+
+@pytest.mark.parametrize("sparsity", ["2:8", "4:8", "unstructured", ""])
+def test_only_the_known_sparsity_patterns_are_accepted(sparsity: str) -> None:
+    doc = spec(
+        variants=[
+            {
+                "name": "s",
+                "precision": "bf16",
+                "image": "i",
+                "sparsity": sparsity,
+                "quality": 0.9,
+                "qualitySource": "x",
+            }
+        ]
+    )
+    with pytest.raises(ValidationError, match="sparsity"):
+        api.GreenModelSpec.model_validate(doc)

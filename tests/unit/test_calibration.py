@@ -51,6 +51,12 @@ def test_every_shipped_file_parses() -> None:
     assert len(c.cap_sweeps) == 929
     assert c.prefill_utilization == 0.5
     assert c.prefill_power_share == 1.0
+    assert [(s.precision, s.metric) for s in c.sparsity_claims] == [
+        ("bf16", "latency"),
+        ("bf16", "throughput"),
+        ("fp8", "latency"),
+        ("fp8", "throughput"),
+    ]
 
 
 def test_default_model_is_built_once() -> None:
@@ -130,6 +136,8 @@ def test_shipped_profiles_are_exactly_the_filtered_source_rows() -> None:
         (cal.CAP_SWEEPS[0], "power_limit/zeus_nsdi23_TRAINING_power_limit_sweep_a40.csv"),
         (cal.CAP_SWEEPS[1], "power_limit/zeus_nsdi23_TRAINING_power_limit_sweep_v100.csv"),
         (cal.FP8_RATIOS, "fp8_vs_bf16_mlenergy_v3_blog_summary.csv"),
+        (cal.SPARSITY_CLAIMS, "compression/speed_claims.csv"),
+        (cal.COMPRESSION_QUALITY, "compression/compression_variants.csv"),
     ],
 )
 def test_copied_files_are_unchanged(shipped: str, source: str) -> None:
@@ -213,3 +221,20 @@ def test_ratio_and_constant_file_errors() -> None:
         cal.parse_fp8_ratios(header + "joy,8-16,+1%\n")
     with pytest.raises(CalibrationError, match=r"model_constants.csv:2: column 'value' is empty"):
         cal.parse_constants("name,value\nprefill_utilization,\n")
+
+
+def test_sparsity_claim_file_errors_name_the_line() -> None:
+    header = "subject,gpu,claim,value,baseline,source\n"
+    good = "2:4 sparse + FP8 m,H100 (Hopper),average throughput gain,1.5,dense bf16,blog\n"
+    (claim,) = cal.parse_sparsity_claims(header + good)
+    assert (claim.gpu, claim.precision, claim.metric, claim.speedup) == ("H100", "fp8", "throughput", 1.5)
+    with pytest.raises(CalibrationError, match=r"sparsity_speed_claims.csv:2: not a 2:4 sparsity claim"):
+        cal.parse_sparsity_claims(header + good.replace("2:4 sparse", "dense"))
+    with pytest.raises(CalibrationError, match=r":2: cannot read claim 'average joy'"):
+        cal.parse_sparsity_claims(header + good.replace("throughput gain", "joy"))
+    with pytest.raises(CalibrationError, match=r":2: cannot read claim .*latency reduction.* 1.5"):
+        cal.parse_sparsity_claims(header + good.replace("throughput gain", "latency reduction"))
+    with pytest.raises(CalibrationError, match=r":2: cannot read baseline 'int4'"):
+        cal.parse_sparsity_claims(header + good.replace("dense bf16", "int4"))
+    with pytest.raises(CalibrationError, match=r"missing column\(s\) baseline"):
+        cal.parse_sparsity_claims("subject,gpu,claim,value,source\n")

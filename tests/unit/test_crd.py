@@ -224,7 +224,7 @@ def test_examples_validate_against_the_crd(path: Path) -> None:
 
 
 def good() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLES[0].read_text())
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "llama-3.1-8b-h100.yaml").read_text())
     return doc
 
 
@@ -245,6 +245,10 @@ def good() -> dict[str, Any]:
         (lambda d: d["spec"]["variants"][0].update(name="Not_A_Label"), "does not match"),
         (lambda d: d["metadata"].update(name="7b-chat"), "must be a DNS-1035 label"),
         (lambda d: d["metadata"].update(name="m" * 64), "must be a DNS-1035 label"),
+        (lambda d: d["spec"]["variants"][0].update(sparsity="2:8"), "is not one of"),
+        (lambda d: d["spec"]["variants"][0].update(qualitySource=""), "should be non-empty"),
+        (lambda d: d["spec"]["variants"][0].update(model={"paramsBillions": 4.5}), "'name' is a required"),
+        (lambda d: d["spec"]["variants"][0].update(model={"name": "s", "paramsBillions": 0}), "minimum"),
     ],
 )
 def test_schema_refuses_bad_objects(mutate: Any, needle: str) -> None:
@@ -253,3 +257,76 @@ def test_schema_refuses_bad_objects(mutate: Any, needle: str) -> None:
     mutate(doc)
     errors = api_server_errors(doc)
     assert any(needle in e for e in errors), errors
+
+
+# ------------------------------------------------------------------ pruned and distilled variants (issue 14)
+
+_STUDENT = {"name": "nvidia/Llama-3.1-Minitron-4B-Width-Base", "paramsBillions": 4.5}
+_OWN_QUALITY = "a variant with its own model or with 2:4 sparsity must give quality and qualitySource"
+
+
+def _with_variant(**fields: Any) -> dict[str, Any]:
+    doc = good()
+    doc["spec"]["variants"].append({"name": "small", "precision": "bf16", "image": "vllm", **fields})
+    return doc
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": _STUDENT},
+        {"model": _STUDENT, "quality": 0.93},
+        {"model": _STUDENT, "qualitySource": "MMLU 5-shot"},
+        {"sparsity": "2:4"},
+        {"sparsity": "2:4", "precision": "fp8", "quality": 0.975},
+        {"sparsity": "2:4", "qualitySource": "Open LLM v1 average"},
+    ],
+)
+def test_cel_refuses_a_sparse_or_foreign_model_variant_without_quality(fields: dict[str, Any]) -> None:
+    errors = api_server_errors(_with_variant(**fields))
+    assert any(_OWN_QUALITY in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": _STUDENT, "quality": 0.93, "qualitySource": "Open LLM v1 tasks vs Llama-3.1-8B"},
+        {"sparsity": "2:4", "precision": "fp8", "quality": 0.975, "qualitySource": "Open LLM v1 average"},
+        {"sparsity": "none"},  # a dense variant of the GreenModel's model may leave quality at 1.0
+        {},
+    ],
+)
+def test_cel_accepts_a_compressed_variant_that_states_its_quality(fields: dict[str, Any]) -> None:
+    assert api_server_errors(_with_variant(**fields)) == []
+
+
+def test_quality_has_no_schema_default_so_cel_sees_it_missing() -> None:
+    variant = root_schema()["properties"]["spec"]["properties"]["variants"]["items"]
+    assert "default" not in variant["properties"]["quality"]
+    assert variant["properties"]["sparsity"]["default"] == "none"
+    # A variant without quality still counts as 1.0 for the quality floor, as the operator reads it.
+    doc = good()
+    plain = [v for v in doc["spec"]["variants"] if v.get("sparsity", "none") == "none" and "model" not in v]
+    doc["spec"]["variants"] = plain
+    for v in doc["spec"]["variants"]:
+        v.pop("quality", None)
+    doc["spec"]["slo"]["minQuality"] = 1.0
+    assert api_server_errors(doc) == []
+    doc["spec"]["slo"]["minQuality"] = 1.01
+    assert any("at least one variant must meet" in e for e in api_server_errors(doc))
+
+
+def test_cel_and_pydantic_agree_on_compressed_variants() -> None:
+    for fields in (
+        {"model": _STUDENT},
+        {"sparsity": "2:4", "quality": 0.98},
+        {"model": _STUDENT, "quality": 0.93, "qualitySource": "MMLU 5-shot"},
+    ):
+        doc = _with_variant(**fields)
+        cel_ok = api_server_errors(doc) == []
+        try:
+            api.GreenModelSpec.model_validate(doc["spec"])
+            pydantic_ok = True
+        except ValueError:
+            pydantic_ok = False
+        assert cel_ok == pydantic_ok, fields

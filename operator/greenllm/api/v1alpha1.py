@@ -53,6 +53,13 @@ class PowerMode(StrEnum):
     OFF = "Off"  # never touch GPU power settings
 
 
+class Sparsity(StrEnum):
+    """Weight structure of a variant, next to its precision (a 2:4 sparse fp8 variant is one variant)."""
+
+    NONE = "none"
+    TWO_FOUR = "2:4"  # 2 of every 4 weights zero (NVIDIA sparse tensor cores; vLLM CUTLASS kernels)
+
+
 class PowerSource(StrEnum):
     DCGM = "dcgm"
     KEPLER = "kepler"
@@ -102,17 +109,63 @@ class VariantProfile(_Model):
     loaded_power_w: float = Field(gt=0, description="Power per GPU at the load above.")
 
 
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    # The CRD must not default this field: the API server would fill it in before CEL runs, and the rule
+    # that a pruned or distilled variant states its quality could never see it missing.
+    schema.pop("default", None)
+
+
 class Variant(_Model):
     name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
     precision: Precision
+    model: ModelRef | None = Field(
+        default=None,
+        description="The model this variant serves when it is not spec.model (a distilled or pruned "
+        "student, e.g. a Minitron-4B of Llama-3.1-8B): the energy model prices it for its own size. "
+        "Needs quality and qualitySource.",
+    )
+    sparsity: Sparsity = Field(
+        default=Sparsity.NONE,
+        description="Weight structure: none, or 2:4 structured sparsity (combines with precision). 2:4 "
+        "needs quality and qualitySource.",
+    )
     image: str = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     quality: float = Field(
-        default=1.0, gt=0, le=2, description="Quality relative to the reference variant (1.0)."
+        default=1.0,
+        gt=0,
+        le=2,
+        description="Quality relative to the reference variant (1.0 when not given; required for a "
+        "variant with its own model or with 2:4 sparsity).",
+        json_schema_extra=_no_schema_default,
+    )
+    quality_source: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description='What quality was measured on, e.g. "MMLU 5-shot vs Llama-3.1-8B" (the ratio depends '
+        "on the benchmark). Required for a variant with its own model or with 2:4 sparsity.",
     )
     profile: VariantProfile | None = None
+
+    @property
+    def compressed_structure(self) -> bool:
+        """True when the variant differs from the GreenModel's model by more than precision."""
+        return self.model is not None or self.sparsity is not Sparsity.NONE
+
+    @model_validator(mode="after")
+    def _quality_stated(self) -> Variant:
+        # The same rule as the CRD's CEL (for files the API server never sees): a pruned or distilled
+        # variant's quality is a measurement on some benchmark, never the 1.0 default.
+        if self.compressed_structure and ("quality" not in self.model_fields_set or not self.quality_source):
+            what = "its own model" if self.model is not None else f"sparsity {self.sparsity.value}"
+            raise ValueError(
+                f"variant {self.name!r} has {what}: give its quality and qualitySource (what the quality "
+                "was measured on, e.g. 'MMLU 5-shot vs the base model')"
+            )
+        return self
 
 
 class Slo(_Model):
@@ -203,8 +256,14 @@ _VALIDATIONS_SPEC: list[JsonValue] = [
         "message": "variant names must be unique",
     },
     {
-        "rule": "self.variants.exists(v, v.quality >= self.slo.minQuality)",
+        # quality has no schema default (Variant.quality): absent means 1.0, as the operator reads it.
+        "rule": "self.variants.exists(v, (has(v.quality) ? v.quality : 1.0) >= self.slo.minQuality)",
         "message": "at least one variant must meet slo.minQuality",
+    },
+    {
+        "rule": "self.variants.all(v, (!has(v.model) && (!has(v.sparsity) || v.sparsity == 'none')) || "
+        "(has(v.quality) && has(v.qualitySource)))",
+        "message": "a variant with its own model or with 2:4 sparsity must give quality and qualitySource",
     },
     {
         "rule": "self.power.mode != 'Fixed' || has(self.power.limitW)",

@@ -109,6 +109,22 @@ class QuantSpeedup:
 
 
 @dataclass(frozen=True, slots=True)
+class SparsityClaim:
+    """A published speed-up of a 2:4 sparse model over a dense one (one row of sparsity_speed_claims.csv).
+
+    `speedup` is always "x faster" (> 1 is faster): a latency reduction of 30 % is 1 / 0.7; a throughput
+    gain of 1.2x is 1.2. No energy was measured with these rows.
+    """
+
+    gpu: str  # profile GPU name ("H100")
+    precision: str  # the sparse model's precision family: "bf16" or "fp8"
+    baseline: str  # the dense model it is compared with: "bf16" (both rows of the source are)
+    metric: str  # "latency" (one request at a time) or "throughput" (a saturated server)
+    speedup: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class CapSweepPoint:
     """One point of a power-limit sweep of compute-bound work (Zeus, NSDI'23 traces)."""
 
@@ -129,3 +145,4 @@ class Calibration:
     cap_sweeps: tuple[CapSweepPoint, ...]
     prefill_utilization: float
     prefill_power_share: float  # of the default power limit
+    sparsity_claims: tuple[SparsityClaim, ...] = ()

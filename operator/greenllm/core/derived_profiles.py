@@ -4,6 +4,9 @@
   fp8-vs-bf16 medians per batch bucket (`derive_eight_bit`); int4 (W4A16) by the published batch-1
   decode speed-up applied to the batch-independent (weight-reading) part of the step time
   (`derive_int4`).
+* 2:4 structured sparsity: the dense curve the vendor's claims were measured against, each step faster by
+  the published one-request latency speed-up at one stream and by the saturated-throughput gain at the
+  largest batch (`derive_sparse`).
 * Other model sizes and GPU counts: a curve scaled as a memory-bound step, step time proportional to the
   weight bytes each GPU reads (`scale_profile`).
 """
@@ -117,3 +120,38 @@ def scale_profile(profile: Profile, params_b: float, num_gpus: int) -> Profile:
         for p in profile.points
     )
     return replace(profile, params_b=params_b, num_gpus=num_gpus, points=pts)
+
+
+def sparse_speedup_at(profile: Profile, batch: float, latency: float, throughput: float) -> float:
+    """The x-faster factor of a 2:4 sparse step at `batch`: `latency` (the published one-request speed-up)
+    at the curve's first point (one stream), `throughput` (the published saturated-server gain) at its
+    largest measured batch, linear in log(batch) between them and held outside."""
+    lo, hi = profile.points[0].batch, profile.points[-1].batch
+    if batch <= lo or hi <= lo:
+        return latency
+    if batch >= hi:
+        return throughput
+    return lerp(latency, throughput, math.log(batch / lo) / math.log(hi / lo))
+
+
+def derive_sparse(profile: Profile, latency: float, throughput: float) -> Profile:
+    """A 2:4 sparse curve from the dense curve the published claims were measured against.
+
+    Each step is `sparse_speedup_at` times faster at the same batch (ITL and p90 divided, tokens/s
+    multiplied); per-GPU power at a batch is the dense power (no energy of a sparse model was measured).
+    """
+    if latency <= 0.0 or throughput <= 0.0:
+        raise ValueError(f"sparsity speed-ups must be positive, got {latency} and {throughput}")
+    pts = []
+    for p in profile.points:
+        s = sparse_speedup_at(profile, p.batch, latency, throughput)
+        pts.append(
+            CurvePoint(
+                batch=p.batch,
+                tokens_per_s=p.tokens_per_s * s,
+                power_w=p.power_w,
+                itl_ms=p.itl_ms / s,
+                itl_p90_ms=p.itl_p90_ms / s,
+            )
+        )
+    return replace(profile, points=_monotone(pts))

@@ -18,8 +18,12 @@ The pieces (this module picks and combines them: `EnergyModel`):
   batch-1 decode speed-up applied to the batch-independent (weight-reading) part of the step time. A
   measured fp8 sweep is used as is when one of comparable size (within 2x) exists for the GPU.
 * Model size: the closest calibrated model (same GPU; 16-bit or 8-bit family; names compared by
-  `core.model_names`), scaled to the spec's parameter count and GPU count as a memory-bound step (step
-  time proportional to weight bytes per GPU; `core.derived_profiles`).
+  `core.model_names`), scaled to the parameter count (the variant's own model's, else the spec's) and GPU
+  count as a memory-bound step (step time proportional to weight bytes per GPU; `core.derived_profiles`).
+  A size more than 2x beyond the GPU's measured sizes is refused (`ValueError`).
+* 2:4 sparsity: the vendor's published latency and throughput gains over the dense model (H100, vLLM)
+  applied to the decode curve at one stream and at the largest batch (`core.derived_profiles`); prefill
+  and power per GPU as dense. Another GPU or int4 is refused unless the variant gives a measured profile.
 * Prefill: no measurement exists, so it is derived: 2 FLOPs per parameter per prompt token at a stated
   share (`prefill_utilization`) of the GPU's dense peak for the precision, at the default power limit.
 * Power settings (`core.power_response`): a cap binds only when the uncapped draw exceeds it. Decode is
@@ -35,9 +39,18 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from greenllm.api.v1alpha1 import GpuSpec, GreenModelSpec, Power, PowerMode, Precision, Variant
-from greenllm.core.calibration_records import Calibration, GpuPowerLimits, GpuRecord
-from greenllm.core.derived_profiles import derive_eight_bit, derive_int4, scale_profile
+from greenllm.api.v1alpha1 import (
+    GpuSpec,
+    GreenModelSpec,
+    ModelRef,
+    Power,
+    PowerMode,
+    Precision,
+    Sparsity,
+    Variant,
+)
+from greenllm.core.calibration_records import Calibration, GpuPowerLimits, GpuRecord, SparsityClaim
+from greenllm.core.derived_profiles import derive_eight_bit, derive_int4, derive_sparse, scale_profile
 from greenllm.core.model_names import normalize_gpu_name, normalize_model_name, params_from_name
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.plan_catalog import CatalogMemo
@@ -66,6 +79,9 @@ _IDENTITY_LIMIT = 64  # specs remembered by identity (one per GreenModel and spe
 _TASK_PREFERENCE = ("lm-arena-chat", "chat")
 _SOURCE_PREFERENCE = ("ML.ENERGY v3", "ML.ENERGY v2")
 _MEASURED_FP8_MAX_SIZE_RATIO = 2.0  # a measured 8-bit sweep is used only within 2x of the spec's size
+# Scaling a sweep to another size is first order (memory-bound step): it is trusted up to 2x beyond the
+# smallest and largest model measured on the GPU, as the measured-fp8 rule above, and refused further out.
+_SIZE_EXTRAPOLATION = 2.0
 
 
 class EnergyModel:
@@ -136,17 +152,42 @@ class EnergyModel:
 
     def model_params(self, spec: GreenModelSpec) -> float:
         """Parameter count (billions): spec.model.paramsBillions, a calibrated model's, or the name's."""
-        if spec.model.params_billions is not None:
-            return spec.model.params_billions
-        known = self._known_params.get(normalize_model_name(spec.model.name))
+        return self._params_of(spec.model, "spec.model.paramsBillions")
+
+    def variant_params(self, spec: GreenModelSpec, variant: Variant) -> float:
+        """Parameter count (billions) of the model `variant` serves: its own model's, else the spec's."""
+        if variant.model is None:
+            return self.model_params(spec)
+        return self._params_of(variant.model, f"paramsBillions in variant {variant.name!r}'s model")
+
+    def _params_of(self, model: ModelRef, field: str) -> float:
+        if model.params_billions is not None:
+            return model.params_billions
+        known = self._known_params.get(normalize_model_name(model.name))
         if known is not None:
             return known
-        parsed = params_from_name(spec.model.name)
+        parsed = params_from_name(model.name)
         if parsed is None or parsed <= 0:
-            raise ValueError(
-                f"cannot tell the size of model {spec.model.name!r}: set spec.model.paramsBillions"
-            )
+            raise ValueError(f"cannot tell the size of model {model.name!r}: set {field}")
         return parsed
+
+    def calibrated_sizes(self, gpu_type: str) -> tuple[float, float]:
+        """(smallest, largest) model size, billions, measured on this GPU type (any precision)."""
+        gpu = self.gpu(gpu_type)
+        sizes = [p.params_b for p in self._profiles if p.gpu == gpu.profile_gpu]
+        if not sizes:
+            raise ValueError(f"no decode sweep for {gpu.name} in the calibration")
+        return min(sizes), max(sizes)
+
+    def _check_size(self, gpu: GpuRecord, variant: Variant, name: str, params_b: float) -> None:
+        lo, hi = self.calibrated_sizes(gpu.name)
+        if not lo / _SIZE_EXTRAPOLATION <= params_b <= hi * _SIZE_EXTRAPOLATION:
+            raise ValueError(
+                f"variant {variant.name!r}: model {name} has paramsBillions {params_b:g}, outside the range "
+                f"calibrated for {gpu.name} ({lo / _SIZE_EXTRAPOLATION:g}-{hi * _SIZE_EXTRAPOLATION:g}B: "
+                f"within {_SIZE_EXTRAPOLATION:g}x of the {lo:g}-{hi:g}B models measured on it); give the "
+                "variant a measured profile"
+            )
 
     def power_settings(self, gpu: GpuSpec, power: Power) -> tuple[PowerSetting, ...]:
         """Off: the default only. Fixed: the limit clamped to the device. Auto: default first, then power
@@ -262,7 +303,8 @@ class EnergyModel:
                 prompt = prof.prompt_tokens_per_second
                 why_prefill = f"prefill from the variant's profile: {prompt:g} prompt tokens/s"
             else:
-                prompt, why_prefill = self._prefill(gpu, variant.precision, self.model_params(spec), count)
+                params = self.variant_params(spec, variant)
+                prompt, why_prefill = self._prefill(gpu, variant.precision, params, count)
             point = CurvePoint(
                 batch=1.0,
                 tokens_per_s=prof.output_tokens_per_second,
@@ -283,8 +325,14 @@ class EnergyModel:
                     + why_prefill
                 ),
             )
-        params = self.model_params(spec)
-        profile, why = self._decode_profile(gpu, variant.precision, params, count, spec.model.name)
+        params = self.variant_params(spec, variant)
+        name = (variant.model or spec.model).name
+        self._check_size(gpu, variant, name, params)
+        if variant.sparsity is Sparsity.NONE:
+            profile, why = self._decode_profile(gpu, variant.precision, params, count, name)
+        else:
+            profile, why = self._sparse_profile(gpu, variant, params, count, name)
+        # Prefill as dense: no published claim isolates a 2:4 prefill (docs/energy-model.md, section 3b).
         prompt, why_prefill = self._prefill(gpu, variant.precision, params, count)
         points = tuple(replace(p, power_w=max(p.power_w, gpu.idle_w)) for p in profile.points)
         return _ReplicaBase(
@@ -357,6 +405,53 @@ class EnergyModel:
             sixteen, f"DERIVED for int4 (W4A16) from 16-bit with batch-1 speed-up {speedup:.3g} ({src})"
         )
 
+    def _sparsity_claims(self, gpu: GpuRecord, variant: Variant) -> tuple[SparsityClaim, SparsityClaim]:
+        """The (latency, throughput) claims for a 2:4 variant on `gpu`; a ValueError says what is missing."""
+        if variant.precision in _SIXTEEN_BIT:
+            family = "bf16"
+        elif variant.precision in _EIGHT_BIT:
+            family = "fp8"  # int8 W8A8 by the 8-bit rule (same bytes per weight, same tensor peak)
+        else:
+            raise ValueError(
+                f"variant {variant.name!r}: 2:4 sparsity with {variant.precision.value} has no published "
+                "speed evidence (sparsity_speed_claims.csv covers bf16 and fp8); give the variant a measured "
+                "profile"
+            )
+        claims = [c for c in self._cal.sparsity_claims if c.precision == family]
+        mine = [c for c in claims if c.gpu == gpu.profile_gpu]
+        by_metric = {c.metric: c for c in mine}
+        if "latency" not in by_metric or "throughput" not in by_metric:
+            covered = ", ".join(sorted({c.gpu for c in claims})) or "no GPU"
+            raise ValueError(
+                f"variant {variant.name!r}: 2:4 sparsity has no published speed evidence on {gpu.name} "
+                f"(sparsity_speed_claims.csv covers {covered} only); give the variant a measured profile"
+            )
+        return by_metric["latency"], by_metric["throughput"]
+
+    def _sparse_profile(
+        self, gpu: GpuRecord, variant: Variant, params_b: float, count: int, name: str
+    ) -> tuple[Profile, str]:
+        latency, throughput = self._sparsity_claims(gpu, variant)
+        if latency.baseline != throughput.baseline:
+            raise ValueError("sparsity claims of one precision must share their dense baseline")
+        sixteen = self._closest(self._candidates(gpu, "bf16"), params_b, count, name)
+        if sixteen is None:
+            raise ValueError(f"no 16-bit decode sweep for {gpu.name} in the calibration")
+        # Each claim is applied to the dense curve it was measured against (dense bf16 for both rows of
+        # the source, "same precision" for the bf16 sparse model), never to a derived 8-bit curve.
+        dense = sixteen if latency.baseline == "bf16" else derive_eight_bit(sixteen, self._cal.fp8_ratios)
+        derived = scale_profile(derive_sparse(dense, latency.speedup, throughput.speedup), params_b, count)
+        k = (params_b / sixteen.params_b) * (sixteen.num_gpus / count)
+        why = (
+            f"decode DERIVED for 2:4 sparse {variant.precision.value}: dense {latency.baseline} ML.ENERGY "
+            f"sweep {sixteen.source} {sixteen.model} ({sixteen.params_b:g}B) on {sixteen.num_gpus}x "
+            f"{gpu.profile_gpu}, task {sixteen.task}, steps {latency.speedup:.3g}x faster at one stream "
+            f"(published latency) to {throughput.speedup:.3g}x at batch {sixteen.points[-1].batch:g} "
+            f"(published throughput; {latency.source}), power per GPU as dense (no sparse energy measured)"
+            + ("" if k == 1.0 else f", step time scaled x{k:.3g} to {params_b:g}B on {count} GPU(s)")
+        )
+        return derived, why
+
     def _int4_speedup(self, gpu: GpuRecord, params_b: float) -> tuple[float, str]:
         rows = [q for q in self._cal.quant_speedups if q.precision == "int4"]
         own = [q for q in rows if q.gpu == gpu.profile_gpu]
@@ -379,6 +474,8 @@ def _base_key(spec: GreenModelSpec, variant: Variant) -> tuple[object, ...]:
         spec.gpu.count,
         spec.model.name,
         spec.model.params_billions,
+        variant.model,
+        variant.sparsity,
         variant.precision,
         variant.profile,
     )

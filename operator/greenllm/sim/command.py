@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from greenllm.api.durations import parse_duration
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.controller.config import OperatorConfig
@@ -208,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="G",
         help="grid intensity, gCO2/kWh (default: spec.metrics.carbonIntensity.gramsPerKwh, else "
         f"{DEFAULT_CARBON_G_PER_KWH}, {DEFAULT_CARBON_SOURCE})",
+    )
+    p.add_argument(
+        "--min-quality",
+        type=_nonneg_float,
+        default=None,
+        metavar="Q",
+        help="quality floor to run the scenario at, in place of the file's spec.slo.minQuality (the "
+        "same check: at least one variant must meet it)",
     )
     p.add_argument(
         "--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}"
@@ -525,7 +535,7 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
         check_writable(args.plot, "--plot", ".png")
     model = load_green_model(args.model)
     require_supported_gpu(model, args.model, default_energy_model())
-    spec = model.spec
+    spec = model.spec if args.min_quality is None else with_quality_floor(model.spec, args.min_quality)
     base = load_trace(args.trace)
     if args.start is not None or args.duration is not None:
         base = base.window(args.start or 0.0, args.duration)
@@ -629,6 +639,17 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
     }
 
 
+def with_quality_floor(spec: GreenModelSpec, floor: float) -> GreenModelSpec:
+    """`spec` at another slo.minQuality, validated as the file would be (--min-quality)."""
+    doc = spec.model_dump(by_alias=True, exclude_unset=True)
+    doc["slo"] = {**doc.get("slo", {}), "minQuality": floor}
+    try:
+        return GreenModelSpec.model_validate(doc)
+    except ValidationError as exc:
+        why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SimulationError(f"--min-quality {floor:g}: {why}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -660,6 +681,10 @@ def report_text(result: dict[str, Any]) -> str:
         "",
         table({n: Summary(**v) for n, v in result["policies"].items()}),
     ]
+    shares = result["policies"].get("greenllm", {}).get("variant_share") or {}
+    if shares:
+        mix = ", ".join(f"{v} {share:.0%}" for v, share in sorted(shares.items(), key=lambda kv: -kv[1]))
+        lines += ["", f"greenllm's fleet by variant (share of replica-time asked for): {mix}"]
     if result.get("baselines"):
         lines.append("")
         lines += [f"{name}: {what}" for name, what in result["baselines"].items()]

@@ -40,6 +40,8 @@ class Summary:
     fast_switches: int = 0
     burst_share: float = 0.0  # share of ready replica-seconds at the burst setting
     energy_split_kwh: dict[str, float] = field(default_factory=dict)
+    # Share of the replica-seconds the policy asked for, per variant: which variants it ran, and how much.
+    variant_share: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -120,7 +122,17 @@ def summarize(run: PolicyRun, carbon_g_per_kwh: float, ttft_slo_s: float, tpot_s
             "prefill": run.energy_prefill_j / J_PER_KWH,
             "decode": run.energy_decode_j / J_PER_KWH,
         },
+        variant_share=variant_share(run),
     )
+
+
+def variant_share(run: PolicyRun) -> dict[str, float]:
+    """Per variant, its share of the replica-seconds the policy asked for (target replicas per step)."""
+    totals: dict[str, float] = {}
+    for variant, replicas in zip(run.target_variant, run.target_replicas, strict=False):
+        totals[variant] = totals.get(variant, 0.0) + float(replicas)
+    whole = sum(totals.values())
+    return {v: t / whole for v, t in sorted(totals.items())} if whole > 0 else {}
 
 
 def ratios(summaries: Mapping[str, Summary], subject: str = "greenllm") -> dict[str, float | None]:
