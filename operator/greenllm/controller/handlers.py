@@ -58,7 +58,8 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
         memo.telemetry.serve(config.metrics_port)
     telemetry: OperatorMetrics = memo.telemetry
     memo.kube = Kube.from_environment(
-        RateLimit(config.kube_qps, config.kube_burst, telemetry.kube_throttled.inc)
+        RateLimit(config.kube_qps, config.kube_burst, telemetry.kube_throttled.inc),
+        connections=config.io_threads,
     )
     memo.energy = default_energy_model()
     # Shared by every GreenModel: kopf hands each resource a shallow copy of this memo, so these dicts

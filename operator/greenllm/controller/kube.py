@@ -48,16 +48,28 @@ class Kube:
         self._limit = limit
 
     @classmethod
-    def from_environment(cls, limit: RateLimit | None = None) -> Kube:
-        """As the operator's login: an explicit $KUBECONFIG, else the service account, else ~/.kube/config."""
+    def from_environment(cls, limit: RateLimit | None = None, connections: int | None = None) -> Kube:
+        """As the operator's login: an explicit $KUBECONFIG, else the service account, else ~/.kube/config.
+        `connections`: the most kept open to the API server; as many as the threads that call it, since
+        the client's default (10) made most calls beyond it open and discard a connection."""
         if os.environ.get("KUBECONFIG"):
-            config.load_kube_config()  # type: ignore[no-untyped-call]
+            # Named here: the client reads $KUBECONFIG once, when it is imported.
+            config.load_kube_config(config_file=os.environ["KUBECONFIG"])  # type: ignore[no-untyped-call]
         else:
             try:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
                 config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient(), limit)
+        configuration = client.Configuration.get_default_copy()
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
+        return cls(client.ApiClient(configuration), limit)
+
+    @property
+    def connections(self) -> int:
+        """The most connections kept open to the API server."""
+        maxsize: int = self._custom.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"]
+        return maxsize
 
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self._limit is None:

@@ -8,7 +8,6 @@ never overwrites another's fields, and a field set to None is written as null, w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -75,11 +74,14 @@ def reader_view(status: Mapping[str, Any]) -> object:
     """What a reader of the status (in its wire form) would see change: the fields outside
     ACCOUNTING_FIELDS, and each condition's type, status and reason (not its message, which carries the
     measurements)."""
+    # Compared as plain values (dict equality is deep and ignores key order): serialising both sides to
+    # JSON to compare them was an eighth of the operator's event-loop time at 1,000 GreenModels.
     view = {k: v for k, v in status.items() if k not in ACCOUNTING_FIELDS | {"conditions"}}
     conditions = sorted(
-        (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or ()
+        (str(c.get("type")), str(c.get("status")), str(c.get("reason")))
+        for c in status.get("conditions") or ()
     )
-    return json.dumps(_without_nulls(view), sort_keys=True, default=str), tuple(conditions)
+    return _without_nulls(view), tuple(conditions)
 
 
 def _without_nulls(value: Any) -> Any:
