@@ -226,8 +226,8 @@ class Result:
     n: int
     interval_s: float
     ticks: int
-    warmup_ticks: int = 0
     namespaces: int
+    warmup_ticks: int = 0
     converged: int = 0
     create_s: float = float("nan")  # first create to last create answered
     converge_s: float = float("nan")  # first create until all converged (NaN if not within the timeout)
