@@ -253,11 +253,33 @@ def test_hysteresis_yields_to_a_large_gain_or_a_smaller_allowance() -> None:
     # The allowance falls under the allocation in force: it is recomputed within the new allowance.
     shrunk = allocate([a, b], 450, previous=dict(first.power_w))
     assert not shrunk.kept and sum(shrunk.power_w.values()) <= 450
-    # A member joins: recomputed.
-    c = member("ns/c", [(0, 0)])
-    assert not allocate([a, b, c], 500, previous=dict(first.power_w)).kept
+    # A member joins: it starts unprotected, the others keep their parts.
+    c = member("ns/c", [(0, 0), (50, 5)])
+    joined = allocate([a, b, c], 500, previous=dict(first.power_w))
+    assert joined.kept and joined.power_w == {"ns/a": 400.0, "ns/b": 100.0, "ns/c": 0.0}
     kept = allocate([a, b], 500, previous=dict(first.power_w))
     assert kept.kept and kept.power_w == first.power_w
+
+
+def test_a_rising_demand_is_served_from_the_slack_without_cutting_anyone() -> None:
+    a = member("ns/a", [(100, 10), (300, 100)])
+    b = member("ns/b", [(100, 10), (300, 100)])
+    first = allocate([a, b], 1000)
+    assert first.served == {"ns/a": 100.0, "ns/b": 100.0}
+    assert sum(first.power_w.values()) == 1000.0  # 400 W of slack shared: 500 W each
+    # b's demand triples: it needs 700 W; a still needs 300 W. b gets the slack, a keeps what it uses.
+    b3 = member("ns/b", [(100, 10), (300, 100), (700, 300)])
+    got = allocate([a, b3], 1000, previous=dict(first.power_w))
+    assert got.served == {"ns/a": 100.0, "ns/b": 300.0}
+    assert got.power_w["ns/a"] >= 300 and got.power_w["ns/b"] >= 700
+    # Both short (a 4x, b 3x): the protected parts (a's 300 W of 500 in force, b's 700) are not moved for
+    # a gain in the band, though the unprotected optimum would split differently.
+    a4 = member("ns/a", [(100, 10), (300, 100), (620, 340)])
+    b4 = member("ns/b", [(100, 10), (300, 100), (700, 330)])
+    again = allocate([a4, b4], 1000, previous=dict(got.power_w))
+    fresh = allocate([a4, b4], 1000)
+    assert fresh.served == {"ns/a": 340.0, "ns/b": 100.0}  # 440 served
+    assert again.kept and again.served == {"ns/a": 100.0, "ns/b": 330.0}  # 430: within 5% of 440
 
 
 def test_bad_input_is_refused_with_a_clear_error() -> None:

@@ -28,11 +28,15 @@ the sum of the allocations never exceeds the allowance and every member's alloca
 point. The whole watts left over are shared equally among the members (as slack for demand moving within
 the interval); they never buy a point, so they change no configuration.
 
-Stability (hysteresis). With `previous` (the allocation in force, W per member), the allocation in force
-is kept when it is still feasible (same members, each at or above its minimum, sum within the allowance)
-and the new optimum serves, at every priority, no more than `hysteresis` (relative) more demand than the
-allocation in force would serve on the new frontiers. Demand oscillating within that band therefore moves
-no watts; a larger gain (or an allowance that no longer pays for the allocation in force) does.
+Stability (hysteresis). With `previous` (the allocation in force, W per member), each member keeps the
+part of it that it still uses: the best point of its new frontier within min(its allocation in force,
+its new top), and only what is left over is divided as above (a member whose demand rises is served from
+the slack at once, nobody is cut for it). This protected allocation is used unless the unprotected
+optimum serves, at the highest priority where they differ, more than `hysteresis` (relative) more demand,
+or the protections no longer fit the allowance. Moving watts from one member to another costs more than
+the frontiers show (the member given more starts pods, which take a minute; the one given less sheds them
+at once), so demand oscillating within that band moves no watts between members, and a member only loses
+watts it no longer needs, or for a clear gain. New members start unprotected.
 
 Overcommit (the minimums alone exceed the allowance), by `onExhausted` (as for one GreenModel's budget):
 - Degrade and CapReplicas: members are cut from the lowest priority up (within a priority the one whose
@@ -353,34 +357,40 @@ def _keep_previous(
     fresh: Allocation,
     hysteresis: float,
 ) -> Allocation | None:
-    if set(previous) != {m.key for m in members}:
-        return None
-    if sum(previous.values()) > total + 1e-6:
-        return None
-    old_served: dict[str, float] = {}
-    chosen: dict[str, int] = {}
+    """The allocation with each member's part of the allocation in force protected (module doc,
+    Stability), or None when the protections do not fit or the optimum gains more than `hysteresis`."""
+    start: dict[str, int] = {}
     for m in members:
-        i = _value_at(pts[m.key], previous[m.key])
-        if i is None:
-            return None
-        chosen[m.key] = i
-        old_served[m.key] = pts[m.key][i].served
+        held = previous.get(m.key)
+        i = None if held is None else _value_at(pts[m.key], min(held, pts[m.key][-1].cost))
+        start[m.key] = 0 if i is None else i
+    protected = sum(pts[m.key][start[m.key]].cost for m in members)
+    if protected > total:
+        return None
+    if all(i == 0 for i in start.values()):
+        return None  # nothing to protect: the optimum is the answer
+    sticky = {m.key: pts[m.key][start[m.key] :] for m in members}
+    chosen, spare, exact = _choose(members, sticky, total - protected)
+    picks = {k: start[k] + i for k, i in chosen.items()}
+    served = {k: pts[k][i].served for k, i in picks.items()}
     for prio in _by_priority(members):
         group = [m.key for m in members if m.priority == prio]
         new = sum(fresh.served[k] for k in group)
-        old = sum(old_served[k] for k in group)
+        old = sum(served[k] for k in group)
         if new > old * (1.0 + hysteresis) + _EPS:
             return None
         if new < old - _EPS:
-            # The optimum serves less here to serve more at a higher priority (already compared above
-            # and within the band), or ties; either way the allocation in force is no worse at this one.
+            # Lexicographic: the optimum is worse from here on (it served more at a higher priority
+            # within the band above, or this one is better): the protected allocation stands.
             break
-    reasons = {
-        m.key: f"priority {m.priority}: allocation in force kept (the optimum gains less than "
-        f"{hysteresis * 100:.0f}%)"
-        for m in members
-    }
-    return Allocation({k: float(v) for k, v in previous.items()}, old_served, False, (), reasons, kept=True)
+    power, served, reasons = _describe(members, pts, picks, spare)
+    for m in members:
+        if start[m.key] > 0:
+            reasons[m.key] += (
+                f"; kept its part of the allocation in force (moving it gains less than "
+                f"{hysteresis * 100:.0f}%)"
+            )
+    return Allocation(power, served, False, (), reasons, kept=True, exact=exact)
 
 
 def _overcommit(

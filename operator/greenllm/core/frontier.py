@@ -16,11 +16,21 @@ power and capacity), not a second capacity model:
 - The frontier is the Pareto set of those (power, served): increasing in both, each point the least
   power serving that much; point 0 is the cheapest configuration (the member's minimum).
 
-Served demand is in output tokens/s (demand.output_tokens_per_s x share); a zero demand gives the one
-point of the minimum configuration, serving nothing. A spec with no runnable variant gives (0 W, 0).
+Served demand is in output tokens/s: a configuration serves up to its share of the planned demand,
+capacity = demand.output_tokens_per_s x share. The planned demand is a peak (core.step plans on the peak
+of the scale-down window), and the demand moves under it; with `recent_output` (the member's recent
+demands, output tokens/s, e.g. one per interval over that window) a configuration serves, on average over
+those demands and the peak, min(capacity, demand): what a fleet of that capacity serves within the SLO
+while the demand moves (the rest waits). This is concave in capacity, as attainment is on bursty load (a
+short fleet still serves the lulls), where the share of the peak alone is linear and would make the
+allocator's choice between two short members a coin toss. Without `recent_output` it is the share of the
+peak. A zero demand gives the one point of the minimum configuration, serving nothing. A spec with no
+runnable variant gives (0 W, 0).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.core.allocation import FrontierPoint
@@ -35,19 +45,29 @@ MAX_COUNTS_PER_PAIR = 64
 
 
 def power_frontier(
-    spec: GreenModelSpec, demand: Demand, source: PerformanceSource, *, min_capacity: float = 0.0
+    spec: GreenModelSpec,
+    demand: Demand,
+    source: PerformanceSource,
+    *,
+    min_capacity: float = 0.0,
+    recent_output: Sequence[float] = (),
 ) -> tuple[FrontierPoint, ...]:
     """The member's frontier at `demand` (module doc). `min_capacity` as PlanSpace's (the SLO feedback's
-    capacity floor, a multiple of demand)."""
+    capacity floor, a multiple of demand); `recent_output`: recent output demands, tokens/s."""
     space = PlanSpace(spec, demand, source, min_capacity)
     if not space.pairs:
         return (FrontierPoint(0.0, 0.0, "no variant can run"),)
     out = max(demand.output_tokens_per_s, 0.0)
+    samples = sorted([out, *(min(max(r, 0.0), out) for r in recent_output)])
+
+    def served(capacity: float) -> float:
+        return sum(min(capacity, x) for x in samples) / len(samples)
+
     lo = max(space.min_replicas, 1 if space.demand_positive else 0)
     options: list[FrontierPoint] = []
     top = space.best_of(space.pairs, None)
     if top is not None:
-        options.append(FrontierPoint(top.power_w, out, top.label()))
+        options.append(FrontierPoint(top.power_w, served(out), top.label()))
     for pair in space.pairs:
         hi = min(pair.need_any, space.max_replicas)
         for n in _counts(lo, hi):
@@ -60,7 +80,7 @@ def power_frontier(
                 share = min(n / pair.need_any, 1.0) if pair.need_any > 0 else 1.0
                 if share >= 1.0:
                     share = 1.0 - EPS  # meets capacity but not every SLO rule
-            options.append(FrontierPoint(c.power_w, out * share, c.label()))
+            options.append(FrontierPoint(c.power_w, served(out * share), c.label()))
     return _pareto(options)
 
 
