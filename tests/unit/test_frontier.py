@@ -97,3 +97,22 @@ def test_ttft_unreachable_pairs_serve_nothing_within_the_slo() -> None:
     spec = make_spec(slo={"ttftP90Ms": 1.0})
     f = power_frontier(spec, Demand(1000.0, 1000.0), source())
     assert [p.served for p in f] == [0.0]
+
+
+def test_recent_demands_make_the_served_demand_concave_in_power() -> None:
+    spec = make_spec()
+    demand = Demand(20000.0, 3000.0)
+    peak_only = power_frontier(spec, demand, source())
+    moving = power_frontier(spec, demand, source(), recent_output=(500.0, 1000.0, 3000.0, 5000.0))
+    # Same configurations, served measured over the demands (the peak, and 5000 clipped to the peak):
+    # the top serves their mean, a configuration serves min(capacity, demand) on average.
+    assert moving[-1].power_w == pytest.approx(peak_only[-1].power_w)
+    assert moving[-1].served == pytest.approx((500 + 1000 + 3000 + 3000 + 3000) / 5)
+    for p in moving:
+        cap = next(q.served for q in peak_only if q.label == p.label)
+        assert p.served == pytest.approx(sum(min(cap, x) for x in (500, 1000, 3000, 3000, 3000)) / 5)
+    # The share of its capacity a configuration gets to use falls as the capacity rises (the lulls are
+    # served first): diminishing returns, which the peak alone does not show.
+    ratios = [p.served / q.served for p, q in zip(moving, peak_only, strict=True) if q.served > 0]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(ratios))
+    assert ratios[-1] < ratios[0]
