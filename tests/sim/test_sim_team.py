@@ -160,9 +160,10 @@ def test_a_tight_budget_is_divided_within_the_allowance_every_interval(tight: di
     assert b["intervals"] >= 15
     assert b["intervals_over_allowance"] == 0
     assert b["allowance_w_max"] == 900
-    # The heavy member gets more than half at some point and less at another: the split moves.
-    lo, hi = b["allocation_w_range"]["default/chat"]
-    assert hi > 450 > lo or b["allocation_changes"] > 0
+    # The member with three times the load gets more than the fixed split's half throughout, the other
+    # less: the budget goes where the demand is.
+    assert b["allocation_w_range"]["default/chat"][0] > 450
+    assert b["allocation_w_range"]["default/code"][1] < 450
     assert set(tight["team"]) == {"shared", "split", "shared-same-energy"}
     for arm in tight["team"].values():
         assert arm["requests"] == sum(m["requests"] for m in tight["members"].values())

@@ -589,7 +589,14 @@ def budget_summary(history: Sequence[IntervalRecord], keys: Sequence[str]) -> di
     allocated = [sum(v for v in r.allocation.values() if math.isfinite(v)) for r in history]
     allowances = [r.allowance_w for r in history]
     over = [a - w for a, w in zip(allocated, allowances, strict=True) if w is not None and a > w + 1e-6]
-    changes = sum(1 for a, b in itertools.pairwise(history) if dict(a.allocation) != dict(b.allocation))
+    # Watts moved between members: some member got less while another got more (a paced allowance that
+    # rises or falls moves every member the same way, and is not counted).
+    moves = 0
+    for a, b in itertools.pairwise(history):
+        common = set(a.allocation) & set(b.allocation)
+        up = any(b.allocation[k] > a.allocation[k] + 1.0 for k in common)
+        down = any(b.allocation[k] < a.allocation[k] - 1.0 for k in common)
+        moves += int(up and down)
     degraded: dict[str, int] = {}
     for r in history:
         for key, _ in r.degraded:
@@ -599,8 +606,8 @@ def budget_summary(history: Sequence[IntervalRecord], keys: Sequence[str]) -> di
         "intervals": len(history),
         "allowance_w_min": min(finite) if finite else None,
         "allowance_w_max": max(finite) if finite else None,
-        "allocation_changes": changes,
-        "kept_by_hysteresis": sum(1 for r in history if r.kept),
+        "moves_between_members": moves,
+        "protected_by_hysteresis": sum(1 for r in history if r.kept),
         "intervals_over_allowance": len(over),
         "overcommitted_intervals": sum(1 for r in history if r.overcommitted),
         "degraded_intervals": degraded,
@@ -744,10 +751,11 @@ def report_text(result: dict[str, Any]) -> str:
             else f"allowance {bs['allowance_w_min']:.0f}-{bs['allowance_w_max']:.0f} W"
         )
         lines.append(
-            f"budget ({arm}): {bs['intervals']} intervals, {allowance}, allocation moved "
-            f"{bs['allocation_changes']} times (kept {bs['kept_by_hysteresis']} by hysteresis), allocated "
-            f"over the allowance {bs['intervals_over_allowance']} times, overcommitted "
-            f"{bs['overcommitted_intervals']}; allocations {ranges}"
+            f"budget ({arm}): {bs['intervals']} intervals, {allowance}, watts moved between members "
+            f"{bs['moves_between_members']} times (the allocation in force protected "
+            f"{bs['protected_by_hysteresis']} times), allocated over the allowance "
+            f"{bs['intervals_over_allowance']} times, overcommitted {bs['overcommitted_intervals']}; "
+            f"allocations {ranges}"
         )
     return "\n".join(lines)
 
