@@ -627,7 +627,9 @@ def budget_summary(history: Sequence[IntervalRecord], keys: Sequence[str]) -> di
             )
             for k in keys
         },
-        "energy_used_kwh_as_counted": history[-1].used_kwh,
+        # The most the coordinator counted in one period (from the members' observed energy, as the
+        # operator counts it): what the energy limit was held to.
+        "energy_counted_kwh_max": max(r.used_kwh for r in history),
     }
 
 
