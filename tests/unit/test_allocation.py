@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -306,3 +308,53 @@ def test_team_allowance_paces_the_energy_budget_over_the_rest_of_the_period() ->
     # Carbon converted through the intensity.
     carbon = Budget(carbon_grams=4000, period="1h")
     assert al.team_allowance_w(carbon, 0.0, 0.0, 0.0, 0.0, 400.0) == pytest.approx(10000.0)
+
+
+def test_a_large_team_keeps_the_greedy_within_the_work_limit_and_says_so() -> None:
+    # 16 members with 50-point non-concave frontiers within 60 kW: the exact fallback would take seconds.
+    rng = random.Random(1)
+    members = []
+    for i in range(16):
+        p, s, pts = 200.0, 50.0, []
+        for _ in range(50):
+            pts.append((p, s))
+            p += rng.uniform(20, 300)
+            s += rng.uniform(5, 200)
+        members.append(member(f"ns/m{i}", pts))
+    started = time.perf_counter()
+    got = allocate(members, 60000)
+    assert time.perf_counter() - started < 5.0  # about half a second; generous for a loaded machine
+    assert not got.exact
+    assert sum(got.power_w.values()) <= 60000
+    # The greedy on the hulls is close to the LP relaxation's bound (which no choice of points exceeds).
+    pts = [al._points(m) for m in members]
+    left = 60000 - sum(p[0].cost for p in pts)
+    _, gained, bound = al._greedy(pts, left)
+    base = sum(p[0].served for p in pts)
+    assert sum(got.served.values()) == pytest.approx(base + gained)
+    assert base + gained >= 0.99 * (base + bound)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frontiers(), st.integers(0, 2500), st.data())
+def test_protecting_the_allocation_in_force_stays_within_the_allowance_and_the_band(
+    members: tuple[Member, ...], allowance: int, data: st.DataObject
+) -> None:
+    previous = {m.key: float(data.draw(st.integers(0, 1500))) for m in members}
+    got = allocate(members, allowance, previous=previous)
+    fresh = allocate(members, allowance)
+    if fresh.overcommitted:
+        assert got.overcommitted
+        return
+    assert sum(got.power_w.values()) <= allowance
+    # Lexicographic over priorities: at the first priority where they differ, the optimum gains at most
+    # the hysteresis over what is kept.
+    a = served_by_priority(members, dict(got.served))
+    b = served_by_priority(members, dict(fresh.served))
+    if not got.kept:
+        assert a == pytest.approx(b)
+        return
+    for kept_p, fresh_p in zip(a, b, strict=True):
+        if abs(kept_p - fresh_p) > 1e-6:
+            assert fresh_p <= kept_p * (1 + al.DEFAULT_HYSTERESIS) + 1e-6
+            break

@@ -21,7 +21,7 @@ hull breakpoint with no part of the next segment fitting the leftover (the LP re
 reached). In every other case (non-concave frontiers, steps that do not divide) the allocator checks the
 greedy against the LP bound and, when it falls short, solves the priority exactly by dynamic programming
 over whole watts (the Pareto set of (power, served) over the members, dominated states dropped), which
-is exact; beyond `EXACT_STATE_LIMIT` states it keeps the greedy and says so in `Allocation.exact`.
+is exact; beyond `EXACT_WORK_LIMIT` it keeps the greedy and says so in `Allocation.exact`.
 
 Rounding. All powers are whole watts: a point costs ceil(power) and the allowance is floor(allowance), so
 the sum of the allocations never exceeds the allowance and every member's allocation pays for its chosen
@@ -64,8 +64,9 @@ from greenllm.core.plan_rules import EPS as PLAN_EPS
 
 # Relative gain in served demand (at any priority) below which the allocation in force is kept.
 DEFAULT_HYSTERESIS = 0.05
-# Largest Pareto set the exact fallback builds before it keeps the greedy (about a second of Python).
-EXACT_STATE_LIMIT = 200_000
+# Most (state, point) pairs the exact fallback may combine before it keeps the greedy: at most about half
+# a second of Python per priority (8 members with 50-point frontiers within 20 kW take a tenth of one).
+EXACT_WORK_LIMIT = 200_000
 _EPS = 1e-9
 
 
@@ -190,10 +191,14 @@ def _divisible_concave(frontiers: Sequence[Sequence[_Point]]) -> bool:
 
 def _exact(frontiers: Sequence[Sequence[_Point]], left: int) -> tuple[list[int], float] | None:
     """The most served gain within `left` whole watts over the members' points (upgrades over each
-    member's point 0), least power among equals; None when the Pareto set grows past the limit."""
+    member's point 0), least power among equals; None when that takes more than EXACT_WORK_LIMIT."""
     # state: cost -> (served, choices); kept as a Pareto list sorted by cost with served increasing.
     states: list[tuple[int, float, tuple[int, ...]]] = [(0, 0.0, ())]
+    work = 0
     for pts in frontiers:
+        work += len(states) * len(pts)
+        if work > EXACT_WORK_LIMIT:
+            return None
         base = pts[0]
         nxt: list[tuple[int, float, tuple[int, ...]]] = []
         for cost, served, picks in states:
@@ -202,8 +207,6 @@ def _exact(frontiers: Sequence[Sequence[_Point]], left: int) -> tuple[list[int],
                 if c > left:
                     break
                 nxt.append((c, served + p.served - base.served, (*picks, i)))
-        if len(nxt) > EXACT_STATE_LIMIT:
-            return None
         nxt.sort(key=lambda s: (s[0], -s[1]))
         states = []
         for s in nxt:
