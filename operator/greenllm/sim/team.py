@@ -210,15 +210,16 @@ def same_energy_arm(
     """The shared arm at the energy another arm used (`target_kwh`, within SAME_ENERGY_TOLERANCE, never
     above it), for a comparison at the same total energy. Power budgets are not hard caps on what a fleet
     draws (the warm floor and the fast tier's burst setting add to the planned power), so the two arms
-    under the same budget need not use the same energy. With a power cap, the cap is moved (bisection,
-    raised or lowered: the highest cap whose run uses no more than the target): the shared cap is what
-    moves power between members. Without one, an energy limit of the target over a period of the run's
-    length (pacing)."""
+    under the same budget need not use the same energy. A budget with an energy limit, or with no power
+    cap, gets the target as its energy limit over a period of the run's length (pacing: smooth in the
+    limit, the shared arm spends what the split spent, where the demand is). A budget with a power cap
+    only gets its cap moved (bisection, raised or lowered: the highest cap whose run uses no more than
+    the target)."""
     tol = SAME_ENERGY_TOLERANCE
     used = energy_of(shared)
     if target_kwh * (1.0 - tol) <= used <= target_kwh * (1.0 + tol):
         return shared, f"the shared run itself ({used:.4g} kWh, target {target_kwh:.4g} kWh)"
-    if budget.power_w is None:
+    if budget.power_w is None or budget.energy_kwh is not None:
         # Not validated: the period is the run's length, whatever it is.
         paced = budget.model_copy(update={"energy_kwh": target_kwh, "period": f"{math.ceil(duration_s)}s"})
         return run(paced), f"energyKwh {target_kwh:.4g} over the run ({math.ceil(duration_s)}s)"
