@@ -172,6 +172,16 @@ def test_a_tight_budget_is_divided_within_the_allowance_every_interval(tight: di
     assert same <= tight["team"]["split"]["energy_kwh"] * (1 + team.SAME_ENERGY_TOLERANCE)
 
 
+def test_the_lockstep_run_is_deterministic(tight: dict[str, Any], tmp_path: Path) -> None:
+    # The members' threads may reach the coordinator in any order: the numbers must not depend on it.
+    args = team_args(
+        tmp_path, write_budget(tmp_path, powerW=900), "--member-trace", "scale=3", "--member-trace", "scale=1"
+    )
+    again = simulate(build_parser().parse_args(args))
+    assert again["team"] == tight["team"]
+    assert again["budget"] == tight["budget"]
+
+
 def test_the_report_names_the_arms_and_the_gain(tight: dict[str, Any]) -> None:
     text = team.report_text(tight)
     assert "EnergyBudget default/search: powerW 900 W" in text

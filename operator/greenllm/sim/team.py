@@ -1,6 +1,6 @@
 """`greenllm simulate --budget`: several GreenModels under one EnergyBudget, against a fixed equal split.
 
-Two arms over the same traces, each member on its own simulated fleet (engine.run_policy, unchanged):
+Three arms over the same traces, each member on its own simulated fleet (engine.run_policy, unchanged):
 
 - shared: the budget is divided every interval as the operator divides it (core.allocation): the
   coordinator below plays the budget controller. Each member runs the operator's loop (`GreenllmPolicy`)
@@ -10,12 +10,14 @@ Two arms over the same traces, each member on its own simulated fleet (engine.ru
   has reported for an interval, the allowance (the budget's power cap and its energy and carbon paced over
   the rest of the period, core.allocation.team_allowance_w, from the energy the members' observations
   show) is divided for the next interval, the allocation in force kept when the gain is small.
-- fixed split: each member alone with 1/N of every limit of the budget (powerW, energyKwh, carbonGrams
-  over the same period), the split a team makes by hand, tightened by its own spec.budget.
+- split: each member alone with 1/N of every limit of the budget (powerW, energyKwh, carbonGrams over
+  the same period), the split a team makes by hand, tightened by its own spec.budget.
+- shared-same-energy: shared, with the budget moved until the team uses the energy the split used
+  (`same_energy_arm`): the comparison at the same total energy.
 
 The members' fleets run in lockstep: one thread each, meeting at the coordinator once per interval (the
-engine's loop stays the single-model one; the threads never run at once in a way that changes a number:
-each interval's allocation depends on all reports of the interval before, whichever thread came first).
+engine's loop stays the single-model one). The result does not depend on which thread comes first: an
+interval's allocation is made once all of its reports are in, from those reports (in key order) alone.
 Members therefore share `spec.scaling.interval`. There are no warm-up replays (unlike single-model
 simulate): both arms start cold the same way, and the period account starts with the run.
 """
@@ -38,7 +40,7 @@ from greenllm.api.durations import parse_duration
 from greenllm.api.energybudget import EnergyBudget, EnergyBudgetSpec
 from greenllm.api.v1alpha1 import Budget, GreenModel, GreenModelSpec
 from greenllm.core import budget as budget_rules
-from greenllm.core.allocation import Allocation, Member, allocate, team_allowance_w
+from greenllm.core.allocation import Allocation, FrontierPoint, Member, allocate, team_allowance_w
 from greenllm.core.decision import Demand, Observation
 from greenllm.core.energy import EnergyModel
 from greenllm.core.frontier import power_frontier
@@ -268,7 +270,7 @@ class IntervalRecord:
 
 @dataclass
 class _Report:
-    frontier: tuple[Any, ...]
+    frontier: tuple[FrontierPoint, ...]
     demand: float
     observation: Observation | None
 
@@ -301,7 +303,7 @@ class Coordinator:
         self.allocation: dict[str, float] = {}
         self._first = True
 
-    def initial(self, frontiers: Mapping[str, tuple[Any, ...]]) -> None:
+    def initial(self, frontiers: Mapping[str, tuple[FrontierPoint, ...]]) -> None:
         with self._cond:
             if self._first:
                 self._first = False
