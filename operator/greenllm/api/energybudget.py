@@ -36,6 +36,7 @@ __all__ = [
     "EnergyBudgetStatus",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "MemberReading",
     "MemberStatus",
     "Remaining",
     "SelectorOperator",
@@ -189,6 +190,15 @@ class BudgetConditionType(StrEnum):
     OVERCOMMITTED = "Overcommitted"  # the members' minimum configurations alone exceed the allowance
 
 
+class MemberReading(_Model):
+    """A member's own period account as this budget last counted it: the next count adds only what it
+    used since (and resumes from here after an operator restart)."""
+
+    period_start: str | None = None
+    energy_kwh: float = Field(default=0.0, ge=0)
+    carbon_grams: float = Field(default=0.0, ge=0)
+
+
 class MemberStatus(_Model):
     """One covered GreenModel: its share of the budget and what it used this period."""
 
@@ -217,6 +227,7 @@ class MemberStatus(_Model):
         default=True,
         description="False: deleted (or no longer selected) this period; its energy still counts.",
     )
+    last_reading: MemberReading | None = None
 
 
 class DegradedMember(_Model):

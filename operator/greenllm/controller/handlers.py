@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from greenllm.api import v1alpha1 as api
 from greenllm.api.durations import parse_duration
 from greenllm.calibration import default_energy_model
-from greenllm.controller import fleet_observer, leader, prometheus, trust
+from greenllm.controller import budgets, fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.kube import Kube, RateLimit
@@ -610,7 +610,9 @@ async def tick(memo: kopf.Memo, body: Mapping[str, Any], memory: LoopMemory, log
         metrics_ok, metrics_reason, metrics_message = False, "PrometheusUnavailable", trust.metrics_failure(e)
         logger.warning("metrics unavailable, holding the last decision: %s", e)
 
+    spec = budgets.effective_spec(memo, namespace, name, spec, now)
     state, decision = step(spec, state, observation, now, memo.energy)
+    budgets.record_member(memo, namespace, name, spec, decision, observation, state)
     memory.state = state
 
     changed = not render.same_decision(decision, status.get("lastDecision"))
