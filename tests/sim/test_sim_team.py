@@ -239,3 +239,17 @@ def test_members_must_share_the_interval(capsys: pytest.CaptureFixture[str], tmp
 def test_more_member_traces_than_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     args = team_args(tmp_path, write_budget(tmp_path, powerW=1000), *["--member-trace", "scale=1"] * 3)
     assert "3 --member-trace for 2 --model" in one_line_error(capsys, args)
+
+
+def test_single_model_flags_are_refused_in_team_mode(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    budget = write_budget(tmp_path, powerW=1000)
+    for extra, named in [
+        (["--policies", "static"], "--policies"),
+        (["--sensitivity"], "--sensitivity"),
+        (["--scale-to-peak-replicas", "4"], "--scale-to-peak-replicas"),
+        (["--plot", str(tmp_path / "p.png")], "--plot"),
+    ]:
+        line = one_line_error(capsys, team_args(tmp_path, budget, *extra))
+        assert named in line and "not with --budget" in line

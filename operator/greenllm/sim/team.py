@@ -774,13 +774,21 @@ def simulate_team(args: argparse.Namespace) -> dict[str, Any]:
 
     from greenllm.calibration import default_energy_model
     from greenllm.modelfile import load_energy_budget, load_green_model, require_supported_gpu
-    from greenllm.sim.command import DEFAULT_CARBON_G_PER_KWH, DEFAULT_CARBON_SOURCE, scenario_for
+    from greenllm.sim.command import DEFAULT_CARBON_G_PER_KWH, DEFAULT_CARBON_SOURCE, POLICIES, scenario_for
     from greenllm.sim.trace import load_trace
 
-    if args.scale_to_peak_replicas is not None:
-        raise SimulationError(
-            "--scale-to-peak-replicas is for one model; use --member-trace scale=K per member"
-        )
+    # Flags of the single-model comparison that mean nothing here: refused, not silently ignored.
+    single = {
+        "--scale-to-peak-replicas (use --member-trace scale=K)": args.scale_to_peak_replicas is not None,
+        "--policies": args.policies != ",".join(POLICIES),
+        "--sensitivity": args.sensitivity,
+        "--decisions-out": args.decisions_out is not None,
+        "--plot": args.plot is not None,
+        "--peak-window": args.peak_window is not None,
+    }
+    refused = [flag for flag, given in single.items() if given]
+    if refused:
+        raise SimulationError(f"{', '.join(refused)}: not with --budget (team mode compares its own arms)")
     paths: list[Path] = list(args.model)
     options: list[TraceOptions] = list(args.member_trace or [])
     if len(options) > len(paths):
