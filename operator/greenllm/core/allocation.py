@@ -36,7 +36,10 @@ optimum serves, at the highest priority where they differ, more than `hysteresis
 or the protections no longer fit the allowance. Moving watts from one member to another costs more than
 the frontiers show (the member given more starts pods, which take a minute; the one given less sheds them
 at once), so demand oscillating within that band moves no watts between members, and a member only loses
-watts it no longer needs, or for a clear gain. New members start unprotected.
+watts it no longer needs, or for a clear gain. New members start unprotected. Hold times: a member's
+frontier is taken at the demand its step plans for (core.frontier), the peak of its
+scaleDownStabilization window, so what it needs, and with it the part of its allocation it keeps, falls
+only once that window has passed: the allocation holds what the member's own scale-down would hold.
 
 Overcommit (the minimums alone exceed the allowance), by `onExhausted` (as for one GreenModel's budget):
 - Degrade and CapReplicas: members are cut from the lowest priority up (within a priority the one whose
