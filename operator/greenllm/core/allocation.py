@@ -18,8 +18,9 @@ every frontier is concave (all its points on its hull) and all steps of all memb
 the same power (divisible steps): then any choice takes at most k = floor(left / step) steps and the k
 best increments are a prefix of each member's (concave) steps. It is also exact whenever no watt is
 left when the first segment that does not fit comes up (the LP relaxation's bound is then reached, and
-no choice of points beats that bound). In every other case (non-concave frontiers, steps that do not divide) the allocator checks the
-greedy against the LP bound and, when it falls short, solves the priority exactly by dynamic programming
+no choice of points beats that bound). In every other case (non-concave frontiers, steps that do not
+divide) the allocator checks the greedy against the LP bound and, when it falls short, solves the
+priority exactly by dynamic programming
 over whole watts (the Pareto set of (power, served) over the members, dominated states dropped), which
 is exact; beyond `EXACT_WORK_LIMIT` it keeps the greedy and says so in `Allocation.exact`.
 
