@@ -50,7 +50,32 @@ def load_energy_budget(path: Path | str) -> EnergyBudget:
     return _load(path, EnergyBudget, EB_KIND)
 
 
+def load_green_models(path: Path | str) -> list[GreenModel]:
+    """Every GreenModel of a file, in order (a team's file may hold several, e.g. with their
+    EnergyBudget: `greenllm simulate --budget`); at least one."""
+    file, nodes = _documents(path, KIND)
+    chosen: list[yaml.Node] = [n for n in nodes if isinstance(n, yaml.MappingNode) and _kind(n) == KIND]
+    if len(nodes) == 1:
+        chosen = nodes  # a lone document is read as a GreenModel whatever it says (the errors name it)
+    if not chosen:
+        raise ModelFileError(f"{file}: {len(nodes)} YAML documents and none of kind {KIND}")
+    return [_validate(file, node, GreenModel, KIND) for node in chosen]
+
+
 def _load(path: Path | str, model: type[_Object], kind: str) -> _Object:
+    file, nodes = _documents(path, kind)
+    chosen = nodes[0]
+    if len(nodes) > 1:
+        kinds = [n for n in nodes if isinstance(n, yaml.MappingNode) and _kind(n) == kind]
+        if len(kinds) != 1:
+            raise ModelFileError(
+                f"{file}: {len(nodes)} YAML documents and {len(kinds)} of kind {kind}; need one"
+            )
+        chosen = kinds[0]
+    return _validate(file, chosen, model, kind)
+
+
+def _documents(path: Path | str, kind: str) -> tuple[Path, list[yaml.Node]]:
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -65,14 +90,10 @@ def _load(path: Path | str, model: type[_Object], kind: str) -> _Object:
         raise ModelFileError(f"{file}{where}: not valid YAML: {problem}") from exc
     if not nodes:
         raise ModelFileError(f"{file}: empty file, expected a {kind}")
-    chosen = nodes[0]
-    if len(nodes) > 1:
-        kinds = [n for n in nodes if isinstance(n, yaml.MappingNode) and _kind(n) == kind]
-        if len(kinds) != 1:
-            raise ModelFileError(
-                f"{file}: {len(nodes)} YAML documents and {len(kinds)} of kind {kind}; need one"
-            )
-        chosen = kinds[0]
+    return file, nodes
+
+
+def _validate(file: Path, chosen: yaml.Node, model: type[_Object], kind: str) -> _Object:
     document = yaml.safe_load(yaml.serialize(chosen))
     if not isinstance(document, dict):
         raise ModelFileError(

@@ -212,6 +212,14 @@ def test_several_models_need_a_budget(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "--member-trace needs --budget" in line
 
 
+def test_a_file_without_a_greenmodel_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    budget = write_budget(tmp_path, powerW=1000)
+    two = tmp_path / "two.yaml"
+    two.write_text(budget.read_text() + "---\n" + budget.read_text())
+    line = one_line_error(capsys, ["--budget", str(budget), "--model", str(two), "--no-progress"])
+    assert "two.yaml: 2 YAML documents and none of kind GreenModel" in line
+
+
 def test_a_budget_selecting_nothing_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     budget = write_budget(tmp_path, selector={"matchLabels": {"team": "ads"}}, powerW=1000)
     line = one_line_error(capsys, team_args(tmp_path, budget))
@@ -238,7 +246,20 @@ def test_members_must_share_the_interval(capsys: pytest.CaptureFixture[str], tmp
 
 def test_more_member_traces_than_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     args = team_args(tmp_path, write_budget(tmp_path, powerW=1000), *["--member-trace", "scale=1"] * 3)
-    assert "3 --member-trace for 2 --model" in one_line_error(capsys, args)
+    assert "3 --member-trace for 2 GreenModels" in one_line_error(capsys, args)
+
+
+def test_one_file_may_hold_the_whole_team(tmp_path: Path) -> None:
+    # As `kubectl apply -f` takes it: the budget and both GreenModels in one file, given to both flags.
+    docs = [yaml.safe_load(write_budget(tmp_path, powerW=1e6).read_text())]
+    for name in ("chat", "code"):
+        docs.append(yaml.safe_load(write_model(tmp_path, name).read_text()))
+    team_file = tmp_path / "team.yaml"
+    team_file.write_text(yaml.safe_dump_all(docs))
+    args = ["--budget", str(team_file), "--model", str(team_file), "--duration", "2m", "--no-progress"]
+    result = simulate(build_parser().parse_args(args))
+    assert list(result["members"]) == ["default/chat", "default/code"]
+    assert "from 1 min" in result["members"]["default/code"]["trace"]  # the second of two: half-way
 
 
 def test_single_model_flags_are_refused_in_team_mode(

@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         action="append",
-        help="GreenModel YAML file; repeat it, with --budget, for a team of GreenModels",
+        help="GreenModel YAML file; with --budget, repeat it for a team of GreenModels (a file may then "
+        "hold several, e.g. the team's whole kubectl file)",
     )
     p.add_argument(
         "--budget",

@@ -773,7 +773,7 @@ def simulate_team(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     from greenllm.calibration import default_energy_model
-    from greenllm.modelfile import load_energy_budget, load_green_model, require_supported_gpu
+    from greenllm.modelfile import load_energy_budget, load_green_models, require_supported_gpu
     from greenllm.sim.command import DEFAULT_CARBON_G_PER_KWH, DEFAULT_CARBON_SOURCE, POLICIES, scenario_for
     from greenllm.sim.trace import load_trace
 
@@ -790,18 +790,18 @@ def simulate_team(args: argparse.Namespace) -> dict[str, Any]:
     if refused:
         raise SimulationError(f"{', '.join(refused)}: not with --budget (team mode compares its own arms)")
     paths: list[Path] = list(args.model)
-    options: list[TraceOptions] = list(args.member_trace or [])
-    if len(options) > len(paths):
-        raise SimulationError(f"{len(options)} --member-trace for {len(paths)} --model files")
-    options += [TraceOptions()] * (len(paths) - len(options))
     budget = load_energy_budget(args.budget)
     source = default_energy_model()
     models = []
     for path in paths:
-        model = load_green_model(path)
-        require_supported_gpu(model, path, source)
-        models.append((path, model))
+        for model in load_green_models(path):  # a team's file may hold several, in order
+            require_supported_gpu(model, path, source)
+            models.append((path, model))
     keys = covered_members(budget, models)
+    options: list[TraceOptions] = list(args.member_trace or [])
+    if len(options) > len(models):
+        raise SimulationError(f"{len(options)} --member-trace for {len(models)} GreenModels")
+    options += [TraceOptions()] * (len(models) - len(options))
     intervals = {parse_duration(m.spec.scaling.interval) for _, m in models}
     if len(intervals) > 1:
         raise SimulationError(
@@ -821,7 +821,7 @@ def simulate_team(args: argparse.Namespace) -> dict[str, Any]:
             trace = base.replicated(scale, mode, args.seed + i)
         except ValueError as exc:
             raise TraceError(f"{path}: {exc}") from exc
-        offset = opts.offset_s if opts.offset_s is not None else i * trace.duration_s / len(paths)
+        offset = opts.offset_s if opts.offset_s is not None else i * trace.duration_s / len(models)
         trace = rotated(trace, offset)
         text = f"{trace.name} x{scale:g} ({mode}) from {offset / 60:g} min"
         members.append(MemberInput(key, model.spec, trace, text))
