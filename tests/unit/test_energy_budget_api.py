@@ -130,6 +130,25 @@ def test_example_holds_a_budget_over_two_green_models() -> None:
         assert api_server_errors(doc) == []
 
 
+TEAM = sorted((ROOT / "examples" / "team").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TEAM, ids=lambda p: p.name)
+def test_team_examples_validate(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        assert api_server_errors(doc) == []
+
+
+def test_team_example_budget_covers_both_models() -> None:
+    docs = {p.stem: yaml.safe_load(p.read_text()) for p in TEAM}
+    assert set(docs) == {"energybudget", "chat", "code"}
+    budget = eb.EnergyBudget.model_validate(docs["energybudget"])
+    for name in ("chat", "code"):
+        model = docs[name]
+        assert budget.spec.selector.matches(model["metadata"]["labels"])
+        assert model["metadata"]["namespace"] == budget.metadata["namespace"]
+
+
 def good() -> dict[str, Any]:
     return {
         "apiVersion": "greenllm.io/v1alpha1",

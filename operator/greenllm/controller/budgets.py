@@ -542,7 +542,7 @@ def _conditions(
             f"{allocated_w:.0f} W of {allowance_w:.0f} W allowed now allocated among {n} GreenModel"
             f"{'s' if n != 1 else ''}{shared}{extra}",
         )
-    out = render.set_condition(out, kinds.READY, *ready, stamp, generation)
+    out = _set_condition(out, kinds.READY, *ready, stamp, generation)
 
     if allocation is not None and allocation.overcommitted:
         cut = ", ".join(f"{k.split('/', 1)[-1]} ({why})" for k, why in allocation.degraded) or "none"
@@ -554,7 +554,7 @@ def _conditions(
         )
     else:
         over = (False, "MinimumsFit", "the members' minimum configurations fit the budget")
-    out = render.set_condition(out, kinds.OVERCOMMITTED, *over, stamp, generation)
+    out = _set_condition(out, kinds.OVERCOMMITTED, *over, stamp, generation)
 
     powers = [r.power_w for r in reports.values() if r is not None and r.power_w is not None]
     measured = bool(powers) or ledger.last_sample_time is not None
@@ -578,7 +578,34 @@ def _conditions(
         parts = [f"members draw {drawn:.0f} W" + (f" of {spec.power_w:g} W" if spec.power_w else "")]
         parts.append(render.energy_text(ledger.energy_kwh, spec.energy_kwh) + " this period")
         met = (True, reason, ", ".join(parts))
-    return render.set_condition(out, kinds.BUDGET_MET, *met, stamp, generation)
+    return _set_condition(out, kinds.BUDGET_MET, *met, stamp, generation)
+
+
+def _set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: eb.BudgetConditionType,
+    status: bool | None,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """An EnergyBudget's conditions with `type_` set (wire form); lastTransitionTime moves only when the
+    status itself changes. The GreenModel's own setter is typed to its condition kinds."""
+    value = "Unknown" if status is None else ("True" if status else "False")
+    previous = next((c for c in conditions if c.get("type") == type_.value), None)
+    moved = previous is None or previous.get("status") != value
+    new = {
+        "type": type_.value,
+        "status": value,
+        "reason": reason,
+        "message": render.short(message),
+        "lastTransitionTime": now if moved or previous is None else previous.get("lastTransitionTime", now),
+        "observedGeneration": generation,
+    }
+    if previous is None:
+        return [*(dict(c) for c in conditions), new]
+    return [new if c is previous else dict(c) for c in conditions]
 
 
 # Fields of the budget's status that move with every measurement: written at most every
@@ -728,7 +755,7 @@ async def budget_tick(
     except ValidationError as e:
         book.grants.pop((namespace, name), None)
         message = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        conditions = render.set_condition(
+        conditions = _set_condition(
             current.get("conditions") or [],
             eb.BudgetConditionType.READY,
             False,
@@ -744,7 +771,6 @@ async def budget_tick(
             name,
             loop,
             {"observedGeneration": generation, "conditions": conditions},
-            force=False,
         )
         return DEFAULT_INTERVAL_S
 
@@ -755,6 +781,7 @@ async def budget_tick(
     if ledger.roll(spec.period_seconds, now):
         logger.info("energy budget period rolled over")
     names = {c.name for c in candidates}
+    _forget_departed(book, namespace, {str(e.get("name")) for e in entries}, now)
     for c in candidates:
         report = book.reports.get((namespace, c.name))
         if report is not None:
@@ -827,10 +854,23 @@ async def budget_tick(
         stamp=stamp,
         generation=generation,
     )
-    await _write(memo, subject, namespace, name, loop, status, force=False)
+    await _write(memo, subject, namespace, name, loop, status)
     gone_from_this = set(previous.power_w) - names if previous is not None else set()
     await _publish_bound_by(memo, namespace, names | gone_from_this, index, book, logger)
     return interval
+
+
+# How long the report of a deleted GreenModel is kept for the budgets that still have to count its last
+# interval (each does within one of its intervals).
+FORGET_AFTER_S = 3600.0
+
+
+def _forget_departed(book: Book, namespace: str, present: set[str], now: float) -> None:
+    for key in [k for k, r in book.reports.items() if k[0] == namespace and k[1] not in present]:
+        if now - book.reports[key].time > FORGET_AFTER_S:
+            del book.reports[key]
+            book.own_specs.pop(key, None)
+            book.applied.pop(key, None)
 
 
 def _own_allowed(candidate: Candidate, reports: Mapping[str, MemberReport | None]) -> float | None:
@@ -854,8 +894,6 @@ async def _write(
     name: str,
     loop: BudgetLoop,
     status: dict[str, Any],
-    *,
-    force: bool,
 ) -> None:
     """Write the status when a reader would see a change, else at most every accounting write period;
     post an Event for each condition that changed status."""
@@ -863,7 +901,7 @@ async def _write(
     seen = loop.written if loop.written is not None else dict(subject.get("status") or {})
     changed = reader_view(status) != reader_view({k: seen.get(k) for k in status})
     due = time.monotonic() - loop.written_at >= config.accounting_write_period_s
-    if not (changed or due or force):
+    if not (changed or due):
         return
     kube: Kube = memo.kube
     written = await kube.patch_energy_budget_status(namespace, name, status)

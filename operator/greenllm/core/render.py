@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 from greenllm.api import v1alpha1 as api
@@ -184,7 +183,7 @@ def short(message: str, limit: int = MESSAGE_MAX) -> str:
 
 def set_condition(
     conditions: Sequence[Mapping[str, Any]],
-    type_: StrEnum,  # api.ConditionType, or an EnergyBudget's BudgetConditionType
+    type_: api.ConditionType,
     status: bool | None,
     reason: str,
     message: str,
