@@ -207,32 +207,73 @@ def same_energy_arm(
     budget: EnergyBudgetSpec,
     shared: ArmResult,
     target_kwh: float,
-    duration_s: float,
 ) -> tuple[ArmResult, str]:
-    """The shared arm at the energy another arm used (`target_kwh`, within SAME_ENERGY_TOLERANCE, never
-    above it), for a comparison at the same total energy. Power budgets are not hard caps on what a fleet
-    draws (the warm floor and the fast tier's burst setting add to the planned power), so the two arms
-    under the same budget need not use the same energy. A budget with an energy limit, or with no power
-    cap, gets the target as its energy limit over a period of the run's length (pacing: smooth in the
-    limit, the shared arm spends what the split spent, where the demand is). A budget with a power cap
-    only gets its cap moved (bisection, raised or lowered: the highest cap whose run uses no more than
-    the target)."""
+    """The shared arm at the energy another arm used (`target_kwh`, within SAME_ENERGY_TOLERANCE, not
+    above it when a run within SAME_ENERGY_RUNS gets there), for a comparison at the same total energy.
+    Power budgets are not hard caps on what a fleet draws (the warm floor and the fast tier's burst
+    setting add to the planned power), so two arms under the same budget need not use the same energy.
+
+    A budget with an energy or carbon limit gets those limits scaled, its period kept (pacing stays what
+    it was, only tighter or looser): the factor is corrected by target / used after each run. A budget
+    with a power cap only gets its cap moved instead (bisection, raised or lowered: the highest cap whose
+    run uses no more than the target)."""
     tol = SAME_ENERGY_TOLERANCE
     used = energy_of(shared)
     if target_kwh * (1.0 - tol) <= used <= target_kwh * (1.0 + tol):
         return shared, f"the shared run itself ({used:.4g} kWh, target {target_kwh:.4g} kWh)"
-    if budget.power_w is None or budget.energy_kwh is not None:
-        # Not validated: the period is the run's length, whatever it is.
-        paced = budget.model_copy(update={"energy_kwh": target_kwh, "period": f"{math.ceil(duration_s)}s"})
-        return run(paced), f"energyKwh {target_kwh:.4g} over the run ({math.ceil(duration_s)}s)"
+    if budget.energy_kwh is not None or budget.carbon_grams is not None:
+        return _scaled_limits(run, energy_of, budget, used, target_kwh)
+    return _bisected_cap(run, energy_of, budget, shared, used, target_kwh)
+
+
+def _scaled_limits(
+    run: Callable[[EnergyBudgetSpec], ArmResult],
+    energy_of: Callable[[ArmResult], float],
+    budget: EnergyBudgetSpec,
+    used: float,
+    target_kwh: float,
+) -> tuple[ArmResult, str]:
+    tol = SAME_ENERGY_TOLERANCE
+    factor = 1.0
+    below: tuple[float, ArmResult, float] | None = None  # the run closest to the target, not above it
+    nearest: tuple[float, ArmResult, float] | None = None
+    for _ in range(SAME_ENERGY_RUNS):
+        factor *= target_kwh / used if used > 0 else 1.0
+        limits: dict[str, object] = {}
+        if budget.energy_kwh is not None:
+            limits["energy_kwh"] = budget.energy_kwh * factor
+        if budget.carbon_grams is not None:
+            limits["carbon_grams"] = budget.carbon_grams * factor
+        arm = run(budget.model_copy(update=limits))
+        used = energy_of(arm)
+        if used <= target_kwh * (1.0 + tol) and (below is None or used > below[2]):
+            below = (factor, arm, used)
+        if nearest is None or abs(used - target_kwh) < abs(nearest[2] - target_kwh):
+            nearest = (factor, arm, used)
+        if abs(used - target_kwh) <= target_kwh * tol:
+            break
+    chosen = below if below is not None else nearest
+    assert chosen is not None
+    f, arm, e = chosen
+    return arm, f"energy/carbon limits x{f:.3f} ({e:.4g} kWh, target {target_kwh:.4g} kWh)"
+
+
+def _bisected_cap(
+    run: Callable[[EnergyBudgetSpec], ArmResult],
+    energy_of: Callable[[ArmResult], float],
+    budget: EnergyBudgetSpec,
+    shared: ArmResult,
+    used: float,
+    target_kwh: float,
+) -> tuple[ArmResult, str]:
+    tol = SAME_ENERGY_TOLERANCE
     cap = budget.power_w
+    if cap is None:  # no limit at all: nothing to move (cannot happen: an EnergyBudget has one)
+        return shared, f"the shared run itself ({used:.4g} kWh, target {target_kwh:.4g} kWh)"
     best: tuple[float, ArmResult, float] | None = (
         (cap, shared, used) if used <= target_kwh * (1 + tol) else None
     )
-    if used <= target_kwh:
-        lo, hi = cap, cap * 4.0  # the shared arm used less: raise its cap
-    else:
-        lo, hi = 0.0, cap
+    lo, hi = (cap, cap * 4.0) if used <= target_kwh else (0.0, cap)  # raise or lower the cap
     for _ in range(SAME_ENERGY_RUNS):
         mid = (lo + hi) / 2.0
         arm = run(budget.model_copy(update={"power_w": mid}))
@@ -644,7 +685,7 @@ ARMS = ("shared", "split", "shared-same-energy")
 ARM_TEXT = {
     "shared": "the budget divided every interval (core.allocation)",
     "split": "each GreenModel alone with a fixed 1/N of every limit of the budget",
-    "shared-same-energy": "shared, its budget moved until it uses the energy split used",
+    "shared-same-energy": "shared, its limits scaled (or its power cap moved) to the energy split used",
 }
 
 
@@ -844,7 +885,6 @@ def simulate_team(args: argparse.Namespace) -> dict[str, Any]:
         budget.spec,
         arms["shared"],
         target,
-        duration,
     )
     arms["shared-same-energy"] = matched
     result = comparison(members, scenarios, arms, carbon)
