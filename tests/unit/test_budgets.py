@@ -392,3 +392,15 @@ def test_frontiers_come_from_fresh_demand_only() -> None:
     # An hour later the report is stale (the member's loop stopped): no demand moves watts to it.
     members, _, _ = budgets.frontier_members(NS, candidates, book, source, T0 + 3600)
     assert {m.key: m for m in members}[f"{NS}/a"].frontier[-1].served == 0.0
+
+
+def test_recent_demand_is_kept_for_the_scale_down_window() -> None:
+    book = budgets.Book()
+    spec = gm_spec(scaling={"scaleDownStabilization": "30s"})
+    state = LoopState(period_start=T0)
+    decision = Decision("bf16", 1, PowerSetting(), 300.0, "r")
+    for t, out in ((0, 100.0), (20, 300.0), (40, 200.0)):
+        observation = Observation(time=T0 + t, prompt_tokens_per_s=1000.0, output_tokens_per_s=out)
+        budgets.record_member(memo_with(book), NS, "a", spec, decision, observation, state)
+    # The tick 40 s ago fell out of the 30 s window.
+    assert [o for _, o in book.reports[(NS, "a")].recent] == [300.0, 200.0]

@@ -75,6 +75,9 @@ class MemberReport:
     carbon_grams: float
     intensity_g_per_kwh: float | None
     own_allowed_w: float | None  # what its own spec.budget allows now (None: no limit)
+    # (time, output tokens/s) of its ticks within its scale-down window: the frontier then values power
+    # by the share of recent demand it serves (as the simulator's team mode does).
+    recent: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,15 @@ def record_member(
     power = observation.power_w
     if power is None and previous is not None and observation.time - previous.time < 60:
         power = previous.power_w
+    recent = previous.recent if previous is not None else ()
+    if observation.has_demand:
+        window = own.scaling.scale_down_stabilization
+        out = estimate_demand(own, observation)[0].output_tokens_per_s
+        recent = tuple(
+            (t, o)
+            for t, o in (*recent, (observation.time, out))
+            if observation.time - t <= parse_duration(window)
+        )
     intensity = state.carbon_intensity_g_per_kwh
     allowed = budget_rules.allowed_power(
         own.budget, state.energy_kwh, state.carbon_grams, state.period_start, observation.time, intensity
@@ -192,6 +204,7 @@ def record_member(
         carbon_grams=state.carbon_grams,
         intensity_g_per_kwh=intensity,
         own_allowed_w=allowed,
+        recent=recent,
     )
 
 
@@ -353,7 +366,8 @@ def frontier_members(
         reports[c.name] = report
         demand = report.demand if fresh and report is not None and report.demand is not None else None
         try:
-            frontier = power_frontier(spec, demand or Demand(0.0, 0.0), source)
+            recent = [o for _, o in report.recent] if fresh and report is not None else []
+            frontier = power_frontier(spec, demand or Demand(0.0, 0.0), source, recent_output=recent)
         except (ValueError, KeyError) as e:
             notes.append(f"{c.name}: no frontier ({e})")
             continue
