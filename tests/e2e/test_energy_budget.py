@@ -349,3 +349,29 @@ async def test_member_deleted_mid_period_keeps_its_energy_and_restart_resumes(
     assert budget["status"]["period"]["start"] == start
     assert members(budget)["search-b"]["energyKwh"] == pytest.approx(kept)
     assert members(budget)["search-b"]["present"] is False
+
+
+async def test_overcommitted_degrades_the_lower_priority_first(
+    team: dict[str, Any], client: KubeClient
+) -> None:
+    ns = team["namespace"]
+    # Each member's minimum configuration draws about 200 W: 300 W cannot pay for both.
+    await client.create(GM, member_model("search-a", ns, priority=5))
+    await client.create(GM, member_model("search-b", ns))
+    selector = {"matchLabels": {"team": "search"}}
+    await client.create(EB, energy_budget("tight", ns, selector=selector, powerW=300))
+    watch = Watch(client, ns, "tight")
+    budget = await watch.until(
+        lambda b: condition(b, "Overcommitted").get("status") == "True", "Overcommitted=True"
+    )
+    over = condition(budget, "Overcommitted")
+    assert over["reason"] == "MinimumsExceedBudget"
+    assert [d["name"] for d in budget["status"]["degraded"]] == ["search-b"]  # priority 0 before 5
+    assert "search-b" in over["message"] and "Degrade" in over["message"]
+    assert members(budget)["search-b"]["degraded"]
+    assert sum(allocations(budget).values()) <= 300
+    events = await wait_for(
+        lambda: client.events_for(ns, "tight", reason="MinimumsExceedBudget"),
+        message="an Overcommitted Event",
+    )
+    assert events[0]["type"] == "Warning"
