@@ -77,9 +77,8 @@ def power_frontier(
             elif pair.why_code == TTFT_UNREACHABLE:
                 share = 0.0  # TTFT unreachable at any count: nothing is served within the SLO
             else:
+                # n < need_any here (n = need_any within replicas.max meets the SLO rules).
                 share = min(n / pair.need_any, 1.0) if pair.need_any > 0 else 1.0
-                if share >= 1.0:
-                    share = 1.0 - EPS  # meets capacity but not every SLO rule
             options.append(FrontierPoint(c.power_w, served(out * share), c.label()))
     return _pareto(options)
 
