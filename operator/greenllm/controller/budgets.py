@@ -760,7 +760,8 @@ async def budget_tick(
         return DEFAULT_INTERVAL_S
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation")
-    current = obj.get("status") or {}
+    # The status as this daemon last wrote it: the watch's copy may not have caught up with that write yet.
+    current = loop.written if loop.written is not None else (obj.get("status") or {})
     subject = kopf.Body(cast(kopf.RawBody, obj))
     now = time.time()
     stamp = rfc3339(now)
