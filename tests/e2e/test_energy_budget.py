@@ -11,12 +11,17 @@ Assertions are about what the operator recorded (status, Deployments, Events); t
 
 from __future__ import annotations
 
+import asyncio
 import math
+import re
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from greenllm.api import crd
 from greenllm.api import energybudget as eb
 from greenllm.api.crd import energy_budget_definition
 from tests.e2e.conftest import ApiError, KubeClient, OperatorFactory, wait_for
@@ -375,3 +380,45 @@ async def test_overcommitted_degrades_the_lower_priority_first(
         message="an Overcommitted Event",
     )
     assert events[0]["type"] == "Warning"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+async def test_kubectl_get_eb_prints_the_columns(
+    team: dict[str, Any], client: KubeClient, kubeconfig: Path
+) -> None:
+    ns = team["namespace"]
+    await client.create(GM, member_model("search-a", ns))
+    selector = {"matchLabels": {"team": "search"}}
+    await client.create(EB, energy_budget("search", ns, selector=selector, powerW=1000, energyKwh=5))
+    watch = Watch(client, ns, "search")
+    await watch.until(
+        lambda b: condition(b, "Ready").get("status") == "True" and condition(b, "BudgetMet").get("status"),
+        "Ready",
+    )
+    columns = crd.ENERGY_BUDGET_PRINTER_COLUMNS
+    spec = ",".join(f"C{i}:{c['jsonPath']}" for i, c in enumerate(columns))
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl",
+        f"--kubeconfig={kubeconfig}",
+        "get",
+        "eb",  # the short name
+        "search",
+        "-n",
+        ns,
+        "-o",
+        f"custom-columns={spec}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    header, row = out.decode().splitlines()
+    starts = [m.start() for m in re.finditer(r"C\d+", header)]
+    bounds = zip(starts, [*starts[1:], None], strict=True)
+    printed = {c["name"]: row[a:b].strip() for c, (a, b) in zip(columns, bounds, strict=True)}
+    assert printed["Members"] == "1"
+    allocated, _, allowed = printed["Power"].partition("/")
+    assert allocated and allowed  # e.g. "1 kW/1 kW"
+    assert printed["Energy"].endswith("/5 kWh")
+    assert printed["Ready"] == "True" and printed["Overcommitted"] == "False"
+    assert printed["Selector"] == "team=search"
