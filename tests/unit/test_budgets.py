@@ -358,19 +358,55 @@ def test_only_what_readers_act_on_forces_a_write() -> None:
 
 def test_members_are_selected_by_labels_and_invalid_specs_are_noted() -> None:
     entries = [
-        {"name": "b", "labels": {"team": "x"}, "spec": gm_spec().model_dump(by_alias=True)},
-        {"name": "a", "labels": {"team": "x"}, "spec": gm_spec(priority=3).model_dump(by_alias=True)},
-        {"name": "c", "labels": {"team": "y"}, "spec": gm_spec().model_dump(by_alias=True)},
-        {"name": "d", "labels": {"team": "x"}, "spec": {"model": {}}},
+        {"name": "b", "labels": {"team": "x"}},
+        {"name": "a", "labels": {"team": "x"}},
+        {"name": "c", "labels": {"team": "y"}},
+        {"name": "d", "labels": {"team": "x"}},
     ]
+    specs: dict[str, api.GreenModelSpec | None] = {"a": gm_spec(priority=3), "b": gm_spec(), "d": None}
     found, notes = budgets.members_of(
-        eb.LabelSelector.model_validate({"matchLabels": {"team": "x"}}), entries
+        eb.LabelSelector.model_validate({"matchLabels": {"team": "x"}}), entries, specs
     )
     assert [c.name for c in found] == ["a", "b"]
     assert found[0].spec.priority == 3
     assert notes == ["d: invalid spec, not allocated"]
     assert budgets.budget_interval_s(found) == 15.0
     assert budgets.budget_interval_s([]) == budgets.DEFAULT_INTERVAL_S
+
+
+class FakeKube:
+    """The one read member_specs makes: a GreenModel by name (a stand-in for the API server)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.reads: list[str] = []
+
+    async def get_green_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(name)
+        return self.objects.get(name)
+
+
+async def test_specs_come_from_ticks_else_one_read_per_generation() -> None:
+    book = budgets.Book()
+    ticked = gm_spec(priority=1)
+    book.own_specs[(NS, "a")] = ticked
+    kube = FakeKube(
+        {"b": {"spec": gm_spec(priority=2).model_dump(by_alias=True)}, "c": {"spec": {"model": {}}}}
+    )
+    entries = [
+        {"name": "a", "labels": {}, "generation": 1},
+        {"name": "b", "labels": {}, "generation": 1},
+        {"name": "c", "labels": {}, "generation": 4},
+    ]
+    selector = eb.LabelSelector()
+    specs = await budgets.member_specs(kube, book, NS, selector, entries)  # type: ignore[arg-type]
+    assert specs["a"] is ticked and specs["b"] is not None and specs["b"].priority == 2 and specs["c"] is None
+    assert kube.reads == ["b", "c"]
+    await budgets.member_specs(kube, book, NS, selector, entries)  # type: ignore[arg-type]
+    assert kube.reads == ["b", "c"]  # same generations: not read again
+    entries[1]["generation"] = 2
+    await budgets.member_specs(kube, book, NS, selector, entries)  # type: ignore[arg-type]
+    assert kube.reads == ["b", "c", "b"]
 
 
 def _fields(r: budgets.MemberReport) -> dict[str, Any]:

@@ -117,6 +117,8 @@ class Book:
     own_specs: dict[Key, api.GreenModelSpec] = field(default_factory=dict)
     grants: dict[Key, Grant] = field(default_factory=dict)  # (namespace, budget name) -> allocation
     applied: dict[Key, float] = field(default_factory=dict)  # power limit each member last planned with
+    # Specs read before a member's first tick, by generation (None: invalid).
+    read_specs: dict[Key, tuple[int | None, api.GreenModelSpec | None]] = field(default_factory=dict)
 
     def grants_for(self, namespace: str, name: str) -> list[tuple[str, float]]:
         """(budget, W) of every budget in force that allocated to this GreenModel."""
@@ -330,21 +332,53 @@ class Candidate:
 
 
 def members_of(
-    selector: eb.LabelSelector, entries: Iterable[Mapping[str, Any]]
+    selector: eb.LabelSelector,
+    entries: Iterable[Mapping[str, Any]],
+    specs: Mapping[str, api.GreenModelSpec | None],
 ) -> tuple[list[Candidate], list[str]]:
-    """The GreenModels the selector matches, and notes on those skipped (an invalid spec runs nothing)."""
+    """The GreenModels the selector matches, with their spec from `specs` (None: invalid, so it runs
+    nothing and gets nothing), and notes on those skipped."""
     found: list[Candidate] = []
     notes: list[str] = []
     for entry in sorted(entries, key=lambda e: str(e.get("name"))):
         if not selector.matches(entry.get("labels") or {}):
             continue
-        try:
-            spec = api.GreenModelSpec.model_validate(entry.get("spec") or {})
-        except ValidationError:
-            notes.append(f"{entry.get('name')}: invalid spec, not allocated")
+        name = str(entry["name"])
+        spec = specs.get(name)
+        if spec is None:
+            notes.append(f"{name}: invalid spec, not allocated")
             continue
-        found.append(Candidate(str(entry["name"]), spec, tuple(entry.get("boundBy") or ())))
+        found.append(Candidate(name, spec, tuple(entry.get("boundBy") or ())))
     return found, notes
+
+
+async def member_specs(
+    kube: Kube, book: Book, namespace: str, selector: eb.LabelSelector, entries: Iterable[Mapping[str, Any]]
+) -> dict[str, api.GreenModelSpec | None]:
+    """The spec of each selected GreenModel: as its last tick validated it, else (before its first tick,
+    or an invalid spec that never ticks) read once per generation. Not in the index: thousands of specs
+    held twice would be memory for nothing."""
+    out: dict[str, api.GreenModelSpec | None] = {}
+    for entry in entries:
+        if not selector.matches(entry.get("labels") or {}):
+            continue
+        name = str(entry["name"])
+        key = (namespace, name)
+        ticked = book.own_specs.get(key)
+        if ticked is not None:
+            out[name] = ticked
+            continue
+        generation = entry.get("generation")
+        cached = book.read_specs.get(key)
+        if cached is None or cached[0] != generation:
+            gm = await kube.get_green_model(namespace, name)
+            try:
+                spec = api.GreenModelSpec.model_validate((gm or {}).get("spec") or {}) if gm else None
+            except ValidationError:
+                spec = None
+            cached = book.read_specs[key] = (generation, spec)
+        out[name] = cached[1]
+    return out
 
 
 def frontier_members(
@@ -684,14 +718,15 @@ async def open_book(memo: kopf.Memo, **_: Any) -> None:
 def budget_members(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[str | None, dict[str, Any]]:
-    """GreenModels by namespace with what a budget needs to select and rank them (labels, spec, boundBy)."""
+    """GreenModels by namespace with what a budget needs to select them (labels) and to know whether their
+    boundBy needs writing; not the spec (`member_specs`)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     return {
         namespace: {
             "name": name,
             "labels": dict(meta.get("labels") or {}),
-            "spec": copy.deepcopy(dict(body.get("spec") or {})),
+            "generation": meta.get("generation"),
             "boundBy": list(status.get("boundBy") or []),
         }
     }
@@ -790,7 +825,8 @@ async def budget_tick(
         return DEFAULT_INTERVAL_S
 
     entries = list(index.get(namespace, ()))
-    candidates, notes = members_of(spec.selector, entries)
+    specs = await member_specs(memo.kube, book, namespace, spec.selector, entries)
+    candidates, notes = members_of(spec.selector, entries, specs)
     interval = budget_interval_s(candidates)
     ledger = loop.ledger
     if ledger.roll(spec.period_seconds, now):
@@ -886,6 +922,8 @@ def _forget_departed(book: Book, namespace: str, present: set[str], now: float) 
             del book.reports[key]
             book.own_specs.pop(key, None)
             book.applied.pop(key, None)
+    for key in [k for k in book.read_specs if k[0] == namespace and k[1] not in present]:
+        del book.read_specs[key]
 
 
 def _own_allowed(candidate: Candidate, reports: Mapping[str, MemberReport | None]) -> float | None:
