@@ -279,6 +279,14 @@ async def test_a_negative_or_empty_budget_is_refused(team: dict[str, Any], clien
             await client.create(EB, energy_budget("bad", ns, **spec))
         assert refused.value.status == 422, spec
     assert await client.get(EB, "bad", ns) is None
+    # A label key the schema cannot check (map keys) passes the API server; the operator says what is wrong.
+    await client.create(
+        EB, energy_budget("odd", ns, selector={"matchLabels": {"not a key!": "x"}}, powerW=500)
+    )
+    budget = await Watch(client, ns, "odd").until(
+        lambda b: condition(b, "Ready").get("reason") == "SpecInvalid", "Ready=False, SpecInvalid"
+    )
+    assert "not a label key" in condition(budget, "Ready")["message"]
 
 
 async def test_overlapping_budgets_are_both_obeyed(team: dict[str, Any], client: KubeClient) -> None:
