@@ -16,6 +16,7 @@ from greenllm.api import v1alpha1 as api
 from greenllm.api.timestamps import rfc3339
 from greenllm.calibration import default_energy_model
 from greenllm.controller import budgets
+from greenllm.controller.exporter import OperatorMetrics
 from greenllm.core.allocation import Allocation
 from greenllm.core.decision import Decision, Demand, Observation
 from greenllm.core.performance import PowerSetting
@@ -440,3 +441,36 @@ def test_recent_demand_is_kept_for_the_scale_down_window() -> None:
         budgets.record_member(memo_with(book), NS, "a", spec, decision, observation, state)
     # The tick 40 s ago fell out of the 30 s window.
     assert [o for _, o in book.reports[(NS, "a")].recent] == [300.0, 200.0]
+
+
+def _samples(metrics: OperatorMetrics, name: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(s.labels.values()): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_budget_metrics_follow_the_allocation_and_go_with_the_budget() -> None:
+    metrics = OperatorMetrics()
+    metrics.set_budget(NS, "search", 1000.0, {"a": 700.0, "b": 300.0}, 1.5, 600.0)
+    assert _samples(metrics, "greenllm_energybudget_allocated_watts") == {
+        (NS, "search", "a"): 700.0,
+        (NS, "search", "b"): 300.0,
+    }
+    assert _samples(metrics, "greenllm_energybudget_allowance_watts") == {(NS, "search"): 1000.0}
+    assert _samples(metrics, "greenllm_energybudget_period_energy_kwh") == {(NS, "search"): 1.5}
+    # b left, a has no limit (a carbon budget without an intensity): neither has a series.
+    metrics.set_budget(NS, "search", None, {"a": math.inf}, 1.6, 640.0)
+    assert _samples(metrics, "greenllm_energybudget_allocated_watts") == {}
+    assert _samples(metrics, "greenllm_energybudget_allowance_watts") == {}
+    metrics.set_budget(NS, "search", 900.0, {"a": 900.0}, 1.7, 680.0)
+    metrics.forget_budget(NS, "search")
+    for name in (
+        "greenllm_energybudget_allocated_watts",
+        "greenllm_energybudget_allowance_watts",
+        "greenllm_energybudget_period_energy_kwh",
+        "greenllm_energybudget_period_carbon_grams",
+    ):
+        assert _samples(metrics, name) == {}, name

@@ -40,6 +40,7 @@ from greenllm.api.durations import parse_duration
 from greenllm.api.timestamps import epoch_seconds, rfc3339
 from greenllm.controller import leader
 from greenllm.controller.config import OperatorConfig
+from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.kube import Kube
 from greenllm.core import budget as budget_rules
 from greenllm.core import render
@@ -762,6 +763,9 @@ async def keep_budget(
             deleted = stopped.reason is not None and bool(
                 stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
             )
+            telemetry: OperatorMetrics | None = memo.get("telemetry")
+            if deleted and telemetry is not None:
+                telemetry.forget_budget(namespace, name)
             if grant is not None and deleted:
                 # Deleted: its members are bound by what is left (possibly nothing).
                 await _publish_bound_by(memo, namespace, grant.power_w.keys(), index, book, logger)
@@ -906,6 +910,17 @@ async def budget_tick(
         generation=generation,
     )
     await _write(memo, subject, namespace, name, loop, status)
+    telemetry: OperatorMetrics | None = memo.get("telemetry")
+    if telemetry is not None:
+        grant_now = book.grants.get((namespace, name))
+        telemetry.set_budget(
+            namespace,
+            name,
+            allowance,
+            dict(grant_now.power_w) if grant_now is not None else {},
+            ledger.energy_kwh,
+            ledger.carbon_grams,
+        )
     gone_from_this = set(previous.power_w) - names if previous is not None else set()
     await _publish_bound_by(memo, namespace, names | gone_from_this, index, book, logger)
     return interval
