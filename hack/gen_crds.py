@@ -9,20 +9,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 
-from greenllm.api.crd import render_yaml  # noqa: E402
+from greenllm.api.crd import rendered_files  # noqa: E402
 
-TARGETS = [
-    ROOT / "crds" / "greenmodels.greenllm.io.yaml",
-    ROOT / "charts" / "greenllm" / "crds" / "greenmodels.greenllm.io.yaml",
-]
+DIRS = [ROOT / "crds", ROOT / "charts" / "greenllm" / "crds"]
 
 
 def main() -> int:
-    text = render_yaml()
-    for target in TARGETS:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        print(f"wrote {target.relative_to(ROOT)}")
+    for name, text in rendered_files().items():
+        for directory in DIRS:
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(f"wrote {target.relative_to(ROOT)}")
     return 0
 
 

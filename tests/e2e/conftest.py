@@ -205,6 +205,7 @@ class KubeClient:
 
 
 _REGISTRIES: dict[str, kopf.OperatorRegistry] = {}
+COMPANION_MODULES = {"greenllm.controller.handlers": ("greenllm.controller.budgets",)}
 
 
 def operator_registry(module: str) -> kopf.OperatorRegistry:
@@ -220,6 +221,11 @@ def operator_registry(module: str) -> kopf.OperatorRegistry:
         previous = kopf.get_default_registry()
         kopf.set_default_registry(registry)
         try:
+            # A module's handlers in modules it imports (the operator's EnergyBudget handlers, imported by
+            # its GreenModel handlers) register only when executed under this registry too.
+            for companion in COMPANION_MODULES.get(module, ()):
+                if companion in sys.modules:
+                    importlib.reload(sys.modules[companion])
             if module in sys.modules:
                 importlib.reload(sys.modules[module])
             else:

@@ -44,8 +44,9 @@ from greenllm.agent.podresources import PodResourcesClient, api_pb2_grpc
 from greenllm.agent.reconcile import Action, CycleReport, Restraint
 from greenllm.agent.runner import Agent
 from greenllm.agent.state import StateStore
+from greenllm.api import energybudget as eb
 from greenllm.api import v1alpha1 as api
-from greenllm.api.crd import custom_resource_definition
+from greenllm.api.crd import custom_resource_definition, energy_budget_definition
 from greenllm.core.power import Backoff, HoldPolicy
 from tests.agent.conftest import FakeKubelet, gpu_uuid
 from tests.e2e.conftest import CLIENT_USER_AGENT, OPERATOR_NAMESPACE, KubeClient, OperatorFactory, wait_for
@@ -56,6 +57,8 @@ pytestmark = pytest.mark.e2e
 
 MODULE = "greenllm.controller.handlers"
 GM = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
+EBS = f"{api.GROUP}/{api.VERSION}/{eb.EB_PLURAL}"
+BUDGET = "team"
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 DEPLOYMENTS = "apps/v1/deployments"
 REPLICASETS = "apps/v1/replicasets"
@@ -116,6 +119,15 @@ def green_model() -> dict[str, Any]:
     # Event) whatever the planner would choose without metrics.
     doc["spec"]["power"] = {"mode": "Fixed", "limitW": FIXED_LIMIT_W}
     return doc
+
+
+def energy_budget() -> dict[str, Any]:
+    return {
+        "apiVersion": eb.API_VERSION,
+        "kind": eb.EB_KIND,
+        "metadata": {"name": BUDGET, "namespace": NS},
+        "spec": {"powerW": 300},  # below what the GreenModel would draw alone: the budget binds it
+    }
 
 
 def condition(gm: dict[str, Any] | None, type_: str) -> dict[str, Any]:
@@ -219,11 +231,13 @@ async def drive(
         )
     )
     await client.create(CRDS, custom_resource_definition())
+    await client.create(CRDS, energy_budget_definition())
+    kube.register_crd(energy_budget_definition())  # served (the fixture serves the GreenModel CRD)
     await client.ensure_namespace(NS)
 
     operator = operator_factory(MODULE)
     await operator.start()
-    await operator.wait_watching(api.PLURAL, "deployments", "customresourcedefinitions")
+    await operator.wait_watching(api.PLURAL, eb.EB_PLURAL, "deployments", "customresourcedefinitions")
 
     # Create: the operator makes the Deployment and Service and writes status (reconcile handler).
     await client.create(GM, green_model())
@@ -265,6 +279,27 @@ async def drive(
 
     first = await wait_for(tick_time, message="an autoscaling tick")
     await wait_for(lambda: _changed(tick_time, first), message="another autoscaling tick")
+
+    # An EnergyBudget over it: the operator allocates, writes the budget's status and the GreenModel's
+    # status.boundBy; deleted, the GreenModel is bound by nothing again.
+    await client.create(EBS, energy_budget())
+
+    async def budget_ready() -> bool:
+        return condition(await client.get(EBS, BUDGET, NS), "Ready").get("status") == "True"
+
+    async def bound(names: list[str]) -> bool:
+        gm = await client.get(GM, NAME, NS)
+        return ((gm or {}).get("status") or {}).get("boundBy") == names
+
+    await wait_for(budget_ready, message="the EnergyBudget to be allocated")
+    await wait_for(lambda: bound([BUDGET]), message="the GreenModel to name the budget binding it")
+    await client.delete(EBS, BUDGET, NS)
+    await wait_for(lambda: bound([]), message="the GreenModel bound by nothing once the budget is gone")
+
+    async def budget_gone() -> bool:
+        return await client.get(EBS, BUDGET, NS) is None
+
+    await wait_for(budget_gone, message="the EnergyBudget's finalizer to be released")
 
     # The agent: a pod of the GreenModel's Deployment on its node, holding GPU 0 (the ReplicaSet and the
     # pod are what the Deployment controller and the scheduler would make).

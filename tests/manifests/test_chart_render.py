@@ -69,6 +69,7 @@ def test_chart_crds_are_valid_kubernetes(kube_version: str) -> None:
     crds = chart_crds()
     assert {c["metadata"]["name"] for c in crds} == {
         "greenmodels.greenllm.io",
+        "energybudgets.greenllm.io",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }

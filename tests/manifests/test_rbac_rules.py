@@ -12,6 +12,7 @@ import pytest
 from chartkit import NAMESPACE, ROOT, SCENARIOS, Request, allowed, objects, permissions
 from kubernetes.leaderelection.resourcelock import leaselock
 
+from greenllm.api import energybudget as eb
 from greenllm.api import v1alpha1 as api
 
 PACKAGE = ROOT / "operator" / "greenllm"
@@ -37,6 +38,8 @@ KOPF_CHANGE_HANDLERS = {"create", "update", "resume", "delete", "field", "timer"
 KOPF_WATCH_HANDLERS = {"event", "index"}
 KOPF_EVENT_CALLS = {"event", "info", "warn", "exception"}
 GREENMODELS = (api.GROUP, api.PLURAL)
+# The operator's modules that register kopf handlers (handlers.py imports budgets.py).
+KOPF_MODULES = ("handlers.py", "budgets.py")
 
 # (api group, resource[/subresource], verb, scope): scope "cluster" needs a ClusterRoleBinding (cluster-scoped
 # resources or requests across all namespaces), "namespace" works with a RoleBinding in that namespace.
@@ -55,7 +58,8 @@ def _method_permission(api_class: str, method: str, source: str) -> Permission:
         kind, subresource = kind.removesuffix("_status"), "status"
     if api_class == "CustomObjectsApi":
         assert kind == "custom_object", method
-        # The only custom objects greenllm addresses are its own GreenModels (group and plural from the API).
+        # The only custom objects greenllm addresses are its own kinds (group and plural from the API); the
+        # plural is read from each call (`custom_plurals`).
         assert "PLURAL" in source and "GROUP" in source
         group, resource = GREENMODELS
     else:
@@ -83,6 +87,7 @@ def client_calls(path: Path) -> set[Permission]:
                         apis[target.attr] = func.attr
     found: set[Permission] = set()
     watches = "watch.Watch" in source
+    plurals = custom_plurals(tree)
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Attribute)
@@ -92,10 +97,51 @@ def client_calls(path: Path) -> set[Permission]:
             and node.attr != "api_client"
         ):
             permission = _method_permission(apis[node.value.attr], node.attr, source)
-            found.add(permission)
+            if apis[node.value.attr] == "CustomObjectsApi":
+                resources = plurals.get(node.attr)
+                assert resources, f"{path.name}: {node.attr} is called with no plural the scan knows"
+                for plural in resources:
+                    sub = permission[1].partition("/")[2]
+                    found.add((permission[0], f"{plural}/{sub}" if sub else plural, *permission[2:]))
+            else:
+                found.add(permission)
             if watches and permission[2] == "list":
                 found.add((permission[0], permission[1], "watch", permission[3]))
     return found
+
+
+# The plurals of greenllm's own kinds, as the source names them (the agent imports PLURAL bare).
+PLURAL_NAMES = {"api.PLURAL": api.PLURAL, "PLURAL": api.PLURAL, "eb.EB_PLURAL": eb.EB_PLURAL}
+
+
+def custom_plurals(tree: ast.AST) -> dict[str, set[str]]:
+    """For each CustomObjectsApi method the module calls (`self._custom.<method>(...)`), the plurals of
+    greenllm's kinds among the call's arguments."""
+    out: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr == "_custom"
+        ):
+            names = {PLURAL_NAMES[ast.unparse(a)] for a in node.args if ast.unparse(a) in PLURAL_NAMES}
+            out.setdefault(node.func.attr, set()).update(names)
+        elif isinstance(node, ast.Call) and any(
+            isinstance(a, ast.Attribute) and isinstance(a.value, ast.Attribute) and a.value.attr == "_custom"
+            for a in node.args
+        ):
+            # self._call(self._custom.<method>, group, version, namespace, plural, ...)
+            method = next(
+                a.attr
+                for a in node.args
+                if isinstance(a, ast.Attribute)
+                and isinstance(a.value, ast.Attribute)
+                and a.value.attr == "_custom"
+            )
+            names = {PLURAL_NAMES[ast.unparse(a)] for a in node.args if ast.unparse(a) in PLURAL_NAMES}
+            out.setdefault(method, set()).update(names)
+    return out
 
 
 def _resolve_resource(args: list[ast.expr], constants: dict[str, tuple[str, ...]]) -> tuple[str, str]:
@@ -114,14 +160,15 @@ def kopf_permissions(path: Path) -> set[Permission]:
     source = path.read_text()
     tree = ast.parse(source)
     constants: dict[str, tuple[str, ...]] = {}
+    known = {
+        f"(api.GROUP, api.VERSION, {name})": (api.GROUP, api.VERSION, plural)
+        for name, plural in PLURAL_NAMES.items()
+    }
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple) and len(node.targets) == 1:
             target = node.targets[0]
-            if (
-                isinstance(target, ast.Name)
-                and ast.unparse(node.value) == "(api.GROUP, api.VERSION, api.PLURAL)"
-            ):
-                constants[target.id] = (api.GROUP, api.VERSION, api.PLURAL)
+            if isinstance(target, ast.Name) and ast.unparse(node.value) in known:
+                constants[target.id] = known[ast.unparse(node.value)]
     found: set[Permission] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
@@ -161,7 +208,9 @@ def kopf_permissions(path: Path) -> set[Permission]:
 
 def operator_requirements(*, namespaced: bool, peering: bool) -> set[Permission]:
     controller = PACKAGE / "controller"
-    needed = kopf_permissions(controller / "handlers.py")
+    needed: set[Permission] = set()
+    for module in KOPF_MODULES:
+        needed |= kopf_permissions(controller / module)
     for path in sorted(controller.glob("*.py")):
         needed |= client_calls(path)
     if namespaced:
@@ -197,6 +246,9 @@ def test_code_scan_finds_the_known_calls() -> None:
     assert ("apps", "deployments", "create", "namespace") in operator
     assert (api.GROUP, f"{api.PLURAL}/status", "patch", "namespace") in operator
     assert (api.GROUP, api.PLURAL, "watch", "cluster") in operator
+    assert (api.GROUP, f"{eb.EB_PLURAL}/status", "patch", "namespace") in operator
+    assert (api.GROUP, eb.EB_PLURAL, "watch", "cluster") in operator
+    assert (api.GROUP, f"{api.PLURAL}/status", "get", "namespace") not in operator
     assert leader_election_requirements() == {
         ("coordination.k8s.io", "leases", verb, "namespace") for verb in ("get", "create", "update")
     }

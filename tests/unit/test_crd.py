@@ -202,11 +202,16 @@ def _cel_errors(schema: dict[str, Any], obj: Any, path: str = "") -> list[str]:
         for name, sub in schema.get("properties", {}).items():
             if name in obj:
                 errors += _cel_errors(sub, obj[name], f"{path}.{name}")
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(obj):
+            errors += _cel_errors(schema["items"], item, f"{path}[{i}]")
     return errors
 
 
 def api_server_errors(obj: dict[str, Any]) -> list[str]:
-    schema = root_schema()
+    """Errors the API server would give `obj`, by the CRD of its kind (GreenModel or EnergyBudget)."""
+    definition = crd.energy_budget_definition() if obj.get("kind") == "EnergyBudget" else crd_doc()
+    schema: dict[str, Any] = definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     obj = _apply_defaults(schema, copy.deepcopy(obj))
     validator = jsonschema.Draft4Validator(_as_json_schema(schema))
     errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]

@@ -1,4 +1,4 @@
-"""Generate the GreenModel CustomResourceDefinition from the pydantic models.
+"""Generate the GreenModel and EnergyBudget CustomResourceDefinitions from the pydantic models.
 
 Pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0 schema: no `$ref`,
 every node typed, `nullable` instead of `anyOf [X, null]`, boolean `exclusiveMinimum`, no `title`.
@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from greenllm.api import energybudget as eb
 from greenllm.api import v1alpha1 as api
 
 _DROP = {"title", "$defs"}
@@ -121,25 +122,133 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def custom_resource_definition() -> dict[str, Any]:
-    spec_schema = openapi_schema(api.GreenModelSpec)
+    """The GreenModel CRD."""
+    return _definition(
+        kind=api.KIND,
+        plural=api.PLURAL,
+        singular=api.SINGULAR,
+        short_names=api.SHORT_NAMES,
+        spec_model=api.GreenModelSpec,
+        status_model=api.GreenModelStatus,
+        columns=PRINTER_COLUMNS,
+        description="A model served with the least energy that meets its SLO.",
+        # The name also names the Service, so it must be a DNS-1035 label.
+        validations=[
+            {
+                "rule": "self.metadata.name.size() <= 63 && "
+                "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "message": "metadata.name must be a DNS-1035 label (it names a Service)",
+            }
+        ],
+    )
+
+
+# `kubectl get eb`: how much of the team's budget is handed out and used; `-o wide` adds the selector.
+ENERGY_BUDGET_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {
+        "name": "Members",
+        "type": "integer",
+        "jsonPath": ".status.memberCount",
+        "description": "GreenModels the budget covers",
+    },
+    {
+        "name": "Power",
+        "type": "string",
+        "jsonPath": ".status.powerText",
+        "description": "Power allocated / allowed now",
+    },
+    {
+        "name": "Energy",
+        "type": "string",
+        "jsonPath": ".status.energyText",
+        "description": "Energy this period / its budget, kWh",
+    },
+    {"name": "Budget", "type": "string", "jsonPath": _condition("BudgetMet"), "description": "BudgetMet"},
+    {
+        "name": "Overcommitted",
+        "type": "string",
+        "jsonPath": _condition("Overcommitted"),
+        "description": "Minimum configurations alone exceed the budget",
+    },
+    {"name": "Ready", "type": "string", "jsonPath": _condition("Ready")},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Selector",
+        "type": "string",
+        "jsonPath": ".status.selector",
+        "priority": 1,
+        "description": "GreenModels covered (empty: all in the namespace)",
+    },
+    {
+        "name": "Carbon",
+        "type": "number",
+        "jsonPath": ".status.period.carbonGrams",
+        "priority": 1,
+        "description": "gCO2 this period",
+    },
+]
+
+
+def energy_budget_definition() -> dict[str, Any]:
+    """The EnergyBudget CRD."""
+    return _definition(
+        kind=eb.EB_KIND,
+        plural=eb.EB_PLURAL,
+        singular=eb.EB_SINGULAR,
+        short_names=eb.EB_SHORT_NAMES,
+        spec_model=eb.EnergyBudgetSpec,
+        status_model=eb.EnergyBudgetStatus,
+        columns=ENERGY_BUDGET_PRINTER_COLUMNS,
+        description="One energy budget shared by the GreenModels a label selector picks in its namespace.",
+        validations=[],
+    )
+
+
+def all_definitions() -> list[dict[str, Any]]:
+    return [custom_resource_definition(), energy_budget_definition()]
+
+
+def _definition(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    columns: list[dict[str, Any]],
+    description: str,
+    validations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    spec_schema = openapi_schema(spec_model)
     _default_optional_objects(spec_schema)
-    status_schema = openapi_schema(api.GreenModelStatus)
+    status_schema = openapi_schema(status_model)
     # Defaults are applied by the API server on read; status defaults would make every field
     # look "observed", so keep status free of them.
     _strip_defaults(status_schema)
+    root: dict[str, Any] = {"type": "object", "description": description, "required": ["spec"]}
+    if validations:
+        root["x-kubernetes-validations"] = validations
+    root["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec_schema,
+        "status": status_schema,
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "metadata": {"name": f"{plural}.{api.GROUP}"},
         "spec": {
             "group": api.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": api.KIND,
-                "listKind": f"{api.KIND}List",
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": ["greenllm"],
             },
             "versions": [
@@ -148,29 +257,8 @@ def custom_resource_definition() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A model served with the least energy that meets its SLO.",
-                            "required": ["spec"],
-                            # The name also names the Service, so it must be a DNS-1035 label.
-                            "x-kubernetes-validations": [
-                                {
-                                    "rule": "self.metadata.name.size() <= 63 && "
-                                    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-                                    "message": "metadata.name must be a DNS-1035 label (it names a Service)",
-                                }
-                            ],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
@@ -202,7 +290,22 @@ def _strip_defaults(node: Any) -> None:
 
 
 HEADER = "# Generated by `greenllm crd` from operator/greenllm/api/v1alpha1.py. Do not edit.\n"
+ENERGY_BUDGET_HEADER = (
+    "# Generated by hack/gen_crds.py from operator/greenllm/api/energybudget.py. Do not edit.\n"
+)
 
 
 def render_yaml() -> str:
     return HEADER + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=120)
+
+
+def render_energy_budget_yaml() -> str:
+    return ENERGY_BUDGET_HEADER + yaml.safe_dump(energy_budget_definition(), sort_keys=False, width=120)
+
+
+def rendered_files() -> dict[str, str]:
+    """Every generated CRD file by name (crds/ and the chart's crds/ hold these)."""
+    return {
+        f"{api.PLURAL}.{api.GROUP}.yaml": render_yaml(),
+        f"{eb.EB_PLURAL}.{api.GROUP}.yaml": render_energy_budget_yaml(),
+    }

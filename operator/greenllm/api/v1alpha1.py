@@ -282,6 +282,12 @@ class GreenModelSpec(_Model):
     slo: Slo = Field(default_factory=Slo)
     replicas: Replicas = Field(default_factory=Replicas)
     budget: Budget = Field(default_factory=Budget)
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="Rank among the GreenModels sharing an EnergyBudget: higher is served first.",
+    )
     power: Power = Field(default_factory=Power)
     scaling: Scaling = Field(default_factory=Scaling)
     metrics: Metrics = Field(default_factory=Metrics)
@@ -468,6 +474,11 @@ class GreenModelStatus(_Model):
     observed: Observed = Field(default_factory=Observed)
     period: PeriodAccount = Field(default_factory=PeriodAccount)
     conditions: list[Condition] = Field(default_factory=list)
+    bound_by: list[str] = Field(
+        default_factory=list,
+        description="EnergyBudgets (in this namespace) whose allocation limits this GreenModel now; the "
+        "tightest of them and spec.budget wins.",
+    )
     last_decision: DecisionRecord | None = None
     controller_state: Annotated[
         ControllerState | None,

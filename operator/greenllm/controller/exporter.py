@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -74,6 +76,33 @@ class OperatorMetrics:
             ("why",),
             registry=r,
         )
+        # EnergyBudgets (controller/budgets.py), per namespace and budget; allocations per member too.
+        budget_labels = ("namespace", "energybudget")
+        self.budget_allowance = Gauge(
+            "greenllm_energybudget_allowance_watts",
+            "Power an EnergyBudget allows its members now (powerW, energy and carbon paced)",
+            budget_labels,
+            registry=r,
+        )
+        self.budget_allocated = Gauge(
+            "greenllm_energybudget_allocated_watts",
+            "Power an EnergyBudget allocates to one of its GreenModels now",
+            (*budget_labels, "greenmodel"),
+            registry=r,
+        )
+        self.budget_energy = Gauge(
+            "greenllm_energybudget_period_energy_kwh",
+            "Energy an EnergyBudget's members used in its current period",
+            budget_labels,
+            registry=r,
+        )
+        self.budget_carbon = Gauge(
+            "greenllm_energybudget_period_carbon_grams",
+            "Carbon an EnergyBudget's members emitted in its current period",
+            budget_labels,
+            registry=r,
+        )
+        self._budget_members: dict[tuple[str, str], set[str]] = {}
         self._variants: dict[tuple[str, str], str] = {}
         self._reasons: dict[tuple[str, str], str] = {}
         self._server: WSGIServer | None = None
@@ -106,6 +135,42 @@ class OperatorMetrics:
             value = memory.pop((namespace, name), None)
             if value is not None:
                 gauge.remove(namespace, name, value)
+
+    def set_budget(
+        self,
+        namespace: str,
+        budget: str,
+        allowance_w: float | None,
+        allocated_w: Mapping[str, float],
+        energy_kwh: float,
+        carbon_grams: float,
+    ) -> None:
+        """One EnergyBudget's tick: no allowance series without a limit, none for a member no longer
+        allocated (infinite allocations, i.e. no limit, are not exported either)."""
+        key = (namespace, budget)
+        if allowance_w is None or not math.isfinite(allowance_w):
+            with contextlib.suppress(KeyError):
+                self.budget_allowance.remove(namespace, budget)
+        else:
+            self.budget_allowance.labels(namespace, budget).set(allowance_w)
+        finite = {m: w for m, w in allocated_w.items() if math.isfinite(w)}
+        for member in self._budget_members.get(key, set()) - set(finite):
+            with contextlib.suppress(KeyError):
+                self.budget_allocated.remove(namespace, budget, member)
+        for member, watts in finite.items():
+            self.budget_allocated.labels(namespace, budget, member).set(watts)
+        self._budget_members[key] = set(finite)
+        self.budget_energy.labels(namespace, budget).set(energy_kwh)
+        self.budget_carbon.labels(namespace, budget).set(carbon_grams)
+
+    def forget_budget(self, namespace: str, budget: str) -> None:
+        """Drop the series of a deleted EnergyBudget."""
+        for gauge in (self.budget_allowance, self.budget_energy, self.budget_carbon):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, budget)
+        for member in self._budget_members.pop((namespace, budget), set()):
+            with contextlib.suppress(KeyError):
+                self.budget_allocated.remove(namespace, budget, member)
 
     def serve(self, port: int) -> None:
         if port > 0:

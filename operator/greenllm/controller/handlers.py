@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from greenllm.api import v1alpha1 as api
 from greenllm.calibration import default_energy_model
-from greenllm.controller import fleet_observer, leader, prometheus, trust
+from greenllm.controller import budgets, fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.kube import Kube, RateLimit
@@ -589,9 +589,12 @@ async def tick(memo: OperatorMemo, body: Mapping[str, Any], memory: LoopMemory, 
         metrics = MetricsVerdict.unavailable(trust.metrics_failure(e))
         logger.warning("metrics unavailable, holding the last decision: %s", e)
 
+    # A team EnergyBudget covering this GreenModel lowers its power allowance (the tightest wins).
+    spec = budgets.effective_spec(memo, namespace, name, spec, now)
     generation = gm["metadata"].get("generation")
     result = loop_tick(spec, state, observation, metrics, now, memo.energy, status, generation)
     state, decision = result.state, result.decision
+    budgets.record_member(memo, namespace, name, spec, decision, observation, state)
     memory.state = state
     if result.changed:
         # Planned against `generation`: if the spec moved on meanwhile, applying would roll back what

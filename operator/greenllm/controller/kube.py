@@ -16,6 +16,7 @@ from aiolimiter import AsyncLimiter
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from greenllm.api import energybudget as eb
 from greenllm.api import v1alpha1 as api
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -125,6 +126,21 @@ class Kube:
             api.PLURAL,
             name,
             body,
+            _content_type=MERGE_PATCH,
+        )
+
+    async def patch_energy_budget_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge an EnergyBudget's status (its daemon is the one writer, so no resourceVersion)."""
+        return await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            eb.EB_PLURAL,
+            name,
+            {"status": status},
             _content_type=MERGE_PATCH,
         )
 

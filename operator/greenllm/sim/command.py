@@ -113,7 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
         "and the baselines (static, best-static, hpa, clairvoyant, instant) on a simulated fleet; report "
         "energy, carbon and the share of requests within both the TTFT and the TPOT SLO.",
     )
-    p.add_argument("--model", required=True, type=Path, help="GreenModel YAML file")
+    p.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        action="append",
+        help="GreenModel YAML file; with --budget, repeat it for a team of GreenModels (a file may then "
+        "hold several, e.g. the team's whole kubectl file)",
+    )
+    p.add_argument(
+        "--budget",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="EnergyBudget YAML file covering every --model: simulate the team with the budget shared "
+        "(divided every interval) against each model with a fixed equal share of it",
+    )
+    p.add_argument(
+        "--member-trace",
+        type=_member_trace,
+        action="append",
+        default=None,
+        metavar="trace=FILE,offset=DURATION,scale=K,mode=MODE",
+        help="with --budget, the trace of the n-th --model (every key optional; defaults: --trace, the "
+        "n-th of N equal offsets into it, --rate-scale, --scale-mode)",
+    )
     p.add_argument(
         "--trace",
         type=Path,
@@ -241,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _member_trace(text: str) -> Any:
+    from greenllm.sim.team import parse_member_trace
+
+    return parse_member_trace(text)
+
+
 def _policies(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in POLICIES]
@@ -285,23 +315,17 @@ class Comparison:
     notes: dict[str, str]
 
 
-def compare(
-    spec: GreenModelSpec,
-    trace: Trace,
-    source: EnergyModel,
-    names: list[str],
-    args: argparse.Namespace,
-    carbon: float,
-    gpus: int,
-    tick: Callable[[int], None] | None = None,
-) -> Comparison:
+def scenario_for(
+    spec: GreenModelSpec, trace: Trace, source: EnergyModel, args: argparse.Namespace, gpus: int
+) -> Scenario:
+    """The simulated fleet of one GreenModel as the operator would render it (rollout strategy, vLLM's
+    token budgets and running limits per variant), with the run's timing flags."""
     perf = PerfTable(spec, source)
     top = top_variant(spec).name
-    settings = source.power_settings(spec.gpu, spec.power)
     budgets = {v.name: serving_budget(spec, v, setting_performance(spec, v, source)) for v in spec.variants}
     owner = {"metadata": {"name": "sim", "namespace": "sim", "uid": "sim"}}
     rendered = deployment(owner, spec, Decision(top, 1, PowerSetting(), None, "simulate"))
-    scenario = Scenario(
+    return Scenario(
         spec=spec,
         trace=trace,
         perf=perf,
@@ -314,6 +338,22 @@ def compare(
         token_budgets=budgets,
         running_limits={v.name: max_running(v, budgets[v.name]) for v in spec.variants},
     )
+
+
+def compare(
+    spec: GreenModelSpec,
+    trace: Trace,
+    source: EnergyModel,
+    names: list[str],
+    args: argparse.Namespace,
+    carbon: float,
+    gpus: int,
+    tick: Callable[[int], None] | None = None,
+) -> Comparison:
+    scenario = scenario_for(spec, trace, source, args, gpus)
+    perf = scenario.perf
+    top = top_variant(spec).name
+    budgets = scenario.token_budgets
     ev = Evaluator(scenario, spec.slo.attainment, tick)
     # The feedback loops (greenllm, hpa) are scored on the last of several back-to-back replays of the
     # trace: an operator that has been running remembers the previous hour (its error budget and warm
@@ -528,13 +568,23 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
         parse_duration(args.rate_window)
     except ValueError as exc:
         raise SimulationError(f"--rate-window: {exc}") from exc
+    models = args.model if isinstance(args.model, list) else [args.model]
+    if getattr(args, "budget", None) is not None:
+        from greenllm.sim.team import simulate_team
+
+        return simulate_team(args)
+    if getattr(args, "member_trace", None):
+        raise SimulationError("--member-trace needs --budget (team mode)")
+    if len(models) != 1:
+        raise SimulationError(f"{len(models)} --model files: several GreenModels need --budget (team mode)")
+    model_path: Path = models[0]
     names = _policies(args.policies)
     if args.decisions_out is not None:
         check_writable(args.decisions_out, "--decisions-out")
     if args.plot is not None:
         check_writable(args.plot, "--plot", ".png")
-    model = load_green_model(args.model)
-    require_supported_gpu(model, args.model, default_energy_model())
+    model = load_green_model(model_path)
+    require_supported_gpu(model, model_path, default_energy_model())
     spec = model.spec if args.min_quality is None else with_quality_floor(model.spec, args.min_quality)
     base = load_trace(args.trace)
     if args.start is not None or args.duration is not None:
@@ -661,6 +711,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, indent=2))
+    elif "members" in result:
+        from greenllm.sim.team import report_text as team_report_text
+
+        print(team_report_text(result))
     else:
         print(report_text(result))
     for error in errors:  # after the results: a long run's numbers are never lost to a failed write

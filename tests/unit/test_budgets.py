@@ -1,0 +1,476 @@
+"""The operator's EnergyBudget shell (controller/budgets.py) without kopf: what members read in their tick
+(tightest allocation wins, boundBy), the period account (counting, rolls, departures, resuming from the
+status after a restart), rises held until cuts are applied, the status and its conditions and Events."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greenllm.api import energybudget as eb
+from greenllm.api import v1alpha1 as api
+from greenllm.api.timestamps import rfc3339
+from greenllm.calibration import default_energy_model
+from greenllm.controller import budgets
+from greenllm.controller.exporter import OperatorMetrics
+from greenllm.core.allocation import Allocation
+from greenllm.core.decision import Decision, Demand, Observation
+from greenllm.core.performance import PowerSetting
+from greenllm.core.step import LoopState
+
+T0 = 1_800_000_000.0
+NS = "team"
+
+
+def gm_spec(**extra: Any) -> api.GreenModelSpec:
+    body: dict[str, Any] = {
+        "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "paramsBillions": 8},
+        "variants": [{"name": "bf16", "precision": "bf16", "image": "vllm"}],
+        **extra,
+    }
+    return api.GreenModelSpec.model_validate(body)
+
+
+def budget_spec(**extra: Any) -> eb.EnergyBudgetSpec:
+    return eb.EnergyBudgetSpec.model_validate({"powerW": 1000, **extra})
+
+
+def memo_with(book: budgets.Book) -> dict[str, Any]:
+    return {"budgets": book}
+
+
+def report(
+    energy: float, *, start: float = T0, at: float = T0 + 60, power: float | None = 300.0
+) -> budgets.MemberReport:
+    return budgets.MemberReport(
+        spec=gm_spec(),
+        time=at,
+        demand=Demand(1000.0, 100.0),
+        power_w=power,
+        period_start=start,
+        energy_kwh=energy,
+        carbon_grams=energy * 400,
+        intensity_g_per_kwh=400.0,
+        own_allowed_w=None,
+    )
+
+
+# ------------------------------------------------------------------------------ what members read
+
+
+def test_without_budgets_the_spec_is_unchanged() -> None:
+    spec = gm_spec()
+    assert budgets.effective_spec({}, NS, "a", spec, T0) is spec
+    assert budgets.effective_spec(memo_with(budgets.Book()), NS, "a", spec, T0) is spec
+
+
+def test_the_tightest_budget_wins_and_names_itself() -> None:
+    book = budgets.Book()
+    book.grants[(NS, "wide")] = budgets.Grant("wide", {"a": 900.0, "b": 100.0})
+    book.grants[(NS, "narrow")] = budgets.Grant("narrow", {"a": 400.0})
+    book.grants[("elsewhere", "x")] = budgets.Grant("x", {"a": 10.0})  # another namespace's "a"
+    spec = gm_spec(budget={"energyKwh": 5})
+    lowered = budgets.effective_spec(memo_with(book), NS, "a", spec, T0)
+    assert lowered.budget.power_w == 400.0
+    assert lowered.budget.energy_kwh == 5  # its own energy budget still paces it
+    assert book.applied[(NS, "a")] == 400.0
+    assert budgets.bound_by(book.grants_for(NS, "a"), None) == ["narrow"]
+    # Its own powerW tighter than every budget: unchanged, and no budget binds it.
+    own = gm_spec(budget={"powerW": 300})
+    assert budgets.effective_spec(memo_with(book), NS, "a", own, T0) is own
+    assert budgets.bound_by(book.grants_for(NS, "a"), 300.0) == []
+
+
+def test_equal_tightest_budgets_both_bind_and_no_limit_binds_nothing() -> None:
+    assert budgets.bound_by([("x", 500.0), ("y", 500.0), ("z", 900.0)], None) == ["x", "y"]
+    assert budgets.bound_by([("x", math.inf)], None) == []
+    assert budgets.tightest_grant([("x", math.inf)]) is None
+    assert budgets.bound_by([("x", 500.0)], 600.0) == ["x"]
+
+
+def test_a_member_cut_to_nothing_is_lowered_to_zero() -> None:
+    book = budgets.Book()
+    book.grants[(NS, "b")] = budgets.Grant("b", {"a": 0.0})
+    assert budgets.effective_spec(memo_with(book), NS, "a", gm_spec(), T0).budget.power_w == 0.0
+
+
+def test_record_member_keeps_the_own_spec_and_the_planned_demand() -> None:
+    book = budgets.Book()
+    book.grants[(NS, "b")] = budgets.Grant("b", {"a": 400.0})
+    own = gm_spec(budget={"powerW": 2000})
+    lowered = budgets.effective_spec(memo_with(book), NS, "a", own, T0)
+    planned = Demand(5000.0, 700.0)
+    decision = Decision("bf16", 1, PowerSetting(), 380.0, "r", planned_demand=planned)
+    observation = Observation(time=T0 + 5, prompt_tokens_per_s=100.0, output_tokens_per_s=10.0, power_w=350.0)
+    state = LoopState(period_start=T0, energy_kwh=0.5, carbon_grams=200.0, carbon_intensity_g_per_kwh=400.0)
+    budgets.record_member(memo_with(book), NS, "a", lowered, decision, observation, state)
+    got = book.reports[(NS, "a")]
+    assert got.spec is own  # the frontier is the member's own, not the one the budget lowered
+    assert got.demand == planned
+    assert got.power_w == 350.0
+    assert got.own_allowed_w == 2000.0
+    assert (got.energy_kwh, got.carbon_grams, got.period_start) == (0.5, 200.0, T0)
+    # No demand planned or observed later: the last known demand stays.
+    quiet = Decision("bf16", 1, PowerSetting(), None, "r")
+    budgets.record_member(memo_with(book), NS, "a", lowered, quiet, Observation(time=T0 + 10), state)
+    assert book.reports[(NS, "a")].demand == planned
+    assert book.reports[(NS, "a")].power_w == 350.0  # the last measured power, seconds old
+
+
+# ------------------------------------------------------------------------------ rises wait for cuts
+
+
+def test_a_rise_waits_until_the_cut_member_has_lowered() -> None:
+    previous = {"a": 700.0, "b": 300.0}
+    target = {"a": 300.0, "b": 700.0}
+    # b's rise waits while a still plans with 700 W ...
+    assert budgets.in_force(target, previous, {"a": 700.0, "b": 300.0}) == {"a": 300.0, "b": 300.0}
+    # ... and is granted once a has ticked with its cut.
+    assert budgets.in_force(target, previous, {"a": 300.0, "b": 300.0}) == target
+    # A member bound tighter elsewhere counts as lowered.
+    assert budgets.in_force(target, previous, {"a": 250.0}) == target
+    # New members get their target at once; no previous allocation: the target.
+    assert budgets.in_force({"a": 300.0, "c": 200.0}, {"a": 700.0}, {}) == {"a": 300.0, "c": 200.0}
+    assert budgets.in_force(target, None, {}) == target
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("abcd"), st.floats(0, 2000), min_size=1),
+    st.dictionaries(st.sampled_from("abcde"), st.floats(0, 2000)),
+    st.dictionaries(st.sampled_from("abcde"), st.floats(0, 2000)),
+)
+def test_in_force_never_exceeds_the_target(
+    target: dict[str, float], previous: dict[str, float], applied: dict[str, float]
+) -> None:
+    got = budgets.in_force(target, previous, applied)
+    assert set(got) == set(target)
+    assert all(got[n] <= target[n] for n in target)
+    assert sum(got.values()) <= sum(target.values()) + 1e-6
+
+
+# ------------------------------------------------------------------------------------- the account
+
+
+def test_the_account_counts_what_members_used_since_the_last_count() -> None:
+    ledger = budgets.Ledger(period_start=T0)
+    ledger.count("a", report(1.0))  # first sight: what it used before joining is its own
+    assert ledger.energy_kwh == 0.0
+    ledger.count("a", report(1.5))
+    ledger.count("a", report(1.5))  # counted once
+    assert ledger.energy_kwh == pytest.approx(0.5)
+    assert ledger.carbon_grams == pytest.approx(200.0)
+    # The member's own period rolled: its new period's energy counts from zero.
+    ledger.count("a", report(0.2, start=T0 + 3600))
+    assert ledger.energy_kwh == pytest.approx(0.7)
+    assert ledger.members["a"].energy_kwh == pytest.approx(0.7)
+    # A counter that went down within one period is not negative energy.
+    ledger.count("a", report(0.1, start=T0 + 3600))
+    assert ledger.energy_kwh == pytest.approx(0.7)
+
+
+def test_a_member_that_leaves_keeps_its_energy_until_the_period_ends() -> None:
+    ledger = budgets.Ledger(period_start=T0)
+    ledger.count("a", report(0.0))
+    ledger.count("a", report(2.0))
+    ledger.count("b", report(0.0))
+    ledger.leave("a")
+    assert ledger.energy_kwh == pytest.approx(2.0)
+    assert ledger.members["a"].present is False
+    assert not ledger.roll(24 * 3600, T0 + 100)
+    assert ledger.roll(24 * 3600, T0 + 24 * 3600 + 5)
+    assert ledger.period_start == T0 + 24 * 3600
+    assert ledger.energy_kwh == 0.0
+    assert set(ledger.members) == {"b"}  # the one that left is forgotten; b keeps its reading
+    assert ledger.members["b"].reading is not None
+
+
+def test_the_account_resumes_from_the_status_after_a_restart() -> None:
+    spec = budget_spec(energyKwh=10)
+    ledger = budgets.Ledger(period_start=T0)
+    ledger.count("a", report(0.0))
+    ledger.count("a", report(1.0))
+    ledger.count("b", report(0.0))
+    ledger.count("b", report(0.4))
+    ledger.leave("b")
+    status = _status(spec, ledger, [_candidate("a")])
+    resumed = budgets.Ledger.from_status(status)
+    assert resumed.period_start == pytest.approx(T0, abs=1e-3)
+    assert resumed.energy_kwh == pytest.approx(1.4)
+    assert resumed.members["b"].present is False and resumed.members["b"].energy_kwh == pytest.approx(0.4)
+    # The member's next report adds only what it used since the reading the status kept.
+    resumed.count("a", report(1.25))
+    assert resumed.energy_kwh == pytest.approx(1.65)
+    assert budgets.Ledger.from_status({"period": {"energyKwh": "lots"}}).energy_kwh == 0.0
+
+
+# ------------------------------------------------------------------------------------ the status
+
+
+def _candidate(name: str, **extra: Any) -> budgets.Candidate:
+    return budgets.Candidate(name, gm_spec(**extra), ())
+
+
+def _status(
+    spec: eb.EnergyBudgetSpec,
+    ledger: budgets.Ledger,
+    candidates: list[budgets.Candidate],
+    *,
+    allocation: Allocation | None = None,
+    allowance: float | None = 1000.0,
+    overlaps: tuple[str, ...] = (),
+    conditions: list[dict[str, Any]] | None = None,
+    reports: dict[str, budgets.MemberReport | None] | None = None,
+) -> dict[str, Any]:
+    grant = None
+    if allocation is not None:
+        grant = budgets.Grant("team", {k.split("/")[1]: w for k, w in allocation.power_w.items()})
+    status = budgets.build_status(
+        namespace=NS,
+        spec=spec,
+        candidates=candidates,
+        reports=reports or {c.name: None for c in candidates},
+        allocation=allocation,
+        grant=grant,
+        allowance_w=allowance,
+        ledger=ledger,
+        overlaps=list(overlaps),
+        bound={},
+        notes=[],
+        budget_name="team",
+        conditions=conditions or [],
+        stamp=rfc3339(T0),
+        generation=1,
+    )
+    eb.EnergyBudgetStatus.model_validate(status)
+    return status
+
+
+def _cond(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in status["conditions"] if c["type"] == kind)
+    return found
+
+
+def test_a_selector_matching_nothing_is_not_ready_and_says_which() -> None:
+    spec = budget_spec(selector={"matchLabels": {"team": "nobody"}})
+    status = _status(spec, budgets.Ledger(period_start=T0), [])
+    ready = _cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NoMembers")
+    assert "team=nobody" in ready["message"] and NS in ready["message"]
+    assert status["memberCount"] == 0
+    assert _cond(status, "BudgetMet")["status"] == "Unknown"
+    everyone = _status(budget_spec(), budgets.Ledger(period_start=T0), [])
+    assert "an empty selector" in _cond(everyone, "Ready")["message"]
+
+
+def test_overcommitted_names_the_degraded_members_in_order() -> None:
+    allocation = Allocation(
+        {f"{NS}/a": 700.0, f"{NS}/b": 300.0},
+        {f"{NS}/a": 500.0, f"{NS}/b": 0.0},
+        True,
+        ((f"{NS}/b", "priority 0: its minimum 400 W does not fit"),),
+    )
+    status = _status(
+        budget_spec(),
+        budgets.Ledger(period_start=T0),
+        [_candidate("a"), _candidate("b")],
+        allocation=allocation,
+    )
+    over = _cond(status, "Overcommitted")
+    assert (over["status"], over["reason"]) == ("True", "MinimumsExceedBudget")
+    assert "b (priority 0: its minimum 400 W does not fit)" in over["message"]
+    assert status["degraded"] == [{"name": "b", "reason": "priority 0: its minimum 400 W does not fit"}]
+    assert {m["name"]: m["allocatedPowerW"] for m in status["members"]} == {"a": 700.0, "b": 300.0}
+    assert status["powerText"] == "1 kW/1 kW"
+
+
+def test_budget_met_follows_energy_and_power() -> None:
+    spec = budget_spec(energyKwh=1.0)
+    ledger = budgets.Ledger(period_start=T0, energy_kwh=0.4, last_sample_time=T0 + 5)
+    ok = _status(spec, ledger, [_candidate("a")], reports={"a": report(0.0, power=600.0)})
+    assert (_cond(ok, "BudgetMet")["status"], _cond(ok, "BudgetMet")["reason"]) == ("True", "WithinBudget")
+    assert ok["remaining"]["energyKwh"] == pytest.approx(0.6)
+    ledger.energy_kwh = 1.0
+    spent = _status(spec, ledger, [_candidate("a")], reports={"a": report(0.0, power=600.0)})
+    assert _cond(spent, "BudgetMet")["reason"] == "EnergyExhausted"
+    assert spent["remaining"]["energyKwh"] == 0.0
+    hot = _status(budget_spec(), ledger, [_candidate("a")], reports={"a": report(0.0, power=1200.0)})
+    assert (_cond(hot, "BudgetMet")["status"], _cond(hot, "BudgetMet")["reason"]) == (
+        "False",
+        "PowerExceeded",
+    )
+
+
+def test_overlaps_are_reported() -> None:
+    allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
+    status = _status(
+        budget_spec(),
+        budgets.Ledger(period_start=T0),
+        [_candidate("a")],
+        allocation=allocation,
+        overlaps=("other",),
+    )
+    assert status["overlaps"] == ["other"]
+    assert "also covered by other" in _cond(status, "Ready")["message"]
+
+
+def test_events_mark_condition_transitions_only() -> None:
+    ledger = budgets.Ledger(period_start=T0)
+    none = _status(budget_spec(selector={"matchLabels": {"t": "x"}}), ledger, [])
+    events = budgets.transition_events([], none["conditions"])
+    assert ("Warning", "NoMembers") in [(t, r) for t, r, _ in events]
+    assert budgets.transition_events(none["conditions"], none["conditions"]) == []
+    allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
+    ready = _status(
+        budget_spec(), ledger, [_candidate("a")], allocation=allocation, conditions=none["conditions"]
+    )
+    assert [(t, r) for t, r, _ in budgets.transition_events(none["conditions"], ready["conditions"])] == [
+        ("Normal", "Allocated")
+    ]
+    # The first good state of a new budget posts nothing.
+    fresh = _status(budget_spec(), ledger, [_candidate("a")], allocation=allocation)
+    assert budgets.transition_events([], fresh["conditions"]) == []
+
+
+def test_only_what_readers_act_on_forces_a_write() -> None:
+    allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
+    ledger = budgets.Ledger(period_start=T0)
+    first = _status(
+        budget_spec(), ledger, [_candidate("a")], allocation=allocation, reports={"a": report(0.1)}
+    )
+    ledger.energy_kwh = 0.3
+    ledger.count("a", report(0.2))
+    later = _status(
+        budget_spec(),
+        ledger,
+        [_candidate("a")],
+        allocation=allocation,
+        reports={"a": report(0.2, power=350.0)},
+    )
+    assert budgets.reader_view(first) == budgets.reader_view(later)  # accounting only
+    moved = Allocation({f"{NS}/a": 450.0}, {f"{NS}/a": 1.0}, False, ())
+    again = _status(budget_spec(), ledger, [_candidate("a")], allocation=moved)
+    assert budgets.reader_view(first) != budgets.reader_view(again)
+
+
+def test_members_are_selected_by_labels_and_invalid_specs_are_noted() -> None:
+    entries = [
+        {"name": "b", "labels": {"team": "x"}},
+        {"name": "a", "labels": {"team": "x"}},
+        {"name": "c", "labels": {"team": "y"}},
+        {"name": "d", "labels": {"team": "x"}},
+    ]
+    specs: dict[str, api.GreenModelSpec | None] = {"a": gm_spec(priority=3), "b": gm_spec(), "d": None}
+    found, notes = budgets.members_of(
+        eb.LabelSelector.model_validate({"matchLabels": {"team": "x"}}), entries, specs
+    )
+    assert [c.name for c in found] == ["a", "b"]
+    assert found[0].spec.priority == 3
+    assert notes == ["d: invalid spec, not allocated"]
+    assert budgets.budget_interval_s(found) == 15.0
+    assert budgets.budget_interval_s([]) == budgets.DEFAULT_INTERVAL_S
+
+
+class FakeKube:
+    """The one read member_specs makes: a GreenModel by name (a stand-in for the API server)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.reads: list[str] = []
+
+    async def get_green_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(name)
+        return self.objects.get(name)
+
+
+async def test_specs_come_from_ticks_else_one_read_per_generation() -> None:
+    book = budgets.Book()
+    ticked = gm_spec(priority=1)
+    book.own_specs[(NS, "a")] = ticked
+    kube = FakeKube(
+        {"b": {"spec": gm_spec(priority=2).model_dump(by_alias=True)}, "c": {"spec": {"model": {}}}}
+    )
+    entries = [
+        {"name": "a", "labels": {}, "generation": 1},
+        {"name": "b", "labels": {}, "generation": 1},
+        {"name": "c", "labels": {}, "generation": 4},
+    ]
+    selector = eb.LabelSelector()
+    specs = await budgets.member_specs(kube, book, NS, selector, entries)  # type: ignore[arg-type]
+    assert specs["a"] is ticked and specs["b"] is not None and specs["b"].priority == 2 and specs["c"] is None
+    assert kube.reads == ["b", "c"]
+    await budgets.member_specs(kube, book, NS, selector, entries)  # type: ignore[arg-type]
+    assert kube.reads == ["b", "c"]  # same generations: not read again
+    entries[1]["generation"] = 2
+    await budgets.member_specs(kube, book, NS, selector, entries)  # type: ignore[arg-type]
+    assert kube.reads == ["b", "c", "b"]
+
+
+def _fields(r: budgets.MemberReport) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in budgets.MemberReport.__dataclass_fields__}
+
+
+def test_frontiers_come_from_fresh_demand_only() -> None:
+    book = budgets.Book()
+    high = report(0.0, at=T0)
+    book.reports[(NS, "a")] = budgets.MemberReport(**{**_fields(high), "demand": Demand(60000.0, 1000.0)})
+    source = default_energy_model()
+    candidates = [_candidate("a", replicas={"min": 1, "max": 8}), _candidate("b")]
+    members, reports, notes = budgets.frontier_members(NS, candidates, book, source, T0 + 1)
+    assert notes == [] and reports["b"] is None
+    by_key = {m.key: m for m in members}
+    a = by_key[f"{NS}/a"].frontier
+    assert len(a) > 1 and a[-1].served == pytest.approx(1000.0)  # more power serves more of its demand
+    assert by_key[f"{NS}/b"].frontier[-1].served == 0.0  # no report: no demand, its minimum only
+    # An hour later the report is stale (the member's loop stopped): no demand moves watts to it.
+    members, _, _ = budgets.frontier_members(NS, candidates, book, source, T0 + 3600)
+    assert {m.key: m for m in members}[f"{NS}/a"].frontier[-1].served == 0.0
+
+
+def test_recent_demand_is_kept_for_the_scale_down_window() -> None:
+    book = budgets.Book()
+    spec = gm_spec(scaling={"scaleDownStabilization": "30s"})
+    state = LoopState(period_start=T0)
+    decision = Decision("bf16", 1, PowerSetting(), 300.0, "r")
+    for t, out in ((0, 100.0), (20, 300.0), (40, 200.0)):
+        observation = Observation(time=T0 + t, prompt_tokens_per_s=1000.0, output_tokens_per_s=out)
+        budgets.record_member(memo_with(book), NS, "a", spec, decision, observation, state)
+    # The tick 40 s ago fell out of the 30 s window.
+    assert [o for _, o in book.reports[(NS, "a")].recent] == [300.0, 200.0]
+
+
+def _samples(metrics: OperatorMetrics, name: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(s.labels.values()): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_budget_metrics_follow_the_allocation_and_go_with_the_budget() -> None:
+    metrics = OperatorMetrics()
+    metrics.set_budget(NS, "search", 1000.0, {"a": 700.0, "b": 300.0}, 1.5, 600.0)
+    assert _samples(metrics, "greenllm_energybudget_allocated_watts") == {
+        (NS, "search", "a"): 700.0,
+        (NS, "search", "b"): 300.0,
+    }
+    assert _samples(metrics, "greenllm_energybudget_allowance_watts") == {(NS, "search"): 1000.0}
+    assert _samples(metrics, "greenllm_energybudget_period_energy_kwh") == {(NS, "search"): 1.5}
+    # b left, a has no limit (a carbon budget without an intensity): neither has a series.
+    metrics.set_budget(NS, "search", None, {"a": math.inf}, 1.6, 640.0)
+    assert _samples(metrics, "greenllm_energybudget_allocated_watts") == {}
+    assert _samples(metrics, "greenllm_energybudget_allowance_watts") == {}
+    metrics.set_budget(NS, "search", 900.0, {"a": 900.0}, 1.7, 680.0)
+    metrics.forget_budget(NS, "search")
+    for name in (
+        "greenllm_energybudget_allocated_watts",
+        "greenllm_energybudget_allowance_watts",
+        "greenllm_energybudget_period_energy_kwh",
+        "greenllm_energybudget_period_carbon_grams",
+    ):
+        assert _samples(metrics, name) == {}, name
