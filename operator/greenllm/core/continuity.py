@@ -49,11 +49,13 @@ def carried_decision(spec: api.GreenModelSpec, record: api.DecisionRecord | None
     )
 
 
+_KNOWN_KINDS = frozenset(kind.value for kind in ReasonKind)
+
+
 def recorded_kind(value: str | None) -> ReasonKind:
     """lastDecision.reasonKind as a ReasonKind: Hold (what a carried decision is) when an operator before
     the kinds recorded none, or one this operator does not know."""
-    known = {kind.value for kind in ReasonKind}
-    return ReasonKind(value) if value in known else ReasonKind.HOLD
+    return ReasonKind(value) if value in _KNOWN_KINDS else ReasonKind.HOLD
 
 
 def adopt_deployed(
