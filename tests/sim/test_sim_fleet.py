@@ -78,6 +78,31 @@ def test_variant_switch_rolls_without_losing_capacity() -> None:
     assert seen[60] == {"new": 2}
 
 
+def test_each_pod_holds_its_variants_gpus_through_a_switch() -> None:
+    """A 2-GPU teacher rolled to a 1-GPU student (variants[].gpuCount) on 6 GPUs: the scheduler counts each
+    pod's own GPUs, the cap on replicas is per variant, and the roll keeps 3 of 4 replicas ready."""
+    f = Fleet(lookup, {"old": 2, "new": 1}, 6, 25.0, RolloutStrategy(probe_period_s=10.0))
+    assert (f.max_pods("old"), f.max_pods("new")) == (3, 6)
+    f.start_ready(FleetTarget("old", 5, DEFAULT), 0.0)
+    assert len(f.pods) == 3 and f.holding_gpus() == 6  # capped by the teacher's 2 GPUs per pod
+    f.apply(FleetTarget("old", 2, DEFAULT), 0.0)
+    f.reconcile(0.0)
+    assert (f.holding_pods(), f.holding_gpus()) == (2, 4)
+    f.apply(FleetTarget("new", 4, DEFAULT), 1.0)
+    seen = {}
+    for t in range(1, 120):
+        f.reconcile(float(t))
+        assert f.holding_gpus() <= 6, t
+        seen[t] = (ready(f, float(t)), f.holding_pods(), f.holding_gpus(), len(f.pods))
+    # maxSurge 1: three new pods; two start in the 2 free GPUs, the third is Pending (it holds nothing).
+    assert seen[1] == ({"old": 2}, 4, 6, 5)
+    # Two new ready: one old pod goes (3 of 4 stay ready), its 2 GPUs start the Pending and a last new pod.
+    assert seen[31] == ({"old": 1, "new": 2}, 5, 6, 5)
+    assert seen[61] == ({"new": 4}, 4, 4, 4)
+    # A wider variant than the cluster: no pod of it at all (the simulate command refuses such a cluster).
+    assert Fleet(lookup, {"old": 8, "new": 1}, 6, 25.0, RolloutStrategy()).max_pods("old") == 0
+
+
 def test_scale_down_removes_starting_pods_before_ready_ones() -> None:
     f = fleet()
     f.start_ready(FleetTarget("old", 2, DEFAULT), 0.0)

@@ -254,6 +254,9 @@ def good() -> dict[str, Any]:
         (lambda d: d["spec"]["variants"][0].update(qualitySource=""), "should be non-empty"),
         (lambda d: d["spec"]["variants"][0].update(model={"paramsBillions": 4.5}), "'name' is a required"),
         (lambda d: d["spec"]["variants"][0].update(model={"name": "s", "paramsBillions": 0}), "minimum"),
+        (lambda d: d["spec"]["variants"][0].update(gpuCount=0), "less than the minimum of 1"),
+        (lambda d: d["spec"]["variants"][0].update(gpuCount=17), "greater than the maximum of 16"),
+        (lambda d: d["spec"]["variants"][0].update(gpuCount=1.5), "is not of type 'integer'"),
     ],
 )
 def test_schema_refuses_bad_objects(mutate: Any, needle: str) -> None:

@@ -4,6 +4,7 @@ floor allows it, and then only where it is the least power."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,11 @@ from tests.table_source import TableSource
 
 from greenllm.api.v1alpha1 import GreenModelSpec
 from greenllm.calibration import default_energy_model
-from greenllm.core.decision import Demand
+from greenllm.core.decision import Decision, Demand, Observation
 from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.plan_catalog import catalog_of
 from greenllm.core.planner import plan
+from greenllm.core.step import initial_state, step
 from greenllm.modelfile import load_green_model
 from greenllm.sim.command import with_quality_floor
 
@@ -103,3 +105,51 @@ def test_a_changed_variant_model_is_a_new_catalog() -> None:
     b = dict((v.name, p) for v, s, p in catalog_of(bigger, model).runnable if s == PowerSetting())
     assert b["minitron"].output_tokens_per_s < a["minitron"].output_tokens_per_s
     assert b["bf16"] == a["bf16"]
+
+
+# --------------------------------------- a switch is judged on the fleets as they run (warm floor, fast tier)
+
+
+def _burst_obs(t: float, peak_arrivals: float | None) -> Observation:
+    """A prefill-bound minute of the code trace at the README's scale (first decision of its run)."""
+    return Observation(
+        time=t,
+        prompt_tokens_per_s=58338.0,
+        output_tokens_per_s=937.0,
+        requests_per_s=26.6,
+        attainment=0.999,
+        peak_arrivals=peak_arrivals,
+    )
+
+
+def _run_in_int8(peak_arrivals: float | None) -> list[Decision]:
+    model, spec = default_energy_model(), at_floor(0.97)
+    decision = Decision("int8", 15, PowerSetting(limit_w=450.0), None, "in force")
+    state = initial_state(spec, 0.0, decision)
+    decisions = []
+    for k in range(1, 25):  # 6 minutes at the example's 15-s interval; switchHold is 5 minutes
+        state, d = step(spec, state, _burst_obs(15.0 * k, peak_arrivals), 15.0 * k, model)
+        decisions.append(d)
+    return decisions
+
+
+def test_a_switch_is_judged_on_the_warm_floors_fleet_not_on_the_fluid_plan() -> None:
+    """The fluid plan (2 replicas, cap-bound) makes 2:4 sparse-fp8 only 7.5 % cheaper than int8 (833 vs
+    900 W), under the 10 % switchThreshold; the warm floor runs 11 replicas at the fast tier's 450 W, each
+    decoding about one stream, where sparse-fp8 costs half as much per token: that fleet's saving decides,
+    and after switchHold the fleet moves to sparse-fp8."""
+    with_floor = _run_in_int8(483.0)
+    first = with_floor[0]
+    assert "least power meeting SLOs: sparse-fp8 x2 at clock 1280 MHz = 833 W" in first.reason
+    assert first.variant == "int8" and first.replicas == 11
+    assert "as run: int8 x11 at 450 W/GPU = 4094 W, sparse-fp8 x10 at 450 W/GPU = 2939 W" in first.reason
+    saving = re.search(r"switch to sparse-fp8 saves ([\d.]+)%, pending 0s", first.reason)
+    assert saving is not None and float(saving.group(1)) == pytest.approx(100 * (1 - 2939 / 4094), abs=0.1)
+    switched = [i for i, d in enumerate(with_floor) if d.variant == "sparse-fp8"]
+    assert switched == list(range(20, 24))  # pending from the first tick (15 s), switched 300 s later
+    assert "switched variant int8 -> sparse-fp8" in with_floor[20].reason
+    # Without a burst in the window there is no floor: the fleet that runs is the plan at the fast tier's
+    # setting (450 W for both, not the plan's 1,280 MHz clock), and no switch saves 10 %.
+    without = _run_in_int8(None)
+    assert all(d.variant == "int8" for d in without)
+    assert "< switchThreshold 10%; as run: int8 x2 at 450 W/GPU = 900 W" in without[0].reason

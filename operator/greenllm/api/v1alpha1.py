@@ -129,6 +129,14 @@ class Variant(_Model):
         description="Weight structure: none, or 2:4 structured sparsity (combines with precision). 2:4 "
         "needs quality and qualitySource.",
     )
+    gpu_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="GPUs per replica of this variant (tensor parallel size) when it is not spec.gpu.count, "
+        "e.g. a distilled student on 1 GPU next to its teacher on 2: rendered as the pod's GPU request and "
+        "priced by the energy model for that many GPUs.",
+    )
     image: str = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
@@ -308,6 +316,10 @@ class GreenModelSpec(_Model):
         if self.power.mode is PowerMode.FIXED and self.power.limit_w is None:
             raise ValueError("power.limitW is required when power.mode is Fixed")
         return self
+
+    def gpus_per_replica(self, variant: Variant) -> int:
+        """GPUs per replica of `variant`: its own gpuCount, else spec.gpu.count."""
+        return variant.gpu_count if variant.gpu_count is not None else self.gpu.count
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

@@ -19,8 +19,9 @@ The pieces (this module picks and combines them: `EnergyModel`):
   measured fp8 sweep is used as is when one of comparable size (within 2x) exists for the GPU.
 * Model size: the closest calibrated model (same GPU; 16-bit or 8-bit family; names compared by
   `core.model_names`), scaled to the parameter count (the variant's own model's, else the spec's) and GPU
-  count as a memory-bound step (step time proportional to weight bytes per GPU; `core.derived_profiles`).
-  A size more than 2x beyond the GPU's measured sizes is refused (`ValueError`).
+  count (the variant's gpuCount, else the spec's) as a memory-bound step (step time proportional to
+  weight bytes per GPU; `core.derived_profiles`). A size more than 2x beyond the GPU's measured sizes is
+  refused (`ValueError`).
 * 2:4 sparsity: the vendor's published latency and throughput gains over the dense model (H100, vLLM)
   applied to the decode curve at one stream and at the largest batch (`core.derived_profiles`); prefill
   and power per GPU as dense. Another GPU or int4 is refused unless the variant gives a measured profile.
@@ -295,7 +296,7 @@ class EnergyModel:
 
     def _build_base(self, spec: GreenModelSpec, variant: Variant) -> _ReplicaBase:
         gpu = self.gpu(spec.gpu.type)
-        count = spec.gpu.count
+        count = spec.gpus_per_replica(variant)  # a variant's own gpuCount, else spec.gpu.count
         prefill_power = self._cal.prefill_power_share * gpu.limits.default_w
         if variant.profile is not None:
             prof = variant.profile
@@ -471,7 +472,7 @@ def _index(order: Sequence[str], value: str) -> int:
 def _base_key(spec: GreenModelSpec, variant: Variant) -> tuple[object, ...]:
     return (
         normalize_gpu_name(spec.gpu.type),
-        spec.gpu.count,
+        spec.gpus_per_replica(variant),
         spec.model.name,
         spec.model.params_billions,
         variant.model,

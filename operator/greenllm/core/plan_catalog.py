@@ -49,7 +49,9 @@ def build_catalog(spec: GreenModelSpec, source: PerformanceSource) -> Catalog:
 def _catalog_key(spec: GreenModelSpec) -> tuple[object, ...]:
     """What a source's answers may depend on (PerformanceSource)."""
     gpu, model, slo, power = spec.gpu, spec.model, spec.slo, spec.power
-    variants = tuple((v.name, v.quality, v.precision, v.model, v.sparsity, v.profile) for v in spec.variants)
+    variants = tuple(
+        (v.name, v.quality, v.precision, v.model, v.sparsity, v.gpu_count, v.profile) for v in spec.variants
+    )
     return (gpu.type, gpu.count, model.name, model.params_billions, slo.tpot_p90_ms, slo.min_quality,
             power.mode, power.limit_w, variants)  # fmt: skip
 

@@ -68,7 +68,7 @@ def serving_args(variant: api.Variant, token_budget: int | None) -> list[str]:
 def _pod_template(
     owner_name: str, spec: api.GreenModelSpec, variant: api.Variant, token_budget: int | None = None
 ) -> dict[str, Any]:
-    gpu_count = str(spec.gpu.count)
+    gpu_count = str(spec.gpus_per_replica(variant))  # a variant may run on more or fewer GPUs
     requests = {**variant.resources.requests, spec.gpu.resource_name: gpu_count}
     limits = {**variant.resources.limits, spec.gpu.resource_name: gpu_count}
     container: dict[str, Any] = {

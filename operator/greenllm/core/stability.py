@@ -1,7 +1,9 @@
 """Stability rules: when a better plan is worth acting on. Small pure functions.
 
 Rules:
-- Saving of a change = (power now - power after) / power now, both at the current demand.
+- Saving of a change = (power now - power after) / power now, both at the current demand. For a variant
+  switch, both fleets as the burst rules will run them (core.step.run_candidate: at least each variant's
+  warm floor of replicas, at its fast tier's efficient setting), not as the fluid plan sized them.
 - Variant switch (restarts every pod): only when the saving is at least `scaling.switchThreshold` and
   some switch has been worth it on every tick for `scaling.switchHold` (`gate_switch`). A switch
   goes to the best variant of the tick on which the hold ends. A tick where no switch is worth it

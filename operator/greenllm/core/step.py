@@ -44,7 +44,7 @@ warm floor raised the replicas, NoMetrics without demand.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,6 +54,7 @@ from greenllm.core import budget
 from greenllm.core.burst import (
     MAX_MARGIN,
     MIN_MARGIN,
+    Floor,
     FloorState,
     burst_floor,
     chunked_prefill_rate,
@@ -62,9 +63,10 @@ from greenllm.core.burst import (
     setting_performance,
 )
 from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
+from greenllm.core.fasttier import FastTier
 from greenllm.core.performance import PowerSetting
 from greenllm.core.plan_alternatives import alternatives
-from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS, PerformanceSource
+from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS, Candidate, PerformanceSource
 from greenllm.core.plan_space import PlanSpace
 from greenllm.core.planner import Choice, choose, to_decision
 from greenllm.core.stability import gate_switch, keep_setting, saving, stabilize_replicas
@@ -346,6 +348,54 @@ def step(
     return with_burst_rules(spec, state, planned_state, decision, observation, now, source)
 
 
+@dataclass(frozen=True, slots=True)
+class BurstPlan:
+    """How the burst rules run a variant this tick: its fast tier (None: one setting), its prompt-chunk
+    budget and its warm floor (None when the floor does not apply)."""
+
+    tier: FastTier | None
+    budget_tokens: int
+    floor: Floor | None
+
+
+def burst_plan(
+    spec: GreenModelSpec,
+    floor_state: FloorState,
+    variant: Variant,
+    setting: PowerSetting,
+    budget_met: bool,
+    observation: Observation,
+    now: float,
+    source: PerformanceSource,
+) -> BurstPlan:
+    """The fast tier and the warm floor (core.burst) of `variant` planned at `setting`, from the floor state
+    at the start of the tick. The floor applies only while the budget is met."""
+    settings = source.power_settings(spec.gpu, spec.power)
+    perf = setting_performance(spec, variant, source)
+    budget_tokens = serving_budget(spec, variant, perf)
+    per_prompt, per_output = MEAN_PROMPT_TOKENS, MEAN_OUTPUT_TOKENS
+    rate = observation.requests_per_s
+    if rate is not None and rate > 0 and observation.has_demand:
+        per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
+        per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
+    tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output), budget_tokens)
+    burst_perf = perf.get(tier.burst if tier is not None else setting)
+    floor = None
+    if burst_perf is not None and budget_met:
+        slo_s = spec.slo.tpot_p90_ms / 1000.0
+        floor = burst_floor(
+            spec,
+            floor_state,
+            now,
+            attainment=observation.attainment,
+            peak_arrivals=observation.peak_arrivals,
+            prompt_tokens_per_request=per_prompt,
+            burst_prefill_tokens_per_s=chunked_prefill_rate(burst_perf, budget_tokens, slo_s),
+            hold_s=spec.scaling.scale_down_stabilization.seconds,
+        )
+    return BurstPlan(tier, budget_tokens, floor)
+
+
 def with_burst_rules(
     spec: GreenModelSpec,
     before: LoopState,
@@ -359,37 +409,20 @@ def with_burst_rules(
     variant = _variant(spec, decision.variant)
     if variant is None:
         return state, decision
-    settings = source.power_settings(spec.gpu, spec.power)
-    perf = setting_performance(spec, variant, source)
-    budget_tokens = serving_budget(spec, variant, perf)
-    per_prompt, per_output = MEAN_PROMPT_TOKENS, MEAN_OUTPUT_TOKENS
-    rate = observation.requests_per_s
-    if rate is not None and rate > 0 and observation.has_demand:
-        per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
-        per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
-    tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output), budget_tokens)
-    burst_perf = perf.get(tier.burst if tier is not None else decision.setting)
+    run = burst_plan(
+        spec, before.floor, variant, decision.setting, decision.budget_met, observation, now, source
+    )
+    tier, budget_tokens = run.tier, run.budget_tokens
     floor_state = before.floor
     replicas = decision.replicas
     kind = decision.kind
     notes: list[str] = []
-    if burst_perf is not None and decision.budget_met:
-        slo_s = spec.slo.tpot_p90_ms / 1000.0
-        floor = burst_floor(
-            spec,
-            before.floor,
-            now,
-            attainment=observation.attainment,
-            peak_arrivals=observation.peak_arrivals,
-            prompt_tokens_per_request=per_prompt,
-            burst_prefill_tokens_per_s=chunked_prefill_rate(burst_perf, budget_tokens, slo_s),
-            hold_s=spec.scaling.scale_down_stabilization.seconds,
-        )
-        floor_state = floor.state
-        if floor.replicas > replicas:
-            replicas = floor.replicas
+    if run.floor is not None:
+        floor_state = run.floor.state
+        if run.floor.replicas > replicas:
+            replicas = run.floor.replicas
             kind = ReasonKind.BURST
-            notes.append(floor.note)
+            notes.append(run.floor.note)
     if tier is not None:
         notes.append(
             f"fast tier: {tier.efficient.label()} while fewer than {tier.rule.burst_at_waiting:.0f} requests "
@@ -425,8 +458,8 @@ def plan_step(
     4. Demand (module doc): served rates + the waiting queue (rule 1), at its peak over
        scaling.scaleDownStabilization (rule 2); the capacity floor of the SLO feedback (rule 3).
     5. Plan (planner.choose) under the allowance, then stability (module stability): the variant switch
-       gate, the HPA up-window on replica counts (the down-window acts on demand, step 4), setting
-       hysteresis.
+       gate (on the two fleets as the burst rules will run them: `run_candidate`), the HPA up-window on
+       replica counts (the down-window acts on demand, step 4), setting hysteresis.
     """
     period_s = spec.budget.period.seconds
     intensity = _intensity(spec, state, observation)
@@ -484,8 +517,41 @@ def plan_step(
     if current is None or choice.candidate is None:
         new_state, decision = _plain(base, space, choice, allowed, now, notes, current is None)
     else:
-        new_state, decision = _stabilized(spec, base, space, choice, allowed, now, notes)
+
+        def as_run(c: Candidate) -> Candidate:
+            return run_candidate(spec, state.floor, space, c, allowed, observation, now, source)
+
+        new_state, decision = _stabilized(spec, base, space, choice, allowed, now, notes, as_run)
     return new_state, replace(decision, planned_demand=demand)
+
+
+def run_candidate(
+    spec: GreenModelSpec,
+    floor_state: FloorState,
+    space: PlanSpace,
+    planned: Candidate,
+    allowed: float | None,
+    observation: Observation,
+    now: float,
+    source: PerformanceSource,
+) -> Candidate:
+    """`planned` as the burst rules will run it (`with_burst_rules`): at least its variant's warm floor of
+    replicas, at its fast tier's efficient setting, priced by the same fluid model at that count. The
+    planner sizes a fleet for the demand; when the floor raises it, the energy goes where the floor's
+    replicas each serve a share of the demand at a small batch, so a switch is judged on that fleet."""
+    variant = _variant(spec, planned.variant)
+    if variant is None:
+        return planned
+    met = planned.within(allowed)
+    run = burst_plan(spec, floor_state, variant, planned.setting, met, observation, now, source)
+    setting = run.tier.efficient if run.tier is not None else planned.setting
+    n = planned.replicas
+    if run.floor is not None and run.floor.replicas > n:
+        n = min(run.floor.replicas, spec.replicas.max)
+    if (n, setting) == (planned.replicas, planned.setting):
+        return planned
+    pair = space.find(planned.variant, setting)
+    return planned if pair is None else space.candidate(pair, n)
 
 
 def _finish(
@@ -623,7 +689,10 @@ def _stabilized(
     allowed: float | None,
     now: float,
     notes: list[str],
+    as_run: Callable[[Candidate], Candidate] | None = None,
 ) -> tuple[LoopState, Decision]:
+    """The planner's choice under the stability rules. `as_run` (run_candidate): a configuration as the
+    burst rules will run it; a variant switch is judged on the two fleets as they run."""
     assert state.variant is not None
     scaling = spec.scaling
     threshold = scaling.switch_threshold
@@ -660,17 +729,26 @@ def _stabilized(
                 f"switched variant {state.variant} -> {target.variant} at once: {state.variant} {why}"
             )
         else:
+            # The saving of a switch is the saving of the fleet that will run (warm floor, fast tier),
+            # not of the fluid plan the burst rules then raise.
+            cur_run = cur_best if as_run is None else as_run(cur_best)
+            target_run = target if as_run is None else as_run(target)
             gate = gate_switch(
                 state.variant,
-                cur_best.power_w,
+                cur_run.power_w,
                 target.variant,
-                target.power_w,
+                target_run.power_w,
                 threshold,
                 scaling.switch_hold.seconds,
                 state.pending_since,
                 now,
             )
             stability.append(gate.reason)
+            if (cur_run, target_run) != (cur_best, target):
+                stability.append(
+                    f"as run: {cur_run.label()} = {cur_run.power_w:.0f} W, {target_run.label()} = "
+                    f"{target_run.power_w:.0f} W"
+                )
             pending_variant, pending_since = gate.pending_variant, gate.pending_since
             if not gate.switch:
                 target = cur_best

@@ -133,7 +133,7 @@ def best_static(
     floor_by_variant: dict[str, int] = {}
     for variant, setting, p in pairs:
         lo = floor_by_variant.get(variant, 1)
-        hi = max_replicas
+        hi = min(max_replicas, ev.scenario.max_replicas(variant))  # the GPUs hold fewer of a wider variant
         if best is not None:
             hi = min(hi, math.ceil(best.run.energy_j / (p.idle_power_w * seconds)) - 1)
         if hi < lo:

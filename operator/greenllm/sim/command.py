@@ -369,7 +369,11 @@ def compare(
         spec.slo.attainment,
         tick,
     )
-    max_n = min(spec.replicas.max, scenario.max_replicas)
+
+    def max_n(variant: str) -> int:
+        """replicas.max, or fewer when the cluster's GPUs hold fewer replicas of `variant`."""
+        return min(spec.replicas.max, scenario.max_replicas(variant))
+
     interval_s = spec.scaling.interval.seconds
     settings = source.power_settings(spec.gpu, spec.power)
     request = (
@@ -390,12 +394,12 @@ def compare(
             )
             runs[name], _ = warm.run(policy)
         elif name == "static":
-            found[name] = smallest_count(ev, top, PowerSetting(), 1, max_n, "static")
+            found[name] = smallest_count(ev, top, PowerSetting(), 1, max_n(top), "static")
         elif name == "best-static":
-            found[name] = best_static(ev, spec, perf, settings, request, max_n)
+            found[name] = best_static(ev, spec, perf, settings, request, spec.replicas.max)
         elif name == "hpa":
             runs[name], _ = warm.run(
-                HpaPolicy(spec, top, window_s=parse_duration(args.rate_window), max_replicas=max_n)
+                HpaPolicy(spec, top, window_s=parse_duration(args.rate_window), max_replicas=max_n(top))
             )
         else:
             pairs = frontier(spec, perf, settings, request)
@@ -418,7 +422,7 @@ def compare(
                 budgets[variant.name],
                 interval_s=interval_s,
                 min_replicas=spec.replicas.min,
-                max_replicas=max_n,
+                max_replicas=max_n(variant.name),
                 instant=name == "instant",
             )
     for name, f in found.items():
@@ -604,9 +608,13 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
 
     trace, factor = _scaled(base, args, spec_peak, headroom)
     n_peak = static_replicas(spec_peak(trace), headroom)
-    gpus = args.gpus if args.gpus is not None else max(spec.replicas.max, n_peak) * spec.gpu.count
-    if gpus < spec.gpu.count:
-        raise SimulationError(f"--gpus {gpus} cannot hold one replica of {spec.gpu.count} GPUs")
+    # GPUs per replica differ by variant (variants[].gpuCount): by default the cluster holds the peak of
+    # the widest one, and it must hold one replica of every variant the planner may choose.
+    widths = {v.name: spec.gpus_per_replica(v) for v in spec.variants if v.quality >= spec.slo.min_quality}
+    gpus = args.gpus if args.gpus is not None else max(spec.replicas.max, n_peak) * max(widths.values())
+    for name, width in widths.items():
+        if gpus < width:
+            raise SimulationError(f"--gpus {gpus} cannot hold one replica of variant {name!r} ({width} GPUs)")
     if args.carbon_intensity is not None:
         carbon, carbon_source = args.carbon_intensity, "--carbon-intensity"
     elif spec.metrics.carbon_intensity.grams_per_kwh is not None:

@@ -73,9 +73,13 @@ class Scenario:
         """Enough steps to cover the trace and give its last request its TTFT allowance."""
         return max(1, math.ceil((self.trace.duration_s + self.ttft_slo_s) / self.step_s - 1e-9))
 
-    @property
-    def max_replicas(self) -> int:
-        return self.gpus // self.spec.gpu.count
+    def gpus_per_replica(self) -> dict[str, int]:
+        """GPUs one pod of each variant holds (its gpuCount, else spec.gpu.count)."""
+        return {v.name: self.spec.gpus_per_replica(v) for v in self.spec.variants}
+
+    def max_replicas(self, variant: str) -> int:
+        """The most replicas of `variant` the cluster's GPUs hold."""
+        return self.gpus // self.spec.gpus_per_replica(self.spec.variant(variant))
 
 
 @dataclass
@@ -98,6 +102,7 @@ class PolicyRun:
     quality_weighted_tokens: float = 0.0
     changes: int = 0
     peak_replicas: int = 0  # most pods holding GPUs at once (ready or starting)
+    peak_gpus: int = 0  # most GPUs held at once (each pod its variant's count)
     fast_switches: int = 0
     burst_replica_s: float = 0.0  # replica-seconds at the burst setting (fast tier)
     decisions: list[DecisionLog] = field(default_factory=list)
@@ -155,7 +160,7 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
     reqs = Requests(trace.arrival_s.tolist(), trace.prompt_tokens.tolist(), trace.output_tokens.tolist())
     fleet = Fleet(
         scenario.perf,
-        spec.gpu.count,
+        scenario.gpus_per_replica(),
         scenario.gpus,
         scenario.startup_s,
         scenario.strategy,
@@ -214,7 +219,7 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
         if k == k0 and k0 > 0:
             snapshot = _totals(everyone)
             run.energy_starting_j = 0.0
-            run.changes = run.fast_switches = run.peak_replicas = 0
+            run.changes = run.fast_switches = run.peak_replicas = run.peak_gpus = 0
             run.burst_replica_s = 0.0
             run.decisions = []
         if now + 1e-9 >= next_decision:
@@ -311,7 +316,8 @@ def run_policy(scenario: Scenario, policy: Policy, tick: Callable[[int], None] |
                 tpot_ok += tpot_credit(tpot)
         finish_seen = len(reqs.finish_log)
         ready = len(live)
-        run.peak_replicas = max(run.peak_replicas, fleet.holding_gpus())
+        run.peak_replicas = max(run.peak_replicas, fleet.holding_pods())
+        run.peak_gpus = max(run.peak_gpus, fleet.holding_gpus())
         telemetry.record_step(
             end,
             dt,

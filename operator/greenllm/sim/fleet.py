@@ -1,9 +1,11 @@
 """A simulated fleet: the pods of one GreenModel's Deployment, with start-up delay and a GPU limit.
 
 The model, in full:
-- A pod needs `spec.gpu.count` GPUs. A new pod waits (Pending) until that many GPUs of the cluster's
-  `gpus` are free, then starts; it becomes ready at the first readiness probe after `startup_s` (image
-  pull, container start, model load), probes firing every `probe_period_s` from its start.
+- A pod needs its variant's GPUs (`variants[].gpuCount`, else `spec.gpu.count`). A new pod waits
+  (Pending) until that many GPUs of the cluster's `gpus` are free, then starts (pods are scheduled in
+  creation order; one that does not fit does not hold back a smaller one behind it); it becomes ready
+  at the first readiness probe after `startup_s` (image pull, container start, model load), probes
+  firing every `probe_period_s` from its start.
 - Changing the replica count scales the Deployment: new pods are created, or pods are deleted (Pending
   first, then not-ready, then ready ones, newest first), at once.
 - Changing the variant changes the pod template, so the Deployment rolls: new-variant pods are created up
@@ -93,18 +95,22 @@ class Fleet:
     def __init__(
         self,
         perf: PerfLookup,
-        gpus_per_replica: int,
+        gpus_per_replica: int | Mapping[str, int],
         gpus: int,
         startup_s: float,
         strategy: RolloutStrategy,
         *,
         instant: bool = False,
     ) -> None:
-        if gpus < gpus_per_replica:
-            raise ValueError(f"{gpus} GPUs cannot hold one replica of {gpus_per_replica} GPUs")
+        # One count for every variant, or one per variant (a distilled student may need fewer GPUs).
+        self._per_variant = dict(gpus_per_replica) if isinstance(gpus_per_replica, Mapping) else {}
+        self._default_gpus = gpus_per_replica if isinstance(gpus_per_replica, int) else None
+        # Per variant, one the cluster cannot hold runs no pod (max_pods 0); the simulate command refuses a
+        # cluster too small for any variant above the quality floor.
+        if self._default_gpus is not None and gpus < self._default_gpus:
+            raise ValueError(f"{gpus} GPUs cannot hold one replica of {self._default_gpus} GPUs")
         self._perf = perf
-        self._gpus_per_replica = gpus_per_replica
-        self._max_pods = gpus // gpus_per_replica
+        self._gpus = gpus
         self._startup = startup_s
         self._strategy = strategy
         self._instant = instant
@@ -116,8 +122,27 @@ class Fleet:
     def ready_pods(self, now: float) -> list[Pod]:
         return [p for p in self.pods if p.is_ready(now)]
 
-    def holding_gpus(self) -> int:
+    def gpus_of(self, variant: str) -> int:
+        """GPUs one pod of `variant` holds."""
+        return self._need(variant)
+
+    def max_pods(self, variant: str) -> int:
+        """The most pods of `variant` the cluster's GPUs hold at once."""
+        return self._gpus // self._need(variant)
+
+    def holding_pods(self) -> int:
+        """Pods holding GPUs (started: ready or starting)."""
         return sum(1 for p in self.pods if p.started is not None)
+
+    def holding_gpus(self) -> int:
+        """GPUs held by started pods, each its variant's count."""
+        return sum(self._need(p.variant) for p in self.pods if p.started is not None)
+
+    def _need(self, variant: str) -> int:
+        need = self._per_variant.get(variant, self._default_gpus)
+        if need is None:
+            raise KeyError(f"no GPU count for variant {variant!r}")
+        return need
 
     def starting_power_w(self, now: float) -> float:
         """Pods holding GPUs but not ready yet draw their variant's idle power."""
@@ -130,8 +155,9 @@ class Fleet:
     # -- control ----------------------------------------------------------------------------------------
     def apply(self, target: FleetTarget, now: float) -> None:
         """A policy's new target; takes effect through `reconcile`."""
-        if target.replicas > self._max_pods:
-            target = FleetTarget(target.variant, self._max_pods, target.setting)
+        most = self.max_pods(target.variant)
+        if target.replicas > most:
+            target = FleetTarget(target.variant, most, target.setting, target.fast_tier)
         self.target = target
         self.setting = target.setting
         if self._instant:
@@ -188,20 +214,20 @@ class Fleet:
         self.pods = [p for p in self.pods if id(p) not in doomed]
 
     def _schedule(self, now: float) -> None:
-        free = self._max_pods - self.holding_gpus()
+        free = self._gpus - self.holding_gpus()
         for pod in self.pods:
             if free <= 0:
                 break
-            if pod.started is None:
+            if pod.started is None and self._need(pod.variant) <= free:
                 pod.started = now
                 period = self._strategy.probe_period_s
                 probes = math.ceil(self._startup / period - 1e-9) if period > 0 else 0
                 pod.ready_at = now + (probes * period if period > 0 else self._startup)
-                free -= 1
+                free -= self._need(pod.variant)
 
     def start_ready(self, target: FleetTarget, now: float) -> None:
         """Put the initial fleet in place, already ready (the simulation starts in steady state)."""
         self.apply(target, now)
         if not self._instant:
-            count = min(target.replicas, self._max_pods)
+            count = min(target.replicas, self.max_pods(target.variant))
             self.pods = [Pod(target.variant, now, now, now) for _ in range(count)]

@@ -59,9 +59,10 @@ class PerfTable:
         run as at default power."""
         perf = self.find(variant, setting) or self.find(variant, PowerSetting())
         if perf is None:
+            gpus = self.spec.gpus_per_replica(self.spec.variant(variant))
             raise SimulationError(
                 f"the energy model has no profile for variant {variant!r} of {self.spec.model.name} on "
-                f"{self.spec.gpu.type} (x{self.spec.gpu.count}) within the TPOT SLO"
+                f"{self.spec.gpu.type} (x{gpus}) within the TPOT SLO"
             )
         return perf
 

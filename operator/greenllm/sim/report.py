@@ -39,6 +39,7 @@ class Summary:
     mean_power_w: float
     fast_switches: int = 0
     burst_share: float = 0.0  # share of ready replica-seconds at the burst setting
+    peak_gpus: int = 0  # most GPUs held at once (a variant's gpuCount per pod)
     energy_split_kwh: dict[str, float] = field(default_factory=dict)
     # Share of the replica-seconds the policy asked for, per variant: which variants it ran, and how much.
     variant_share: dict[str, float] = field(default_factory=dict)
@@ -116,6 +117,7 @@ def summarize(run: PolicyRun, carbon_g_per_kwh: float, ttft_slo_s: float, tpot_s
         mean_power_w=run.energy_j / seconds if seconds > 0 else 0.0,
         fast_switches=run.fast_switches,
         burst_share=run.burst_replica_s / ready_s if ready_s > 0 else 0.0,
+        peak_gpus=run.peak_gpus,
         energy_split_kwh={
             "warm_idle": run.energy_idle_j / J_PER_KWH,
             "starting": run.energy_starting_j / J_PER_KWH,
