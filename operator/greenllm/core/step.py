@@ -49,20 +49,22 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from greenllm.api.controller_state import ControllerState
-from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
+from greenllm.api.v1alpha1 import GreenModelSpec, OnExhausted, PowerMode, Variant
 from greenllm.core import budget
 from greenllm.core.burst import (
     MAX_MARGIN,
     MIN_MARGIN,
+    Floor,
     FloorState,
     burst_floor,
     chunked_prefill_rate,
     fast_tier_for,
+    power_cap_fit,
     serving_budget,
     setting_performance,
 )
 from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
-from greenllm.core.performance import PowerSetting
+from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.plan_alternatives import alternatives
 from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS, PerformanceSource
 from greenllm.core.plan_space import PlanSpace
@@ -368,47 +370,123 @@ def with_burst_rules(
         per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
         per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
     tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output), budget_tokens)
-    burst_perf = perf.get(tier.burst if tier is not None else decision.setting)
+    burst_setting = tier.burst if tier is not None else decision.setting
+    burst_perf = perf.get(burst_setting)
     floor_state = before.floor
     replicas = decision.replicas
     kind = decision.kind
+    met = decision.budget_met
     notes: list[str] = []
-    if burst_perf is not None and decision.budget_met:
-        slo_s = spec.slo.tpot_p90_ms / 1000.0
-        floor = burst_floor(
+    slo_s = spec.slo.tpot_p90_ms / 1000.0
+    cap_w = spec.budget.power_w
+    # The warm floor stays off while a budget cannot pay for the SLOs, except when that budget is powerW:
+    # the cap below prices the floor's replicas at their worst case, so a floor within it is always paid for
+    # (without it a binding cap flips the floor off and on, starting and deleting pods: docs/energy-model.md).
+    # onExhausted Hold keeps the configuration in force as it is, over the budget or not (planner doc).
+    held = not decision.budget_met and spec.budget.on_exhausted is OnExhausted.HOLD
+    capped = (
+        cap_w is not None
+        and not held
+        and state.allowed_power_w is not None
+        and state.allowed_power_w >= cap_w
+    )
+    floor: Floor | None = None
+
+    def warm_floor(perf_b: ReplicaPerformance, may_raise: bool) -> Floor:
+        return burst_floor(
             spec,
             before.floor,
             now,
             attainment=observation.attainment,
             peak_arrivals=observation.peak_arrivals,
             prompt_tokens_per_request=per_prompt,
-            burst_prefill_tokens_per_s=chunked_prefill_rate(burst_perf, budget_tokens, slo_s),
+            burst_prefill_tokens_per_s=chunked_prefill_rate(perf_b, budget_tokens, slo_s),
             hold_s=spec.scaling.scale_down_stabilization.seconds,
+            may_raise=may_raise,
         )
+
+    if burst_perf is not None and (decision.budget_met or capped):
+        floor = warm_floor(burst_perf, True)
         floor_state = floor.state
         if floor.replicas > replicas:
             replicas = floor.replicas
             kind = ReasonKind.BURST
             notes.append(floor.note)
+    elif burst_perf is not None and observation.attainment is not None:
+        # No floor while the budget cannot pay for the SLOs: the misses of this time are the budget's, so
+        # the error budget must not read them later as a floor still short (it would raise the margin).
+        floor_state = replace(floor_state, last_attainment=observation.attainment)
+    setting = tier.efficient if tier is not None else decision.setting
+    expected = decision.expected_power_w
+    if cap_w is not None and not held:
+        # budget.powerW caps what the fleet can draw at once: every GPU at its burst setting's peak.
+
+        def prefill_rate(p: ReplicaPerformance) -> float:
+            return chunked_prefill_rate(p, budget_tokens, slo_s)
+
+        fit = power_cap_fit(
+            cap_w,
+            decision.replicas,
+            replicas,
+            setting,
+            burst_setting,
+            perf,
+            lambda p: 0 if floor is None else floor.at_rate(prefill_rate(p), spec.replicas.max),
+            prefill_rate,
+            spec.replicas.min,
+        )
+        if fit.setting != setting or fit.replicas < decision.replicas:
+            expected = _expected_power(decision, perf.get(fit.setting), fit.replicas)
+        replicas, setting = fit.replicas, fit.setting
+        if tier is not None:
+            tier = None if fit.burst == fit.setting else replace(tier, efficient=fit.setting, burst=fit.burst)
+        if fit.note:
+            notes.append(fit.note)
+        if fit.lost:
+            met, kind = False, ReasonKind.BUDGET_BINDS
+            if floor is not None and burst_perf is not None and floor.state.margin > before.floor.margin:
+                # Misses while the cap cuts the floor are the budget's, not a floor margin too small.
+                kept = warm_floor(burst_perf, False)
+                floor_state = kept.state
+                notes = [kept.note if n == floor.note else n for n in notes]
+        elif replicas <= decision.replicas and kind is ReasonKind.BURST:
+            kind = decision.kind
     if tier is not None:
         notes.append(
             f"fast tier: {tier.efficient.label()} while fewer than {tier.rule.burst_at_waiting:.0f} requests "
             f"wait on a pod, {tier.burst.label()} from then on"
         )
-    setting = tier.efficient if tier is not None else decision.setting
     new = replace(
         decision,
         replicas=replicas,
         setting=setting,
+        expected_power_w=expected,
+        budget_met=met,
         fast_tier=tier,
         token_budget=budget_tokens,
         reason=_join(decision.reason, *notes),
         kind=kind,
     )
-    new_state = replace(state, replicas=replicas, setting=setting, floor=floor_state)
+    new_state = replace(
+        state,
+        replicas=replicas,
+        setting=setting,
+        floor=floor_state,
+        budget_met=met,
+        expected_power_w=expected,
+    )
     if replicas > state.replicas:
         new_state = replace(new_state, last_scale_up=now)
     return new_state, new
+
+
+def _expected_power(decision: Decision, perf: ReplicaPerformance | None, replicas: int) -> float | None:
+    """The planner's expected power (fluid model) of `replicas` at `perf` for the planned demand."""
+    demand = decision.planned_demand
+    if perf is None or demand is None or replicas <= 0:
+        return decision.expected_power_w
+    share = (demand.prompt_tokens_per_s / replicas, demand.output_tokens_per_s / replicas)
+    return replicas * perf.power_w(*share)
 
 
 def plan_step(
