@@ -16,6 +16,9 @@ margin rises at once by the overspent share of the budget times `scaling.headroo
 `scaling.scaleDownStabilization`); while at most half the budget is spent it falls back one headroom step
 per `scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
 the TTFT SLO, the headroom and the hold are the spec's, the prefill rate is the energy model's.
+
+`budget.powerW` caps the worst case of these rules (`power_cap_fit`): every replica, the floor's included,
+at the burst setting's peak power (`peak_power_w`) must fit it (docs/energy-model.md, section 11).
 """
 
 from __future__ import annotations

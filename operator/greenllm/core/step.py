@@ -38,7 +38,8 @@ docs/energy-model.md, section 11):
 Every decision carries its reason kind (`Decision.kind`, api.ReasonKind), set next to its reason: the
 planner's (core.planner) unless a later rule decided: Hold when a stability rule changed what the planner
 chose, QualityFloor when the variant in force left at once for being below slo.minQuality, Burst when the
-warm floor raised the replicas, NoMetrics without demand.
+warm floor raised the replicas, BudgetBinds when budget.powerW cut what the SLOs asked for (the warm
+floor, or the planned capacity: core.burst.power_cap_fit), NoMetrics without demand.
 """
 
 from __future__ import annotations
@@ -357,7 +358,8 @@ def with_burst_rules(
     now: float,
     source: PerformanceSource,
 ) -> tuple[LoopState, Decision]:
-    """Raise the replicas to the warm floor (core.burst) and publish the efficient / burst settings."""
+    """Raise the replicas to the warm floor (core.burst) and publish the efficient / burst settings, all
+    within budget.powerW at their worst case: replicas x the burst setting's peak power (power_cap_fit)."""
     variant = _variant(spec, decision.variant)
     if variant is None:
         return state, decision
