@@ -276,3 +276,11 @@ def test_an_energy_budget_that_binds_skips_the_floor_and_forgets_its_misses(sour
     assert state.floor.last_attainment == 0.97  # not read later as a floor still falling short
     assert state.floor.margin == 1.0
     assert not math.isnan(d.expected_power_w or 0.0)
+
+
+def test_on_exhausted_hold_keeps_the_configuration_in_force_as_it_is(source: EnergyModel) -> None:
+    spec = example(powerW=1000.0, onExhausted="Hold")
+    busy = replace(burst_obs(15.0), prompt_tokens_per_s=180_000.0, output_tokens_per_s=3000.0)
+    _, d = step(spec, in_force(spec, replicas=4), busy, 15.0, source)
+    assert (d.replicas, d.setting, d.budget_met, d.kind) == (4, CAP_450, False, ReasonKind.BUDGET_BINDS)
+    assert "onExhausted Hold" in d.reason and "caps what the GPUs" not in d.reason

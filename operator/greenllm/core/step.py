@@ -385,7 +385,11 @@ def with_burst_rules(
     # the cap below prices the floor's replicas at their worst case, so a floor within it is always paid for
     # (without it a binding cap flips the floor off and on, starting and deleting pods: docs/energy-model.md).
     # onExhausted Hold keeps the configuration in force as it is, over the budget or not (planner doc).
-    held = not decision.budget_met and spec.budget.on_exhausted is OnExhausted.HOLD
+    held = (
+        not decision.budget_met
+        and decision.kind is ReasonKind.BUDGET_BINDS
+        and spec.budget.on_exhausted is OnExhausted.HOLD
+    )
     capped = (
         cap_w is not None
         and not held
@@ -445,7 +449,10 @@ def with_burst_rules(
         if fit.note:
             notes.append(fit.note)
         if fit.lost:
-            met, kind = False, ReasonKind.BUDGET_BINDS
+            met = False
+            # A move off a variant below the quality floor says why the variant changed; else the budget.
+            if kind is not ReasonKind.QUALITY_FLOOR:
+                kind = ReasonKind.BUDGET_BINDS
             if floor is not None and burst_perf is not None and floor.state.margin > before.floor.margin:
                 # Misses while the cap cuts the floor are the budget's, not a floor margin too small.
                 kept = warm_floor(burst_perf, False)
