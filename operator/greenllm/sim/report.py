@@ -180,7 +180,9 @@ def peak_power_lines(summaries: Mapping[str, Summary], power_budget_w: float | N
         for name, s in summaries.items()
     ]
     lines = textwrap.wrap(
-        "peak fleet power, W (highest mean over 1 s / 15 s / 1 min): " + "; ".join(parts), 96
+        "peak fleet power, W (highest mean over 1 s / 15 s / 1 min): " + "; ".join(parts),
+        96,
+        break_on_hyphens=False,
     )
     if power_budget_w is not None and power_budget_w > 0:
         over = [
@@ -188,7 +190,10 @@ def peak_power_lines(summaries: Mapping[str, Summary], power_budget_w: float | N
             for name, s in summaries.items()
         ]
         lines += textwrap.wrap(
-            f"against budget.powerW {power_budget_w:.0f} W (1 s / 1 min peak): " + "; ".join(over), 96
+            f"against budget.powerW {power_budget_w:.0f} W (1 s / 1 min peak; only greenllm is held to it): "
+            + "; ".join(over),
+            96,
+            break_on_hyphens=False,
         )
     return lines
 
