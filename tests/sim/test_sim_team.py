@@ -160,10 +160,11 @@ def test_a_tight_budget_is_divided_within_the_allowance_every_interval(tight: di
     assert b["intervals"] >= 15
     assert b["intervals_over_allowance"] == 0
     assert b["allowance_w_max"] == 900
-    # The member with three times the load gets more than the fixed split's half throughout, the other
-    # less: the budget goes where the demand is.
-    assert b["allocation_w_range"]["default/chat"][0] > 450
-    assert b["allocation_w_range"]["default/code"][1] < 450
+    # The member with three times the load never gets less than the fixed split's half and at times more,
+    # the other never more and at times less: the budget goes where the demand is.
+    chat, code = b["allocation_w_range"]["default/chat"], b["allocation_w_range"]["default/code"]
+    assert chat[0] >= 450 and chat[1] > 450
+    assert code[1] <= 450 and code[0] < 450
     assert set(tight["team"]) == {"shared", "split", "shared-same-energy"}
     for arm in tight["team"].values():
         assert arm["requests"] == sum(m["requests"] for m in tight["members"].values())

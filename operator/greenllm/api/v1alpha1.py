@@ -201,7 +201,13 @@ class Replicas(_Model):
 
 
 class Budget(_Model):
-    power_w: float | None = Field(default=None, gt=0, description="Average power cap, all replicas, W.")
+    power_w: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on the power all the replicas' GPUs can draw at once, W: the replicas (warm floor "
+        "included) times one replica's peak power at the fast tier's burst setting stay within it, so "
+        "power averaged over any window does too (README, budget.powerW). For an average, use energyKwh.",
+    )
     energy_kwh: float | None = Field(default=None, gt=0, description="Energy per period, kWh.")
     carbon_grams: float | None = Field(default=None, gt=0, description="Carbon per period, gCO2.")
     period: Period = Field(

@@ -16,12 +16,15 @@ margin rises at once by the overspent share of the budget times `scaling.headroo
 `scaling.scaleDownStabilization`); while at most half the budget is spent it falls back one headroom step
 per `scaling.scaleDownStabilization`. No constant of this rule comes from a trace: the window, the target,
 the TTFT SLO, the headroom and the hold are the spec's, the prefill rate is the energy model's.
+
+`budget.powerW` caps the worst case of these rules (`power_cap_fit`): every replica, the floor's included,
+at the burst setting's peak power (`peak_power_w`) must fit it (docs/energy-model.md, section 11).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
@@ -239,6 +242,17 @@ class Floor:
     replicas: int
     state: FloorState
     note: str
+    # The burst's prompt tokens times the margin, and the TTFT SLO (s) they must be prefilled within: the
+    # floor at another burst setting is ceil(prompt_tokens / (its chunked prefill rate x ttft_s)).
+    prompt_tokens: float = 0.0
+    ttft_s: float = 0.0
+
+    def at_rate(self, burst_prefill_tokens_per_s: float, max_replicas: int) -> int:
+        """The floor if the burst setting prefilled at this rate (`power_cap_fit` lowers the setting)."""
+        if self.prompt_tokens <= 0.0 or burst_prefill_tokens_per_s <= 0.0 or self.ttft_s <= 0.0:
+            return 0
+        need = math.ceil(self.prompt_tokens / (burst_prefill_tokens_per_s * self.ttft_s) - 1e-9)
+        return min(need, max_replicas)
 
 
 def burst_floor(
@@ -251,8 +265,11 @@ def burst_floor(
     prompt_tokens_per_request: float,
     burst_prefill_tokens_per_s: float,
     hold_s: float,
+    may_raise: bool = True,
 ) -> Floor:
-    """The warm floor for this tick and the new error-budget state (module doc)."""
+    """The warm floor for this tick and the new error-budget state (module doc). `may_raise` False keeps
+    the margin from rising (the decision step's: misses while `budget.powerW` cuts the floor are the
+    budget's)."""
     target = spec.slo.attainment
     margin = state.margin
     raised, lowered = state.raised_at, state.lowered_at
@@ -269,7 +286,7 @@ def burst_floor(
     # Misses while a larger floor is still coming up (its pods start within a hold) say nothing about the
     # margin: the floor itself is the answer to them.
     settled = state.floor_grew_at is None or now - state.floor_grew_at >= hold_s
-    if attainment is not None and attainment < target and burning and settled:
+    if attainment is not None and attainment < target and burning and settled and may_raise:
         overspent = (target - attainment) / budget
         if raised is None or now - raised >= hold_s:
             margin = min(margin * (1.0 + min(overspent, 1.0) * spec.scaling.headroom), MAX_MARGIN)
@@ -282,10 +299,12 @@ def burst_floor(
             lowered = now
             why.append(f"attainment {attainment:.2%} spends under half the error budget: margin {margin:.2f}")
     replicas = 0
+    ttft_s = spec.slo.ttft_p90_ms / 1000.0
+    tokens = 0.0
     if peak_arrivals is not None and peak_arrivals > 0 and burst_prefill_tokens_per_s > 0:
-        ttft_s = spec.slo.ttft_p90_ms / 1000.0
         work = peak_arrivals * size
-        replicas = math.ceil(margin * work / (burst_prefill_tokens_per_s * ttft_s) - 1e-9)
+        tokens = margin * work
+        replicas = math.ceil(tokens / (burst_prefill_tokens_per_s * ttft_s) - 1e-9)
         why.append(
             f"warm floor {replicas}: {peak_arrivals:.0f} requests arrived within a second at most in "
             f"{spec.slo.attainment_window} (x{margin:.2f} margin, {size:.0f} prompt "
@@ -295,4 +314,113 @@ def burst_floor(
     last = attainment if attainment is not None else state.last_attainment
     grew = now if replicas > state.floor else state.floor_grew_at
     new_state = FloorState(margin, raised, lowered, last, size, now, replicas, grew)
-    return Floor(replicas, new_state, "; ".join(why))
+    return Floor(replicas, new_state, "; ".join(why), tokens, ttft_s)
+
+
+def peak_power_w(perf: ReplicaPerformance) -> float:
+    """The most one replica (all its GPUs) draws at this setting, by the energy model: the largest of its
+    prefill power and every point of its decode and batch curves. A replica's power is a mix of these
+    (prefill share, decode at its batch, idle), and a pod that is starting draws its idle power, so no
+    replica at this setting draws more."""
+    return max(
+        perf.prefill_power_w,
+        *(w for _, w in perf.decode_curve),
+        *(w for _, _, w in perf.batch_curve),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CapFit:
+    """The burst rules within `budget.powerW` (`power_cap_fit`)."""
+
+    replicas: int  # the planned replicas and the warm floor, within the cap
+    setting: PowerSetting  # every GPU's setting while its pod has no queue (the efficient one)
+    burst: PowerSetting  # the setting a pod with a queue switches to (== setting: no fast tier)
+    peak_w: float  # replicas x the burst setting's peak power: the most the fleet can draw
+    lost: bool  # the cap cut capacity the SLOs asked for (warm floor, or the planned configuration)
+    note: str  # what the cap changed; empty when it changed nothing
+
+
+def power_cap_fit(
+    cap_w: float,
+    planned: int,
+    wanted: int,
+    efficient: PowerSetting,
+    burst: PowerSetting,
+    perf: Mapping[PowerSetting, ReplicaPerformance],
+    floor_at: Callable[[ReplicaPerformance], int],
+    burst_rate: Callable[[ReplicaPerformance], float],
+    min_replicas: int = 1,
+) -> CapFit:
+    """The replicas and the two fast-tier settings whose worst case fits the power cap `cap_w`:
+    replicas x the burst setting's `peak_power_w` <= cap_w (every GPU queued at once; a pod still starting
+    draws less). `planned` replicas are the planner's, `wanted` >= planned with the warm floor sized at
+    `burst`; `floor_at(perf)` is the floor at another burst setting, `burst_rate(perf)` its chunked prefill
+    rate (what the floor is sized in).
+
+    The floor and the burst setting serve the same thing, the prefill of a burst within the TTFT SLO, in
+    the same unit (replicas x burst prefill rate), so the cap is spent on them by that unit, not by a
+    fixed order: the burst settings are tried from the most capacity down (those with at least the
+    efficient setting's prefill rate; the efficient one itself means no fast tier), each with the floor
+    re-sized for it and cut to what the cap pays for. The first that keeps the whole floor wins (the burst
+    setting is lowered only as far as the cap forces, and a floor that fits is never cut); when none does,
+    the one with the most burst prefill capacity (ties: the higher setting), and `lost` says the floor
+    was cut. Only when the planned replicas alone break the cap at the efficient setting are they touched:
+    the most prefill capacity (replicas x prompt rate) the cap pays for with at most `planned` replicas,
+    every GPU at one setting (never below `min_replicas`: then over the cap, and the note says so), and
+    `lost` is set."""
+    fits: list[tuple[float, PowerSetting, int, bool]] = []  # (capacity, burst, replicas, whole floor)
+    base = perf.get(efficient)
+    if base is not None:
+        options = [s for s in perf if perf[s].prompt_tokens_per_s >= base.prompt_tokens_per_s * (1.0 - 1e-9)]
+        options.sort(key=lambda s: (s != burst, -burst_rate(perf[s]), s != efficient))
+        for b in options:
+            p = perf[b]
+            room = math.floor(cap_w / peak_power_w(p) + 1e-9)
+            if room < planned:
+                continue
+            want = wanted if b == burst else max(planned, floor_at(p))
+            n = min(want, room)
+            fits.append((n * burst_rate(p), b, n, n == want))
+    whole = [f for f in fits if f[3]]
+    if whole or fits:
+        # The first that keeps its whole floor, else the most capacity (max keeps the first of equals).
+        _, b, n, kept = whole[0] if whole else max(fits, key=lambda f: f[0])
+        peak = n * peak_power_w(perf[b])
+        changed = []
+        if b != burst:
+            changed.append(f"burst setting lowered from {burst.label()} to {b.label()}")
+        if not kept:
+            changed.append(f"warm floor cut to {n} replicas")
+        note = ""
+        if changed:
+            note = (
+                f"power budget {cap_w:.0f} W caps what the GPUs can draw at once: {' and '.join(changed)} "
+                f"({n} x {peak_power_w(perf[b]):.0f} W peak = {peak:.0f} W)"
+            )
+        return CapFit(n, efficient, b, peak, not kept, note)
+    # The planned replicas break the cap at their own setting: the most prefill capacity the cap pays for,
+    # every GPU at one setting (no fast tier) and at most the planned replicas (ties: more replicas).
+    if not perf:
+        return CapFit(planned, efficient, efficient, math.nan, True, "")
+    best: tuple[float, int, PowerSetting] | None = None
+    for s in perf:
+        n = min(planned, math.floor(cap_w / peak_power_w(perf[s]) + 1e-9))
+        if n >= max(min_replicas, 1):
+            capacity = n * perf[s].prompt_tokens_per_s
+            if best is None or (capacity, n) > (best[0], best[1]):
+                best = (capacity, n, s)
+    over = ""
+    if best is None:  # not even replicas.min fits: the least-power setting at replicas.min, over the cap
+        least = min(perf, key=lambda s: peak_power_w(perf[s]))
+        n = max(min_replicas, 1)
+        best = (n * perf[least].prompt_tokens_per_s, n, least)
+        over = f", over it: replicas.min is {n}"
+    _, n, s = best
+    peak = n * peak_power_w(perf[s])
+    note = (
+        f"power budget {cap_w:.0f} W caps what the GPUs can draw at once: {planned} x {efficient.label()} "
+        f"could draw more, {n} x {s.label()} and no fast tier ({n} x {peak_power_w(perf[s]):.0f} W peak = "
+        f"{peak:.0f} W{over})"
+    )
+    return CapFit(n, s, s, peak, True, note)

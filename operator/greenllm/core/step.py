@@ -38,7 +38,8 @@ docs/energy-model.md, section 11):
 Every decision carries its reason kind (`Decision.kind`, api.ReasonKind), set next to its reason: the
 planner's (core.planner) unless a later rule decided: Hold when a stability rule changed what the planner
 chose, QualityFloor when the variant in force left at once for being below slo.minQuality, Burst when the
-warm floor raised the replicas, NoMetrics without demand.
+warm floor raised the replicas, BudgetBinds when budget.powerW cut what the SLOs asked for (the warm
+floor, or the planned capacity: core.burst.power_cap_fit), NoMetrics without demand.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from greenllm.api.controller_state import ControllerState
-from greenllm.api.v1alpha1 import GreenModelSpec, PowerMode, Variant
+from greenllm.api.v1alpha1 import GreenModelSpec, OnExhausted, PowerMode, Variant
 from greenllm.core import budget
 from greenllm.core.burst import (
     MAX_MARGIN,
@@ -59,12 +60,13 @@ from greenllm.core.burst import (
     burst_floor,
     chunked_prefill_rate,
     fast_tier_for,
+    power_cap_fit,
     serving_budget,
     setting_performance,
 )
 from greenllm.core.decision import Decision, Demand, Observation, ReasonKind
 from greenllm.core.fasttier import FastTier
-from greenllm.core.performance import PowerSetting
+from greenllm.core.performance import PowerSetting, ReplicaPerformance
 from greenllm.core.plan_alternatives import alternatives
 from greenllm.core.plan_rules import MEAN_PROMPT_TOKENS, Candidate, PerformanceSource
 from greenllm.core.plan_space import PlanSpace
@@ -351,11 +353,19 @@ def step(
 @dataclass(frozen=True, slots=True)
 class BurstPlan:
     """How the burst rules run a variant this tick: its fast tier (None: one setting), its prompt-chunk
-    budget and its warm floor (None when the floor does not apply)."""
+    budget, its warm floor (None when the floor does not apply), the variant's performance at each power
+    setting, the burst setting (the planned one without a fast tier) and the prompt tokens of a request."""
 
     tier: FastTier | None
     budget_tokens: int
     floor: Floor | None
+    perf: Mapping[PowerSetting, ReplicaPerformance]
+    burst_setting: PowerSetting
+    prompt_per_request: float
+
+    @property
+    def burst_perf(self) -> ReplicaPerformance | None:
+        return self.perf.get(self.burst_setting)
 
 
 def burst_plan(
@@ -363,13 +373,13 @@ def burst_plan(
     floor_state: FloorState,
     variant: Variant,
     setting: PowerSetting,
-    budget_met: bool,
+    floor_applies: bool,
     observation: Observation,
     now: float,
     source: PerformanceSource,
 ) -> BurstPlan:
     """The fast tier and the warm floor (core.burst) of `variant` planned at `setting`, from the floor state
-    at the start of the tick. The floor applies only while the budget is met."""
+    at the start of the tick. The floor applies only when `floor_applies` (the budget pays for it)."""
     settings = source.power_settings(spec.gpu, spec.power)
     perf = setting_performance(spec, variant, source)
     budget_tokens = serving_budget(spec, variant, perf)
@@ -379,21 +389,39 @@ def burst_plan(
         per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
         per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
     tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output), budget_tokens)
-    burst_perf = perf.get(tier.burst if tier is not None else setting)
+    burst_setting = tier.burst if tier is not None else setting
+    burst_perf = perf.get(burst_setting)
     floor = None
-    if burst_perf is not None and budget_met:
-        slo_s = spec.slo.tpot_p90_ms / 1000.0
-        floor = burst_floor(
-            spec,
-            floor_state,
-            now,
-            attainment=observation.attainment,
-            peak_arrivals=observation.peak_arrivals,
-            prompt_tokens_per_request=per_prompt,
-            burst_prefill_tokens_per_s=chunked_prefill_rate(burst_perf, budget_tokens, slo_s),
-            hold_s=spec.scaling.scale_down_stabilization.seconds,
-        )
-    return BurstPlan(tier, budget_tokens, floor)
+    if burst_perf is not None and floor_applies:
+        floor = warm_floor(spec, floor_state, now, observation, per_prompt, burst_perf, budget_tokens)
+    return BurstPlan(tier, budget_tokens, floor, perf, burst_setting, per_prompt)
+
+
+def warm_floor(
+    spec: GreenModelSpec,
+    floor_state: FloorState,
+    now: float,
+    observation: Observation,
+    prompt_per_request: float,
+    burst_perf: ReplicaPerformance,
+    budget_tokens: int,
+    may_raise: bool = True,
+) -> Floor:
+    """core.burst.burst_floor for a variant at its burst setting (`may_raise` False: the margin may not
+    grow this tick)."""
+    return burst_floor(
+        spec,
+        floor_state,
+        now,
+        attainment=observation.attainment,
+        peak_arrivals=observation.peak_arrivals,
+        prompt_tokens_per_request=prompt_per_request,
+        burst_prefill_tokens_per_s=chunked_prefill_rate(
+            burst_perf, budget_tokens, spec.slo.tpot_p90_ms / 1000.0
+        ),
+        hold_s=spec.scaling.scale_down_stabilization.seconds,
+        may_raise=may_raise,
+    )
 
 
 def with_burst_rules(
@@ -405,43 +433,137 @@ def with_burst_rules(
     now: float,
     source: PerformanceSource,
 ) -> tuple[LoopState, Decision]:
-    """Raise the replicas to the warm floor (core.burst) and publish the efficient / burst settings."""
+    """Raise the replicas to the warm floor (core.burst) and publish the efficient / burst settings, all
+    within budget.powerW at their worst case: replicas x the burst setting's peak power (power_cap_fit)."""
     variant = _variant(spec, decision.variant)
     if variant is None:
         return state, decision
-    run = burst_plan(
-        spec, before.floor, variant, decision.setting, decision.budget_met, observation, now, source
+    cap_w = spec.budget.power_w
+    # The warm floor stays off while a budget cannot pay for the SLOs, except when that budget is powerW:
+    # the cap below prices the floor's replicas at their worst case, so a floor within it is always paid for
+    # (without it a binding cap flips the floor off and on, starting and deleting pods: docs/energy-model.md).
+    # onExhausted Hold keeps the configuration in force as it is, over the budget or not (planner doc).
+    held = (
+        not decision.budget_met
+        and decision.kind is ReasonKind.BUDGET_BINDS
+        and spec.budget.on_exhausted is OnExhausted.HOLD
     )
-    tier, budget_tokens = run.tier, run.budget_tokens
+    capped = (
+        cap_w is not None
+        and not held
+        and state.allowed_power_w is not None
+        and state.allowed_power_w >= cap_w
+    )
+    run = burst_plan(
+        spec, before.floor, variant, decision.setting, decision.budget_met or capped, observation, now, source
+    )
+    tier, budget_tokens, perf, burst_setting, burst_perf = (
+        run.tier,
+        run.budget_tokens,
+        run.perf,
+        run.burst_setting,
+        run.burst_perf,
+    )
     floor_state = before.floor
     replicas = decision.replicas
     kind = decision.kind
+    met = decision.budget_met
     notes: list[str] = []
-    if run.floor is not None:
-        floor_state = run.floor.state
-        if run.floor.replicas > replicas:
-            replicas = run.floor.replicas
+    slo_s = spec.slo.tpot_p90_ms / 1000.0
+    floor = run.floor
+    if floor is not None:
+        floor_state = floor.state
+        if floor.replicas > replicas:
+            replicas = floor.replicas
             kind = ReasonKind.BURST
-            notes.append(run.floor.note)
+            notes.append(floor.note)
+    elif burst_perf is not None and observation.attainment is not None:
+        # No floor while the budget cannot pay for the SLOs: the misses of this time are the budget's, so
+        # the error budget must not read them later as a floor still short (it would raise the margin).
+        floor_state = replace(floor_state, last_attainment=observation.attainment)
+    setting = tier.efficient if tier is not None else decision.setting
+    expected = decision.expected_power_w
+    if cap_w is not None and not held:
+        # budget.powerW caps what the fleet can draw at once: every GPU at its burst setting's peak.
+
+        def prefill_rate(p: ReplicaPerformance) -> float:
+            return chunked_prefill_rate(p, budget_tokens, slo_s)
+
+        fit = power_cap_fit(
+            cap_w,
+            decision.replicas,
+            replicas,
+            setting,
+            burst_setting,
+            perf,
+            lambda p: 0 if floor is None else floor.at_rate(prefill_rate(p), spec.replicas.max),
+            prefill_rate,
+            spec.replicas.min,
+        )
+        if fit.setting != setting or fit.replicas < decision.replicas:
+            expected = _expected_power(decision, perf.get(fit.setting), fit.replicas)
+        replicas, setting = fit.replicas, fit.setting
+        if tier is not None:
+            tier = None if fit.burst == fit.setting else replace(tier, efficient=fit.setting, burst=fit.burst)
+        if fit.note:
+            notes.append(fit.note)
+        if fit.lost:
+            met = False
+            # A move off a variant below the quality floor says why the variant changed; else the budget.
+            if kind is not ReasonKind.QUALITY_FLOOR:
+                kind = ReasonKind.BUDGET_BINDS
+            if floor is not None and burst_perf is not None and floor.state.margin > before.floor.margin:
+                # Misses while the cap cuts the floor are the budget's, not a floor margin too small.
+                kept = warm_floor(
+                    spec,
+                    before.floor,
+                    now,
+                    observation,
+                    run.prompt_per_request,
+                    burst_perf,
+                    budget_tokens,
+                    False,
+                )
+                floor_state = kept.state
+                notes = [kept.note if n == floor.note else n for n in notes]
+        elif replicas <= decision.replicas and kind is ReasonKind.BURST:
+            kind = decision.kind
     if tier is not None:
         notes.append(
             f"fast tier: {tier.efficient.label()} while fewer than {tier.rule.burst_at_waiting:.0f} requests "
             f"wait on a pod, {tier.burst.label()} from then on"
         )
-    setting = tier.efficient if tier is not None else decision.setting
     new = replace(
         decision,
         replicas=replicas,
         setting=setting,
+        expected_power_w=expected,
+        budget_met=met,
         fast_tier=tier,
         token_budget=budget_tokens,
         reason=_join(decision.reason, *notes),
         kind=kind,
     )
-    new_state = replace(state, replicas=replicas, setting=setting, floor=floor_state)
+    new_state = replace(
+        state,
+        replicas=replicas,
+        setting=setting,
+        floor=floor_state,
+        budget_met=met,
+        expected_power_w=expected,
+    )
     if replicas > state.replicas:
         new_state = replace(new_state, last_scale_up=now)
     return new_state, new
+
+
+def _expected_power(decision: Decision, perf: ReplicaPerformance | None, replicas: int) -> float | None:
+    """The planner's expected power (fluid model) of `replicas` at `perf` for the planned demand."""
+    demand = decision.planned_demand
+    if perf is None or demand is None or replicas <= 0:
+        return decision.expected_power_w
+    share = (demand.prompt_tokens_per_s / replicas, demand.output_tokens_per_s / replicas)
+    return replicas * perf.power_w(*share)
 
 
 def plan_step(

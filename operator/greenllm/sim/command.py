@@ -690,6 +690,7 @@ def simulate(args: argparse.Namespace, errors: list[str] | None = None) -> dict[
             "metrics_lag_s": args.metrics_lag,
             "rate_window": args.rate_window,
             "attainment_target": spec.slo.attainment,
+            "power_budget_w": spec.budget.power_w,
             "carbon_g_per_kwh": carbon,
             "carbon_source": carbon_source,
             "wall_time_s": round(elapsed, 3),
@@ -741,7 +742,9 @@ def report_text(result: dict[str, Any]) -> str:
     lines = [
         *textwrap.wrap(headline, width=100),
         "",
-        table({n: Summary(**v) for n, v in result["policies"].items()}),
+        table(
+            {n: Summary(**v) for n, v in result["policies"].items()}, power_budget_w=s.get("power_budget_w")
+        ),
     ]
     shares = result["policies"].get("greenllm", {}).get("variant_share") or {}
     if shares:

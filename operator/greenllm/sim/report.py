@@ -43,6 +43,11 @@ class Summary:
     energy_split_kwh: dict[str, float] = field(default_factory=dict)
     # Share of the replica-seconds the policy asked for, per variant: which variants it ran, and how much.
     variant_share: dict[str, float] = field(default_factory=dict)
+    # The highest fleet power (every pod holding GPUs: ready, starting, draining) averaged over a sliding
+    # window of 1 s, 15 s and 1 min: what a power budget (`budget.powerW`) or a circuit must hold.
+    peak_power_1s_w: float = 0.0
+    peak_power_15s_w: float = 0.0
+    peak_power_60s_w: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -125,7 +130,24 @@ def summarize(run: PolicyRun, carbon_g_per_kwh: float, ttft_slo_s: float, tpot_s
             "decode": run.energy_decode_j / J_PER_KWH,
         },
         variant_share=variant_share(run),
+        peak_power_1s_w=peak_mean_power_w(run.power_w, run.step_s, 1.0),
+        peak_power_15s_w=peak_mean_power_w(run.power_w, run.step_s, 15.0),
+        peak_power_60s_w=peak_mean_power_w(run.power_w, run.step_s, 60.0),
     )
+
+
+PEAK_WINDOWS_S = (1.0, 15.0, 60.0)
+
+
+def peak_mean_power_w(power_w: Any, step_s: float, window_s: float) -> float:
+    """The highest mean of the per-step fleet power over any `window_s` of consecutive steps (at least one
+    step; the whole run when it is shorter)."""
+    values = np.asarray(power_w, dtype=float)
+    if values.size == 0:
+        return 0.0
+    k = min(max(1, round(window_s / step_s)), values.size)
+    sums = np.concatenate(([0.0], np.cumsum(values)))
+    return float(((sums[k:] - sums[:-k]) / k).max())
 
 
 def variant_share(run: PolicyRun) -> dict[str, float]:
@@ -153,7 +175,34 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
-def table(summaries: Mapping[str, Summary], subject: str = "greenllm") -> str:
+def peak_power_lines(summaries: Mapping[str, Summary], power_budget_w: float | None = None) -> list[str]:
+    """Each policy's highest fleet power over 1 s / 15 s / 1 min, and against `budget.powerW` when set."""
+    parts = [
+        f"{name} {s.peak_power_1s_w:.0f} / {s.peak_power_15s_w:.0f} / {s.peak_power_60s_w:.0f}"
+        for name, s in summaries.items()
+    ]
+    lines = textwrap.wrap(
+        "peak fleet power, W (highest mean over 1 s / 15 s / 1 min): " + "; ".join(parts),
+        96,
+        break_on_hyphens=False,
+    )
+    if power_budget_w is not None and power_budget_w > 0:
+        over = [
+            f"{name} {s.peak_power_1s_w / power_budget_w:.0%} / {s.peak_power_60s_w / power_budget_w:.0%}"
+            for name, s in summaries.items()
+        ]
+        lines += textwrap.wrap(
+            f"against budget.powerW {power_budget_w:.0f} W (1 s / 1 min peak; only greenllm is held to it): "
+            + "; ".join(over),
+            96,
+            break_on_hyphens=False,
+        )
+    return lines
+
+
+def table(
+    summaries: Mapping[str, Summary], subject: str = "greenllm", power_budget_w: float | None = None
+) -> str:
     """The comparison, within 100 columns, with a legend."""
     header = (
         f"{'policy':<12} {'kWh':>7} {'SLO met':>8} {'TTFT ok':>8} {'TPOT ok':>8} {'TTFT p90':>9} "
@@ -173,6 +222,7 @@ def table(summaries: Mapping[str, Summary], subject: str = "greenllm") -> str:
         "min ok: minutes with arrivals whose p90 TTFT and p90 TPOT are within the SLO; J/tok: energy per",
         "token served (prompt + output); repl: mean ready replicas; chg: decisions that changed the target.",
     ]
+    lines += peak_power_lines(summaries, power_budget_w)
     rel = ratios(summaries, subject)
     if rel:
         parts = [f"{'-' if r is None else f'{r:.2f} x'} the energy of {name}" for name, r in rel.items()]
