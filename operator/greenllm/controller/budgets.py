@@ -11,10 +11,11 @@ Per EnergyBudget, a daemon runs once per interval (the shortest `spec.scaling.in
 3. the allowance now (core.allocation.team_allowance_w: powerW, and energy and carbon paced over the rest
    of the period) is divided among the members' power frontiers (core.frontier.power_frontier, from the
    demand each member saw last) by core.allocation.allocate;
-4. the allocation is kept in the operator's memory (`Book.grants`), where each member's tick reads it
-   (`effective_spec`): a member obeys every budget covering it and its own `spec.budget`, the tightest
-   wins, and its `status.boundBy` names the budgets that bind it;
-5. the budget's status is written when a reader would see a change, else (the accounting) at most every
+4. the allocation is kept in the operator's memory (`Book.grants`, core.budget_book), where each
+   member's tick reads it (`effective_spec`): a member obeys every budget covering it and its own
+   `spec.budget`, the tightest wins, and its `status.boundBy` names the budgets that bind it;
+5. the budget's status (an api EnergyBudgetStatus, built by core.budget_status, written with
+   core.status.patch) is written when a reader would see a change, else (the accounting) at most every
    --accounting-write-period, as for GreenModels; Events mark condition transitions.
 
 Everything in memory here is rebuilt within one interval after a restart: the allocation from the

@@ -360,15 +360,10 @@ def _conditions(
 
 # Fields of the budget's status that move with every measurement: written at most every
 # --accounting-write-period unless something a reader acts on changed (as GreenModels' ACCOUNTING_FIELDS).
-_MEMBER_ACCOUNTING = {
-    "powerW",
-    "demandTokensPerSecond",
-    "servedTokensPerSecond",
-    "energyKwh",
-    "carbonGrams",
-    "lastReading",
-}
-_ACCOUNTING = {"allowancePowerW", "powerText", "energyText", "period", "remaining"}
+_MEMBER_ACCOUNTING = frozenset(
+    {"powerW", "demandTokensPerSecond", "servedTokensPerSecond", "energyKwh", "carbonGrams", "lastReading"}
+)
+_ACCOUNTING = frozenset({"allowancePowerW", "powerText", "energyText", "period", "remaining"})
 
 
 def reader_view(status: Mapping[str, Any]) -> object:
