@@ -17,6 +17,10 @@ from greenllm.api.timestamps import rfc3339
 from greenllm.calibration import default_energy_model
 from greenllm.controller import budgets
 from greenllm.controller.exporter import OperatorMetrics
+from greenllm.controller.memo import OperatorMemo
+from greenllm.core import budget_book as bb
+from greenllm.core import budget_status as bs
+from greenllm.core import status as core_status
 from greenllm.core.allocation import Allocation
 from greenllm.core.decision import Decision, Demand, Observation
 from greenllm.core.performance import PowerSetting
@@ -39,14 +43,14 @@ def budget_spec(**extra: Any) -> eb.EnergyBudgetSpec:
     return eb.EnergyBudgetSpec.model_validate({"powerW": 1000, **extra})
 
 
-def memo_with(book: budgets.Book) -> dict[str, Any]:
-    return {"budgets": book}
+def memo_with(book: bb.Book) -> OperatorMemo:
+    return OperatorMemo(budgets=book)
 
 
 def report(
     energy: float, *, start: float = T0, at: float = T0 + 60, power: float | None = 300.0
-) -> budgets.MemberReport:
-    return budgets.MemberReport(
+) -> bb.MemberReport:
+    return bb.MemberReport(
         spec=gm_spec(),
         time=at,
         demand=Demand(1000.0, 100.0),
@@ -64,43 +68,43 @@ def report(
 
 def test_without_budgets_the_spec_is_unchanged() -> None:
     spec = gm_spec()
-    assert budgets.effective_spec({}, NS, "a", spec, T0) is spec
-    assert budgets.effective_spec(memo_with(budgets.Book()), NS, "a", spec, T0) is spec
+    assert budgets.effective_spec(OperatorMemo(), NS, "a", spec, T0) is spec
+    assert budgets.effective_spec(memo_with(bb.Book()), NS, "a", spec, T0) is spec
 
 
 def test_the_tightest_budget_wins_and_names_itself() -> None:
-    book = budgets.Book()
-    book.grants[(NS, "wide")] = budgets.Grant("wide", {"a": 900.0, "b": 100.0})
-    book.grants[(NS, "narrow")] = budgets.Grant("narrow", {"a": 400.0})
-    book.grants[("elsewhere", "x")] = budgets.Grant("x", {"a": 10.0})  # another namespace's "a"
+    book = bb.Book()
+    book.grants[(NS, "wide")] = bb.Grant("wide", {"a": 900.0, "b": 100.0})
+    book.grants[(NS, "narrow")] = bb.Grant("narrow", {"a": 400.0})
+    book.grants[("elsewhere", "x")] = bb.Grant("x", {"a": 10.0})  # another namespace's "a"
     spec = gm_spec(budget={"energyKwh": 5})
     lowered = budgets.effective_spec(memo_with(book), NS, "a", spec, T0)
     assert lowered.budget.power_w == 400.0
     assert lowered.budget.energy_kwh == 5  # its own energy budget still paces it
     assert book.applied[(NS, "a")] == 400.0
-    assert budgets.bound_by(book.grants_for(NS, "a"), None) == ["narrow"]
+    assert bb.bound_by(book.grants_for(NS, "a"), None) == ["narrow"]
     # Its own powerW tighter than every budget: unchanged, and no budget binds it.
     own = gm_spec(budget={"powerW": 300})
     assert budgets.effective_spec(memo_with(book), NS, "a", own, T0) is own
-    assert budgets.bound_by(book.grants_for(NS, "a"), 300.0) == []
+    assert bb.bound_by(book.grants_for(NS, "a"), 300.0) == []
 
 
 def test_equal_tightest_budgets_both_bind_and_no_limit_binds_nothing() -> None:
-    assert budgets.bound_by([("x", 500.0), ("y", 500.0), ("z", 900.0)], None) == ["x", "y"]
-    assert budgets.bound_by([("x", math.inf)], None) == []
-    assert budgets.tightest_grant([("x", math.inf)]) is None
-    assert budgets.bound_by([("x", 500.0)], 600.0) == ["x"]
+    assert bb.bound_by([("x", 500.0), ("y", 500.0), ("z", 900.0)], None) == ["x", "y"]
+    assert bb.bound_by([("x", math.inf)], None) == []
+    assert bb.tightest_grant([("x", math.inf)]) is None
+    assert bb.bound_by([("x", 500.0)], 600.0) == ["x"]
 
 
 def test_a_member_cut_to_nothing_is_lowered_to_zero() -> None:
-    book = budgets.Book()
-    book.grants[(NS, "b")] = budgets.Grant("b", {"a": 0.0})
+    book = bb.Book()
+    book.grants[(NS, "b")] = bb.Grant("b", {"a": 0.0})
     assert budgets.effective_spec(memo_with(book), NS, "a", gm_spec(), T0).budget.power_w == 0.0
 
 
 def test_record_member_keeps_the_own_spec_and_the_planned_demand() -> None:
-    book = budgets.Book()
-    book.grants[(NS, "b")] = budgets.Grant("b", {"a": 400.0})
+    book = bb.Book()
+    book.grants[(NS, "b")] = bb.Grant("b", {"a": 400.0})
     own = gm_spec(budget={"powerW": 2000})
     lowered = budgets.effective_spec(memo_with(book), NS, "a", own, T0)
     planned = Demand(5000.0, 700.0)
@@ -128,14 +132,14 @@ def test_a_rise_waits_until_the_cut_member_has_lowered() -> None:
     previous = {"a": 700.0, "b": 300.0}
     target = {"a": 300.0, "b": 700.0}
     # b's rise waits while a still plans with 700 W ...
-    assert budgets.in_force(target, previous, {"a": 700.0, "b": 300.0}) == {"a": 300.0, "b": 300.0}
+    assert bb.in_force(target, previous, {"a": 700.0, "b": 300.0}) == {"a": 300.0, "b": 300.0}
     # ... and is granted once a has ticked with its cut.
-    assert budgets.in_force(target, previous, {"a": 300.0, "b": 300.0}) == target
+    assert bb.in_force(target, previous, {"a": 300.0, "b": 300.0}) == target
     # A member bound tighter elsewhere counts as lowered.
-    assert budgets.in_force(target, previous, {"a": 250.0}) == target
+    assert bb.in_force(target, previous, {"a": 250.0}) == target
     # New members get their target at once; no previous allocation: the target.
-    assert budgets.in_force({"a": 300.0, "c": 200.0}, {"a": 700.0}, {}) == {"a": 300.0, "c": 200.0}
-    assert budgets.in_force(target, None, {}) == target
+    assert bb.in_force({"a": 300.0, "c": 200.0}, {"a": 700.0}, {}) == {"a": 300.0, "c": 200.0}
+    assert bb.in_force(target, None, {}) == target
 
 
 @settings(max_examples=200, deadline=None)
@@ -147,7 +151,7 @@ def test_a_rise_waits_until_the_cut_member_has_lowered() -> None:
 def test_in_force_never_exceeds_the_target(
     target: dict[str, float], previous: dict[str, float], applied: dict[str, float]
 ) -> None:
-    got = budgets.in_force(target, previous, applied)
+    got = bb.in_force(target, previous, applied)
     assert set(got) == set(target)
     assert all(got[n] <= target[n] for n in target)
     assert sum(got.values()) <= sum(target.values()) + 1e-6
@@ -157,7 +161,7 @@ def test_in_force_never_exceeds_the_target(
 
 
 def test_the_account_counts_what_members_used_since_the_last_count() -> None:
-    ledger = budgets.Ledger(period_start=T0)
+    ledger = bs.Ledger(period_start=T0)
     ledger.count("a", report(1.0))  # first sight: what it used before joining is its own
     assert ledger.energy_kwh == 0.0
     ledger.count("a", report(1.5))
@@ -174,7 +178,7 @@ def test_the_account_counts_what_members_used_since_the_last_count() -> None:
 
 
 def test_a_member_that_leaves_keeps_its_energy_until_the_period_ends() -> None:
-    ledger = budgets.Ledger(period_start=T0)
+    ledger = bs.Ledger(period_start=T0)
     ledger.count("a", report(0.0))
     ledger.count("a", report(2.0))
     ledger.count("b", report(0.0))
@@ -191,45 +195,45 @@ def test_a_member_that_leaves_keeps_its_energy_until_the_period_ends() -> None:
 
 def test_the_account_resumes_from_the_status_after_a_restart() -> None:
     spec = budget_spec(energyKwh=10)
-    ledger = budgets.Ledger(period_start=T0)
+    ledger = bs.Ledger(period_start=T0)
     ledger.count("a", report(0.0))
     ledger.count("a", report(1.0))
     ledger.count("b", report(0.0))
     ledger.count("b", report(0.4))
     ledger.leave("b")
     status = _status(spec, ledger, [_candidate("a")])
-    resumed = budgets.Ledger.from_status(status)
+    resumed = bs.Ledger.from_status(bs.read(status))
     assert resumed.period_start == pytest.approx(T0, abs=1e-3)
     assert resumed.energy_kwh == pytest.approx(1.4)
     assert resumed.members["b"].present is False and resumed.members["b"].energy_kwh == pytest.approx(0.4)
     # The member's next report adds only what it used since the reading the status kept.
     resumed.count("a", report(1.25))
     assert resumed.energy_kwh == pytest.approx(1.65)
-    assert budgets.Ledger.from_status({"period": {"energyKwh": "lots"}}).energy_kwh == 0.0
+    assert bs.Ledger.from_status(bs.read({"period": {"energyKwh": "lots"}})).energy_kwh == 0.0
 
 
 # ------------------------------------------------------------------------------------ the status
 
 
-def _candidate(name: str, **extra: Any) -> budgets.Candidate:
-    return budgets.Candidate(name, gm_spec(**extra), ())
+def _candidate(name: str, **extra: Any) -> bs.Candidate:
+    return bs.Candidate(name, gm_spec(**extra), ())
 
 
 def _status(
     spec: eb.EnergyBudgetSpec,
-    ledger: budgets.Ledger,
-    candidates: list[budgets.Candidate],
+    ledger: bs.Ledger,
+    candidates: list[bs.Candidate],
     *,
     allocation: Allocation | None = None,
     allowance: float | None = 1000.0,
     overlaps: tuple[str, ...] = (),
     conditions: list[dict[str, Any]] | None = None,
-    reports: dict[str, budgets.MemberReport | None] | None = None,
+    reports: dict[str, bb.MemberReport | None] | None = None,
 ) -> dict[str, Any]:
     grant = None
     if allocation is not None:
-        grant = budgets.Grant("team", {k.split("/")[1]: w for k, w in allocation.power_w.items()})
-    status = budgets.build_status(
+        grant = bb.Grant("team", {k.split("/")[1]: w for k, w in allocation.power_w.items()})
+    built = bs.build(
         namespace=NS,
         spec=spec,
         candidates=candidates,
@@ -242,12 +246,17 @@ def _status(
         bound={},
         notes=[],
         budget_name="team",
-        conditions=conditions or [],
+        conditions=_conds({"conditions": conditions or []}),
         stamp=rfc3339(T0),
         generation=1,
     )
-    eb.EnergyBudgetStatus.model_validate(status)
+    status = core_status.patch(built)  # what the daemon writes
+    assert eb.EnergyBudgetStatus.model_validate(status) == built
     return status
+
+
+def _conds(status: dict[str, Any]) -> list[api.Condition]:
+    return bs.read(status).conditions
 
 
 def _cond(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -255,15 +264,50 @@ def _cond(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return found
 
 
+def test_a_hand_broken_row_is_dropped_and_the_rest_of_the_account_resumes() -> None:
+    ledger = bs.Ledger(period_start=T0)
+    for name, used in (("a", 1.0), ("b", 0.5)):
+        ledger.count(name, report(0.0))
+        ledger.count(name, report(used))
+    status = _status(budget_spec(energyKwh=10), ledger, [_candidate("a"), _candidate("b")])
+    status["members"][1]["energyKwh"] = "lots"  # an edit of b's row
+    status["conditions"].append({"type": "Ready", "status": "Maybe"})
+    stored = bs.read(status)
+    assert [m.name for m in stored.members] == ["a"]
+    assert [c.type for c in stored.conditions] == ["Ready", "Overcommitted", "BudgetMet"]
+    resumed = bs.Ledger.from_status(stored)
+    assert resumed.energy_kwh == pytest.approx(1.5) and set(resumed.members) == {"a"}
+    assert resumed.members["a"].reading == ledger.members["a"].reading
+
+
+def test_an_invalid_spec_writes_ready_false_and_leaves_the_account() -> None:
+    allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
+    ledger = bs.Ledger(period_start=T0, energy_kwh=0.3, last_sample_time=T0 + 5)
+    stored = bs.read(_status(budget_spec(), ledger, [_candidate("a")], allocation=allocation))
+    written = core_status.patch(bs.spec_invalid(stored, "powerW: must be > 0", rfc3339(T0 + 60), 2))
+    assert set(written) == {"observedGeneration", "conditions"}  # the period account is not touched
+    ready = next(c for c in written["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == (
+        "False",
+        "SpecInvalid",
+        rfc3339(T0 + 60),
+    )
+    assert "powerW" in ready["message"]
+    assert [c["type"] for c in written["conditions"]] == ["Ready", "Overcommitted", "BudgetMet"]
+    assert [(t, r) for t, r, _ in bs.transition_events(stored.conditions, _conds(written))] == [
+        ("Warning", "SpecInvalid")
+    ]
+
+
 def test_a_selector_matching_nothing_is_not_ready_and_says_which() -> None:
     spec = budget_spec(selector={"matchLabels": {"team": "nobody"}})
-    status = _status(spec, budgets.Ledger(period_start=T0), [])
+    status = _status(spec, bs.Ledger(period_start=T0), [])
     ready = _cond(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "NoMembers")
     assert "team=nobody" in ready["message"] and NS in ready["message"]
     assert status["memberCount"] == 0
     assert _cond(status, "BudgetMet")["status"] == "Unknown"
-    everyone = _status(budget_spec(), budgets.Ledger(period_start=T0), [])
+    everyone = _status(budget_spec(), bs.Ledger(period_start=T0), [])
     assert "an empty selector" in _cond(everyone, "Ready")["message"]
 
 
@@ -276,7 +320,7 @@ def test_overcommitted_names_the_degraded_members_in_order() -> None:
     )
     status = _status(
         budget_spec(),
-        budgets.Ledger(period_start=T0),
+        bs.Ledger(period_start=T0),
         [_candidate("a"), _candidate("b")],
         allocation=allocation,
     )
@@ -290,7 +334,7 @@ def test_overcommitted_names_the_degraded_members_in_order() -> None:
 
 def test_budget_met_follows_energy_and_power() -> None:
     spec = budget_spec(energyKwh=1.0)
-    ledger = budgets.Ledger(period_start=T0, energy_kwh=0.4, last_sample_time=T0 + 5)
+    ledger = bs.Ledger(period_start=T0, energy_kwh=0.4, last_sample_time=T0 + 5)
     ok = _status(spec, ledger, [_candidate("a")], reports={"a": report(0.0, power=600.0)})
     assert (_cond(ok, "BudgetMet")["status"], _cond(ok, "BudgetMet")["reason"]) == ("True", "WithinBudget")
     assert ok["remaining"]["energyKwh"] == pytest.approx(0.6)
@@ -309,7 +353,7 @@ def test_overlaps_are_reported() -> None:
     allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
     status = _status(
         budget_spec(),
-        budgets.Ledger(period_start=T0),
+        bs.Ledger(period_start=T0),
         [_candidate("a")],
         allocation=allocation,
         overlaps=("other",),
@@ -319,26 +363,26 @@ def test_overlaps_are_reported() -> None:
 
 
 def test_events_mark_condition_transitions_only() -> None:
-    ledger = budgets.Ledger(period_start=T0)
+    ledger = bs.Ledger(period_start=T0)
     none = _status(budget_spec(selector={"matchLabels": {"t": "x"}}), ledger, [])
-    events = budgets.transition_events([], none["conditions"])
+    events = bs.transition_events([], _conds(none))
     assert ("Warning", "NoMembers") in [(t, r) for t, r, _ in events]
-    assert budgets.transition_events(none["conditions"], none["conditions"]) == []
+    assert bs.transition_events(_conds(none), _conds(none)) == []
     allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
     ready = _status(
         budget_spec(), ledger, [_candidate("a")], allocation=allocation, conditions=none["conditions"]
     )
-    assert [(t, r) for t, r, _ in budgets.transition_events(none["conditions"], ready["conditions"])] == [
+    assert [(t, r) for t, r, _ in bs.transition_events(_conds(none), _conds(ready))] == [
         ("Normal", "Allocated")
     ]
     # The first good state of a new budget posts nothing.
     fresh = _status(budget_spec(), ledger, [_candidate("a")], allocation=allocation)
-    assert budgets.transition_events([], fresh["conditions"]) == []
+    assert bs.transition_events([], _conds(fresh)) == []
 
 
 def test_only_what_readers_act_on_forces_a_write() -> None:
     allocation = Allocation({f"{NS}/a": 500.0}, {f"{NS}/a": 1.0}, False, ())
-    ledger = budgets.Ledger(period_start=T0)
+    ledger = bs.Ledger(period_start=T0)
     first = _status(
         budget_spec(), ledger, [_candidate("a")], allocation=allocation, reports={"a": report(0.1)}
     )
@@ -351,10 +395,10 @@ def test_only_what_readers_act_on_forces_a_write() -> None:
         allocation=allocation,
         reports={"a": report(0.2, power=350.0)},
     )
-    assert budgets.reader_view(first) == budgets.reader_view(later)  # accounting only
+    assert bs.reader_view(first) == bs.reader_view(later)  # accounting only
     moved = Allocation({f"{NS}/a": 450.0}, {f"{NS}/a": 1.0}, False, ())
     again = _status(budget_spec(), ledger, [_candidate("a")], allocation=moved)
-    assert budgets.reader_view(first) != budgets.reader_view(again)
+    assert bs.reader_view(first) != bs.reader_view(again)
 
 
 def test_members_are_selected_by_labels_and_invalid_specs_are_noted() -> None:
@@ -388,7 +432,7 @@ class FakeKube:
 
 
 async def test_specs_come_from_ticks_else_one_read_per_generation() -> None:
-    book = budgets.Book()
+    book = bb.Book()
     ticked = gm_spec(priority=1)
     book.own_specs[(NS, "a")] = ticked
     kube = FakeKube(
@@ -410,14 +454,14 @@ async def test_specs_come_from_ticks_else_one_read_per_generation() -> None:
     assert kube.reads == ["b", "c", "b"]
 
 
-def _fields(r: budgets.MemberReport) -> dict[str, Any]:
-    return {f: getattr(r, f) for f in budgets.MemberReport.__dataclass_fields__}
+def _fields(r: bb.MemberReport) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in bb.MemberReport.__dataclass_fields__}
 
 
 def test_frontiers_come_from_fresh_demand_only() -> None:
-    book = budgets.Book()
+    book = bb.Book()
     high = report(0.0, at=T0)
-    book.reports[(NS, "a")] = budgets.MemberReport(**{**_fields(high), "demand": Demand(60000.0, 1000.0)})
+    book.reports[(NS, "a")] = bb.MemberReport(**{**_fields(high), "demand": Demand(60000.0, 1000.0)})
     source = default_energy_model()
     candidates = [_candidate("a", replicas={"min": 1, "max": 8}), _candidate("b")]
     members, reports, notes = budgets.frontier_members(NS, candidates, book, source, T0 + 1)
@@ -432,7 +476,7 @@ def test_frontiers_come_from_fresh_demand_only() -> None:
 
 
 def test_recent_demand_is_kept_for_the_scale_down_window() -> None:
-    book = budgets.Book()
+    book = bb.Book()
     spec = gm_spec(scaling={"scaleDownStabilization": "30s"})
     state = LoopState(period_start=T0)
     decision = Decision("bf16", 1, PowerSetting(), 300.0, "r")

@@ -17,7 +17,9 @@ from tests.unit.test_crd import _jsonpath, _nodes, api_server_errors
 from greenllm.api import crd
 from greenllm.api import energybudget as eb
 from greenllm.api import v1alpha1 as api
-from greenllm.controller import budgets
+from greenllm.core import budget_book as bb
+from greenllm.core import budget_status as bs
+from greenllm.core import status as st
 from greenllm.core.allocation import Allocation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,13 +69,13 @@ def _realistic_budget() -> dict[str, Any]:
     gm = api.GreenModelSpec.model_validate(
         {"model": {"name": "m"}, "variants": [{"name": "bf16", "precision": "bf16", "image": "vllm"}]}
     )
-    candidates = [budgets.Candidate("a", gm, ()), budgets.Candidate("b", gm, ())]
-    ledger = budgets.Ledger(period_start=1_800_000_000.0, energy_kwh=1.25, last_sample_time=1_800_000_100.0)
+    candidates = [bs.Candidate("a", gm, ()), bs.Candidate("b", gm, ())]
+    ledger = bs.Ledger(period_start=1_800_000_000.0, energy_kwh=1.25, last_sample_time=1_800_000_100.0)
     allocation = Allocation(
         {"ns/a": 700.0, "ns/b": 300.0}, {"ns/a": 500.0, "ns/b": 10.0}, True, (("ns/b", "below its minimum"),)
     )
-    grant = budgets.Grant("search", {"a": 700.0, "b": 300.0})
-    status = budgets.build_status(
+    grant = bb.Grant("search", {"a": 700.0, "b": 300.0})
+    built = bs.build(
         namespace="ns",
         spec=spec,
         candidates=candidates,
@@ -90,7 +92,8 @@ def _realistic_budget() -> dict[str, Any]:
         stamp="2026-12-02T10:55:13Z",
         generation=1,
     )
-    eb.EnergyBudgetStatus.model_validate(status)  # the operator writes what the model declares
+    status = st.patch(built)  # what the operator writes
+    assert eb.EnergyBudgetStatus.model_validate(status) == built  # and what the model declares
     return {"metadata": {"name": "search", "creationTimestamp": "2026-12-02T10:55:13Z"}, "status": status}
 
 

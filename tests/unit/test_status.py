@@ -180,6 +180,13 @@ def test_reading_keeps_what_parses_and_drops_what_a_hand_edit_broke() -> None:
     assert st.read(None) == api.GreenModelStatus()
 
 
+def test_reading_keeps_the_items_of_a_list_that_parse() -> None:
+    status = st.read({"boundBy": ["team", 3], "replicas": [2], "variant": "bf16"})
+    assert status.bound_by == ["team"] and status.replicas is None and status.variant == "bf16"
+    # Written back, a list is written whole: a dropped item does not come back.
+    assert st.patch(api.GreenModelStatus(bound_by=status.bound_by)) == {"boundBy": ["team"]}
+
+
 def test_the_reader_view_ignores_accounting_and_condition_messages() -> None:
     base = {
         "variant": "bf16",

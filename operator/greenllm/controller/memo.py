@@ -1,7 +1,8 @@
 """What the operator keeps in kopf's memo, typed: built by the start-up handler, shared by every handler.
 
 kopf hands each GreenModel a shallow copy of the operator's memo, so what all of them share must be made
-before the first resource is seen (the dicts below), and a key set on one resource's copy is its alone.
+before the first resource is seen (the dicts and the Book below), and a key set on one resource's copy is
+its alone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.fleet_observer import FleetObserver
 from greenllm.controller.kube import Kube
 from greenllm.controller.leader import LeaderLease
+from greenllm.core.budget_book import Book
 from greenllm.core.energy import EnergyModel
 from greenllm.loop.promql import Query
 
@@ -32,3 +34,4 @@ class OperatorMemo(kopf.Memo):
     fleet: dict[str, FleetObserver]  # URL -> the fleet queries' answers, shared by every GreenModel
     wakeups: dict[tuple[str, str], asyncio.Event]  # (namespace, name) -> wakes that GreenModel's loop
     leader: LeaderLease  # only when leader election is on
+    budgets: Book  # EnergyBudgets' allocations and their members' reports (controller/budgets.py)

@@ -4,14 +4,16 @@ read back from what is stored, and written as a merge patch of only the fields a
 Three writers share the status (reconcile, the loop's tick, the Deployment watcher): each builds an
 `api.GreenModelStatus` with the fields it owns and `patch()` dumps exactly those (`exclude_unset`), so one
 never overwrites another's fields, and a field set to None is written as null, which deletes it.
+`read_as`, `patch` and `set_condition` serve an EnergyBudget's status too (core.budget_status).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from greenllm.api import v1alpha1 as api
 from greenllm.core.decision import Decision, Observation
@@ -36,23 +38,34 @@ def short(message: str, limit: int = MESSAGE_MAX) -> str:
 
 
 def read(raw: Mapping[str, Any] | None) -> api.GreenModelStatus:
-    """The stored status. A field that does not parse (a hand edit of the status subresource) reads as
-    unset and is rewritten by its owner; the rest is kept, conditions one by one."""
+    """The stored status of a GreenModel, read leniently (`read_as`)."""
+    return read_as(api.GreenModelStatus, raw)
+
+
+Status = TypeVar("Status", bound=BaseModel)
+
+
+def read_as(model: type[Status], raw: Mapping[str, Any] | None) -> Status:
+    """The stored status as `model`. A field that does not parse (a hand edit of the status subresource)
+    reads as unset and is rewritten by its owner; the rest is kept, lists (conditions, an EnergyBudget's
+    members) item by item."""
     data = dict(raw or {})
     try:
-        return api.GreenModelStatus.model_validate(data)
+        return model.model_validate(data)
     except ValidationError:
         pass
     kept: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "conditions" and isinstance(value, list):
-            kept[key] = [c for c in value if _parses(api.Condition, c)]
-        elif _parses(api.GreenModelStatus, {key: value}):
+        if _parses(model, {key: value}):
             kept[key] = value
-    return api.GreenModelStatus.model_validate(kept)
+        elif isinstance(value, list):
+            items = [item for item in value if _parses(model, {key: [item]})]
+            if _parses(model, {key: items}):
+                kept[key] = items
+    return model.model_validate(kept)
 
 
-def _parses(model: type[api.GreenModelStatus] | type[api.Condition], value: Any) -> bool:
+def _parses(model: type[BaseModel], value: Any) -> bool:
     try:
         model.model_validate(value)
     except ValidationError:
@@ -60,7 +73,7 @@ def _parses(model: type[api.GreenModelStatus] | type[api.Condition], value: Any)
     return True
 
 
-def patch(status: api.GreenModelStatus) -> dict[str, Any]:
+def patch(status: BaseModel) -> dict[str, Any]:
     """The merge patch that writes the fields `status` was built with, and only those."""
     return status.model_dump(by_alias=True, mode="json", exclude_unset=True)
 
@@ -96,8 +109,12 @@ def _without_nulls(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------- conditions
 
 
+def find_condition(conditions: Sequence[api.Condition], type_: StrEnum) -> api.Condition | None:
+    return next((c for c in conditions if c.type == type_.value), None)
+
+
 def condition(status: api.GreenModelStatus, type_: api.ConditionType) -> api.Condition | None:
-    return next((c for c in status.conditions if c.type == type_.value), None)
+    return find_condition(status.conditions, type_)
 
 
 def condition_status(status: api.GreenModelStatus, type_: api.ConditionType) -> str | None:
@@ -107,17 +124,18 @@ def condition_status(status: api.GreenModelStatus, type_: api.ConditionType) -> 
 
 def set_condition(
     conditions: Sequence[api.Condition],
-    type_: api.ConditionType,
+    type_: StrEnum,
     status: bool | None,
     reason: str,
     message: str,
     now: str,
     generation: int | None,
 ) -> list[api.Condition]:
-    """Conditions with `type_` set; lastTransitionTime moves only when the status itself changes. The
-    message is cut to MESSAGE_MAX characters."""
+    """Conditions with `type_` (a GreenModel's or an EnergyBudget's condition type) set;
+    lastTransitionTime moves only when the status itself changes. The message is cut to MESSAGE_MAX
+    characters."""
     value = "Unknown" if status is None else ("True" if status else "False")
-    previous = next((c for c in conditions if c.type == type_.value), None)
+    previous = find_condition(conditions, type_)
     moved = previous is None or previous.status != value
     new = api.Condition(
         type=type_.value,
