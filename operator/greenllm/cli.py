@@ -142,9 +142,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from greenllm.api.crd import render_yaml
+    from greenllm.api.crd import render_energy_budget_yaml, render_yaml
 
-    text = render_yaml()
+    text = render_energy_budget_yaml() if args.kind == "EnergyBudget" else render_yaml()
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(func=_plan)
 
-    crd = sub.add_parser("crd", help="print the GreenModel CRD generated from the API models")
+    crd = sub.add_parser("crd", help="print a CRD generated from the API models (GreenModel by default)")
+    crd.add_argument("--kind", choices=["GreenModel", "EnergyBudget"], default="GreenModel")
     crd.add_argument("--output", "-o", default=None, metavar="FILE", help="write to FILE instead of stdout")
     crd.set_defaults(func=_crd)
     return parser

@@ -60,3 +60,9 @@ def test_crd_prints_the_committed_crd(args: tuple[str, ...], tmp_path: Path) -> 
     assert out.returncode == 0, out.stderr
     text = out.stdout if len(args) == 1 else (tmp_path / "crd.yaml").read_text()
     assert text == (ROOT / "crds" / "greenmodels.greenllm.io.yaml").read_text()
+
+
+def test_crd_prints_the_energy_budget_crd_on_request() -> None:
+    out = greenllm("crd", "--kind", "EnergyBudget")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (ROOT / "crds" / "energybudgets.greenllm.io.yaml").read_text()
