@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=_plan)
 
     crd = sub.add_parser("crd", help="print a CRD generated from the API models (GreenModel by default)")
-    crd.add_argument("--kind", choices=["GreenModel", "EnergyBudget"], default="GreenModel")
+    crd.add_argument(
+        "--kind", choices=["GreenModel", "EnergyBudget"], default="GreenModel", help="which CRD to print"
+    )
     crd.add_argument("--output", "-o", default=None, metavar="FILE", help="write to FILE instead of stdout")
     crd.set_defaults(func=_crd)
     return parser
