@@ -118,10 +118,11 @@ def test_the_frontier_prices_the_warm_floor() -> None:
     bare = power_frontier(spec, demand, source())
     obs = _observation(20000.0, 3000.0, 60.0)
     warm = power_frontier(spec, demand, source(), warm=WarmFloor(FloorState(), obs, NOW))
-    # 60 requests arriving at once need more replicas warm than the demand alone: the cheapest point
-    # already runs the floor, so it costs more than one replica's peak.
-    assert warm[0].power_w > bare[0].power_w
-    _, d = step(_with_power(spec, math.ceil(warm[0].power_w)), initial_state(spec, 0.0), obs, NOW, source())
+    # 60 requests arriving at once need more replicas warm than the demand alone: the top point pays for
+    # them; the minimum is offered without its floor (the cap cuts the floor first).
+    assert warm[-1].power_w > bare[-1].power_w
+    assert warm[0].power_w == pytest.approx(bare[0].power_w)
+    _, d = step(_with_power(spec, math.ceil(warm[-1].power_w)), initial_state(spec, 0.0), obs, NOW, source())
     assert "warm floor" in d.reason
     assert "warm floor cut" not in d.reason
 
