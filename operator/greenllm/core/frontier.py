@@ -23,11 +23,12 @@ expected (fluid) power. The allocator hands out watts that members spend as that
 a point's power pays for the point's configuration with its floor and burst setting; priced at expected
 power, a member allocated X W could run far less than the frontier promised. The warm floor is sized as
 the member's last tick sized it (`WarmFloor`: its floor state after the tick and the tick's observation);
-without one the floor is left out (no burst seen yet). The member's minimum (replicas at the lower end)
-is also offered with its floor cut: the cap cuts the floor before anything else, so a member can run its
-minimum without it, and a team that cannot pay for every floor is not overcommitted (which would cut the
-lower priorities to nothing). Above the minimum a point includes its floor: its served demand does not
-value the floor, so offering floor-cut points everywhere would mean no floor is ever paid for.
+without one the floor is left out (no burst seen yet). Each pair's minimum (replicas at the lower end)
+is also offered as the cap runs it when it pays for nothing more (power_cap_fit's last resort): no warm
+floor, no fast tier, every GPU at the pair's own setting's peak. Priced with the floor and the burst
+setting, two members' minimums alone can exceed the allowance and the allocator's overcommit rule cuts
+the lower priorities to nothing. Above the minimum a point includes its floor and burst setting: its
+served demand does not value them, so pricing every point without them would never pay for either.
 
 Served demand is in output tokens/s: a configuration serves up to its share of the planned demand,
 capacity = demand.output_tokens_per_s x share. The planned demand is a peak (core.step plans on the peak
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 
 from greenllm.api.v1alpha1 import GreenModelSpec, Variant
 from greenllm.core.allocation import FrontierPoint
-from greenllm.core.burst import FloorState
+from greenllm.core.burst import FloorState, peak_power_w
 from greenllm.core.decision import Demand, Observation
 from greenllm.core.plan_rules import _TTFT_UNREACHABLE as TTFT_UNREACHABLE  # Pair.why_code's
 from greenllm.core.plan_rules import EPS, Candidate, Pair, PerformanceSource
@@ -95,14 +96,14 @@ def power_frontier(
     runs: dict[tuple[str, object], BurstPlan] = {}
     by_name = {v.name: v for v in spec.variants}
 
-    def peak(pair: Pair, c: Candidate, floor: bool = True) -> float:
-        """The cap's count for `c` (module doc), without the warm floor when not `floor`; its expected power
-        when the energy model has no burst setting for it (the cap cannot price it either)."""
+    def peak(pair: Pair, c: Candidate) -> float:
+        """The cap's count for `c` (module doc); its expected power when the energy model has no burst
+        setting for it (the cap cannot price it either)."""
         key = (pair.variant, pair.setting)
         run = runs.get(key)
         if run is None:
             run = runs[key] = _burst_plan(spec, by_name[pair.variant], pair, source, warm)
-        w = run.peak_w(c.replicas, floor)
+        w = run.peak_w(c.replicas)
         return c.power_w if w is None else w
 
     lo = max(space.min_replicas, 1 if space.demand_positive else 0)
@@ -125,9 +126,8 @@ def power_frontier(
                 share = min(n / pair.need_any, 1.0) if pair.need_any > 0 else 1.0
             options.append(FrontierPoint(peak(pair, c), served(out * share), c.label()))
             if n == lo:
-                # The minimum with its floor cut: what the cap runs when it cannot pay for the floor
-                # (power_cap_fit cuts the floor first), so a team short of every floor is not overcommitted.
-                options.append(FrontierPoint(peak(pair, c, False), served(out * share), c.label()))
+                # The minimum as the cap runs it when it pays for nothing more (module doc).
+                options.append(FrontierPoint(n * peak_power_w(pair.perf), served(out * share), c.label()))
     return _pareto(options)
 
 

@@ -372,13 +372,12 @@ class BurstPlan:
         """The replicas these rules run for `planned`: raised to the warm floor (within replicas.max)."""
         return planned if self.floor is None else max(planned, self.floor.replicas)
 
-    def peak_w(self, planned: int, floor: bool = True) -> float | None:
+    def peak_w(self, planned: int) -> float | None:
         """What `budget.powerW` counts for `planned` replicas run by these rules (core.burst.power_cap_fit's
-        `peak_w` when nothing is cut): `wanted` replicas (`planned` alone when not `floor`) at the burst
-        setting's peak power. None when the energy model has no burst setting for the variant."""
+        `peak_w` when nothing is cut): `wanted` replicas at the burst setting's peak power. None when the
+        energy model has no burst setting for the variant."""
         perf = self.burst_perf
-        n = self.wanted(planned) if floor else planned
-        return None if perf is None else n * peak_power_w(perf)
+        return None if perf is None else self.wanted(planned) * peak_power_w(perf)
 
 
 def burst_plan(
