@@ -475,6 +475,37 @@ def test_frontiers_come_from_fresh_demand_only() -> None:
     assert {m.key: m for m in members}[f"{NS}/a"].frontier[-1].served == 0.0
 
 
+def test_the_warm_floor_a_member_saw_prices_its_frontier() -> None:
+    """record_member keeps the floor's inputs of the tick (LoopState.floor and the observation, whose
+    burst sizes the warm floor) and frontier_members prices the member's configurations with it: the
+    configuration serving all of the demand then keeps more replicas at their peak, so more watts (the
+    minimum is offered without its floor, which the cap cuts first: the demand here needs 2 replicas)."""
+    book = bb.Book()
+    spec = gm_spec(replicas={"min": 1, "max": 8})
+    state = LoopState(period_start=T0)
+    decision = Decision("bf16", 1, PowerSetting(), 300.0, "r", planned_demand=Demand(40000.0, 100.0))
+    source = default_energy_model()
+    tops = []
+    for arrivals in (None, 100.0):
+        observation = Observation(
+            time=T0,
+            prompt_tokens_per_s=40000.0,
+            output_tokens_per_s=100.0,
+            requests_per_s=20.0,
+            peak_arrivals=arrivals,
+        )
+        budgets.record_member(memo_with(book), NS, "a", spec, decision, observation, state)
+        got = book.reports[(NS, "a")].warm
+        assert got is not None and got.observation is observation and got.state == state.floor
+        members, _, _ = budgets.frontier_members(
+            NS, [_candidate("a", replicas={"min": 1, "max": 8})], book, source, T0 + 1
+        )
+        tops.append(members[0].frontier[-1])
+    assert tops[1].served == pytest.approx(tops[0].served)
+    assert tops[1].power_w > tops[0].power_w  # 100 requests at once: more replicas kept warm
+    assert tops[0].label == tops[1].label
+
+
 def test_recent_demand_is_kept_for_the_scale_down_window() -> None:
     book = bb.Book()
     spec = gm_spec(scaling={"scaleDownStabilization": "30s"})

@@ -1,5 +1,7 @@
-"""A GreenModel's power frontier (greenllm.core.frontier) against its own planner: at every allowance the
-frontier's best point within it serves what the planner's Degrade choice under that allowance serves."""
+"""A GreenModel's power frontier (greenllm.core.frontier) against its own decision step: a point's power is
+what budget.powerW's cap counts for its configuration (peak power at the burst setting, warm floor
+included), so a member given that power runs the point, and at any allowance serves at least the
+frontier's best point within it."""
 
 from __future__ import annotations
 
@@ -12,62 +14,117 @@ from hypothesis import strategies as st
 from tests.table_source import TableSource
 from tests.unit.test_planner import make_spec, source
 
-from greenllm.core.decision import Demand
-from greenllm.core.frontier import power_frontier
+from greenllm.api.v1alpha1 import GreenModelSpec
+from greenllm.core.burst import FloorState
+from greenllm.core.decision import Decision, Demand, Observation
+from greenllm.core.frontier import TTFT_UNREACHABLE, WarmFloor, power_frontier
 from greenllm.core.performance import PowerSetting
 from greenllm.core.plan_space import PlanSpace
 from greenllm.core.planner import plan
+from greenllm.core.step import initial_state, step
+
+
+def _peak(spec: GreenModelSpec, variant: str, setting: PowerSetting) -> float:
+    """One replica's peak power at `setting`, by hand: its prefill power or its decode curve's top."""
+    perf = source().performance(spec, next(v for v in spec.variants if v.name == variant), setting)
+    assert perf is not None
+    return max(perf.prefill_power_w, *(w for _, w in perf.decode_curve))
 
 
 def test_frontier_is_increasing_and_ends_at_the_planners_unbudgeted_choice() -> None:
     spec = make_spec()
     demand = Demand(20000.0, 3000.0)
-    f = power_frontier(spec, demand, source())
+    obs = _observation(20000.0, 3000.0, None)
+    f = power_frontier(spec, demand, source(), warm=WarmFloor(FloorState(), obs, NOW))
     assert len(f) >= 3
     for a, b in itertools.pairwise(f):
         assert b.power_w > a.power_w
         assert b.served > a.served
     free = plan(spec, demand, None, source())
-    assert f[-1].power_w == pytest.approx(free.expected_power_w)
+    # Priced as budget.powerW counts it: every replica the step runs at the setting its pods burst to, at
+    # that setting's peak, above the planner's expected power.
+    _, run = step(spec, initial_state(spec, 0.0), obs, NOW, source())
+    burst = run.fast_tier.burst if run.fast_tier is not None else run.setting
+    assert f[-1].power_w == pytest.approx(run.replicas * _peak(spec, run.variant, burst))
+    assert free.expected_power_w is not None and f[-1].power_w > free.expected_power_w
     assert f[-1].served == pytest.approx(3000.0)
     assert f[-1].label == f"{free.variant} x{free.replicas} at {free.setting.label()}"
-    # Point 0 is the cheapest configuration the planner would fall back to: one replica at its least power.
-    space = PlanSpace(spec, demand, source())
-    cheapest = space.cheapest_at_min(space.pairs)
-    assert cheapest is not None
-    assert f[0].power_w == pytest.approx(cheapest.power_w)
+    # Point 0 is the cheapest configuration: one replica at the setting that peaks lowest (no fast tier
+    # here, so each pair's pods run and burst at its own setting).
+    settings_ = (PowerSetting(), PowerSetting(limit_w=300.0))
+    assert f[0].power_w == pytest.approx(
+        min(_peak(spec, v.name, s) for v in spec.variants for s in settings_)
+    )
     assert f[0].served < 3000.0
 
 
-@settings(max_examples=60, deadline=None)
+def _observation(prompt: float, out: float, peak_arrivals: float | None) -> Observation:
+    # 200 output tokens a request: what the fast tier and the warm floor size requests by.
+    return Observation(
+        time=NOW,
+        prompt_tokens_per_s=prompt,
+        output_tokens_per_s=out,
+        requests_per_s=max(out / 200.0, 0.1),
+        peak_arrivals=peak_arrivals,
+    )
+
+
+def _served_as_run(spec: GreenModelSpec, demand: Demand, d: Decision) -> float:
+    """Output tokens/s within the SLO of what step() runs, as the frontier measures it: the replicas it
+    keeps (warm floor included) over the SLO's need at the setting its pods serve a queue at."""
+    burst = d.fast_tier.burst if d.fast_tier is not None else d.setting
+    pair = PlanSpace(spec, demand, source()).find(d.variant, burst)
+    assert pair is not None
+    if pair.why_code == TTFT_UNREACHABLE:
+        return 0.0
+    share = min(d.replicas / pair.need_any, 1.0) if pair.need_any > 0 else 1.0
+    return share * demand.output_tokens_per_s
+
+
+def _with_power(spec: GreenModelSpec, watts: float) -> GreenModelSpec:
+    return spec.model_copy(update={"budget": spec.budget.model_copy(update={"power_w": watts})})
+
+
+NOW = 1000.0
+
+
+@settings(max_examples=500, deadline=None)
 @given(
     st.floats(0.0, 60000.0),
     st.floats(10.0, 9000.0),
-    st.floats(0.0, 1.0),
+    st.sampled_from([None, 5.0, 20.0]),
+    st.sampled_from(["Degrade", "CapReplicas"]),
 )
-def test_the_frontier_within_an_allowance_matches_what_the_planner_runs(
-    prompt: float, out: float, frac: float
+def test_an_allocation_of_a_points_power_runs_that_point_under_the_cap(
+    prompt: float, out: float, peak_arrivals: float | None, on_exhausted: str
 ) -> None:
-    spec = make_spec(budget={"onExhausted": "Degrade"})
+    """A member given a point's power as budget.powerW (what effective_spec does with its allocation)
+    runs at least that point's replicas under the cap (core.burst.power_cap_fit) and serves what the
+    point says."""
+    spec = make_spec(budget={"onExhausted": on_exhausted})
     demand = Demand(prompt, out)
-    f = power_frontier(spec, demand, source())
-    allowed = f[0].power_w + frac * (f[-1].power_w - f[0].power_w) + 1.0
-    best = max((p for p in f if p.power_w <= allowed * (1 + 1e-9)), key=lambda p: p.served)
-    d = plan(spec, demand, allowed, source())
-    assert d.expected_power_w is not None
-    if best is f[-1]:
-        # The planner meets the SLOs within the allowance at the same least power.
-        assert d.budget_met and d.expected_power_w == pytest.approx(best.power_w)
-        return
-    # Budget binds: the planner runs something within the allowance (nothing fits: its minimum) whose
-    # replicas reach at most the share of the SLO's need the frontier says is served within it.
-    assert not d.budget_met
-    assert d.expected_power_w <= max(allowed, f[0].power_w) * (1 + 1e-9)
-    space = PlanSpace(spec, demand, source())
-    pair = space.find(d.variant, d.setting)
-    assert pair is not None
-    planner_share = min(d.replicas / pair.need_any, 1.0)
-    assert planner_share * out <= best.served * (1 + 1e-6) + 1e-6
+    obs = _observation(prompt, out, peak_arrivals)
+    f = power_frontier(spec, demand, source(), warm=WarmFloor(FloorState(), obs, NOW))
+    for point in f:
+        capped = _with_power(spec, float(math.ceil(point.power_w)))  # the allocator's whole watts
+        _, d = step(capped, initial_state(capped, 0.0), obs, NOW, source())
+        assert d.replicas >= int(point.label.split(" x")[1].split(" ")[0]), (point, d.reason)
+        assert _served_as_run(capped, demand, d) >= point.served * (1 - 1e-9) - 1e-9, (point, d.reason)
+
+
+def test_the_frontier_prices_the_warm_floor() -> None:
+    spec = make_spec()
+    demand = Demand(20000.0, 3000.0)
+    bare = power_frontier(spec, demand, source())
+    obs = _observation(20000.0, 3000.0, 60.0)
+    warm = power_frontier(spec, demand, source(), warm=WarmFloor(FloorState(), obs, NOW))
+    # 60 requests arriving at once need more replicas warm than the demand alone: the top point pays for
+    # them; the minimum is offered without its floor (the cap cuts the floor first).
+    assert warm[-1].power_w > bare[-1].power_w
+    assert warm[0].power_w == pytest.approx(bare[0].power_w)
+    _, d = step(_with_power(spec, math.ceil(warm[-1].power_w)), initial_state(spec, 0.0), obs, NOW, source())
+    assert "warm floor" in d.reason
+    assert "warm floor cut" not in d.reason
 
 
 def test_zero_demand_has_one_point_at_the_minimum() -> None:
@@ -75,7 +132,9 @@ def test_zero_demand_has_one_point_at_the_minimum() -> None:
     f = power_frontier(spec, Demand(0.0, 0.0), source())
     assert len(f) == 1
     assert f[0].served == 0.0
-    assert f[0].power_w == pytest.approx(plan(spec, Demand(0.0, 0.0), None, source()).expected_power_w)
+    # No request to size a fast tier by: each pair runs at its own setting, and the one peaking lowest
+    # (int4 at 300 W) at replicas.min is the minimum.
+    assert f[0].power_w == pytest.approx(2 * _peak(spec, "int4", PowerSetting(limit_w=300.0)))
 
 
 def test_no_runnable_variant_gives_a_zero_point() -> None:

@@ -13,6 +13,7 @@ from greenllm.controller import handlers
 from greenllm.core.continuity import carried_decision
 from greenllm.core.decision import Decision
 from greenllm.core.performance import PowerSetting
+from greenllm.core.status import EVENT_MESSAGE_MAX
 
 
 def spec(**overrides: Any) -> api.GreenModelSpec:
@@ -62,4 +63,4 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
 
 def test_event_messages_fit_an_event() -> None:
     decision = Decision("bf16", 1, PowerSetting(), None, "x" * 5000)
-    assert len(handlers._event_message(decision)) <= handlers.EVENT_MESSAGE_MAX
+    assert len(handlers._event_message(decision)) <= EVENT_MESSAGE_MAX

@@ -16,7 +16,7 @@ from greenllm.core.decision import Decision, Observation
 from greenllm.core.fasttier import FastTier, SwitchRule
 from greenllm.core.performance import PowerSetting
 from greenllm.core.step import initial_decision, initial_state
-from greenllm.loop.tick import EVENT_MESSAGE_MAX, MetricsVerdict, Notice, loop_status, stamp, tick
+from greenllm.loop.tick import MetricsVerdict, Notice, loop_status, stamp, tick
 
 T = "2026-01-01T00:00:00Z"
 
@@ -252,7 +252,7 @@ def test_metrics_events_only_on_a_transition(
         s, initial_state(s, 0.0, d), d, False, Observation(time=0.0), verdict, 0.0, current, 1
     )
     assert [(n.warning, n.reason) for n in notices] == [(e.warning, e.reason) for e in events]
-    assert all(len(n.message) <= EVENT_MESSAGE_MAX for n in notices)  # the API server refuses more
+    assert all(len(n.message) <= st.EVENT_MESSAGE_MAX for n in notices)  # the API server refuses more
 
 
 def test_budget_events_on_breach_and_recovery_only() -> None:

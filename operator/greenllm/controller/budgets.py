@@ -51,7 +51,7 @@ from greenllm.core.allocation import Allocation, Member, allocate, team_allowanc
 from greenllm.core.budget_book import Book, Grant, MemberReport, bound_by, in_force, tightest_grant
 from greenllm.core.budget_status import Candidate, Ledger
 from greenllm.core.decision import Decision, Demand, Observation
-from greenllm.core.frontier import power_frontier
+from greenllm.core.frontier import WarmFloor, power_frontier
 from greenllm.core.step import LoopState, estimate_demand
 
 RESOURCE = (api.GROUP, api.VERSION, eb.EB_PLURAL)
@@ -143,6 +143,9 @@ def record_member(
         intensity_g_per_kwh=intensity,
         own_allowed_w=allowed,
         recent=recent,
+        warm=WarmFloor(state.floor, observation, observation.time)
+        if observation.has_demand or previous is None
+        else previous.warm,
     )
 
 
@@ -219,7 +222,10 @@ def frontier_members(
         demand = report.demand if fresh and report is not None and report.demand is not None else None
         try:
             recent = [o for _, o in report.recent] if fresh and report is not None else []
-            frontier = power_frontier(spec, demand or Demand(0.0, 0.0), source, recent_output=recent)
+            warm = report.warm if fresh and report is not None else None
+            frontier = power_frontier(
+                spec, demand or Demand(0.0, 0.0), source, recent_output=recent, warm=warm
+            )
         except (ValueError, KeyError) as e:
             notes.append(f"{c.name}: no frontier ({e})")
             continue

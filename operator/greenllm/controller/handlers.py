@@ -37,7 +37,7 @@ from greenllm.core.decision import Decision, Observation
 from greenllm.core.performance import PowerSetting
 from greenllm.core.step import LoopState, initial_decision, initial_state
 from greenllm.loop import promql
-from greenllm.loop.tick import EVENT_MESSAGE_MAX, MetricsVerdict, Notice, loop_status, stamp
+from greenllm.loop.tick import MetricsVerdict, Notice, loop_status, stamp
 from greenllm.loop.tick import tick as loop_tick
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
@@ -197,7 +197,7 @@ async def reconcile(
         message = _readable(e) if isinstance(e, ValidationError) else str(e)
         logger.warning("invalid spec, workloads left as they are: %s", message)
         await update_status(kube, namespace, name, _spec_invalid(message, generation))
-        kopf.warn(body, reason="InvalidSpec", message=st.short(message, EVENT_MESSAGE_MAX))
+        kopf.warn(body, reason="InvalidSpec", message=st.short(message, st.EVENT_MESSAGE_MAX))
         return
 
     def build(gm: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +269,7 @@ class WorkloadRejectedError(Exception):
 
 def _event_message(decision: Decision) -> str:
     message = f"{decision.variant} x{decision.replicas} at {decision.setting.label()}: {decision.reason}"
-    return st.short(message, EVENT_MESSAGE_MAX)
+    return st.short(message, st.EVENT_MESSAGE_MAX)
 
 
 class Unread:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from greenllm.api import v1alpha1 as api
 from greenllm.core.decision import Demand
+from greenllm.core.frontier import WarmFloor
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -33,6 +34,9 @@ class MemberReport:
     # (time, output tokens/s) of its ticks within its scale-down window: the frontier then values power
     # by the share of recent demand it serves (as the simulator's team mode does).
     recent: tuple[tuple[float, float], ...] = ()
+    # Its warm floor's inputs at that tick: the frontier prices each configuration with the floor, as
+    # the member's power cap counts it (core.frontier).
+    warm: WarmFloor | None = None
 
 
 @dataclass(frozen=True, slots=True)

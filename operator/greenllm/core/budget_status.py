@@ -20,8 +20,6 @@ from greenllm.core import status as st
 from greenllm.core.allocation import Allocation
 from greenllm.core.budget_book import Grant, MemberReport
 
-EVENT_MESSAGE_MAX = 1000  # the API server refuses an Event message over 1 KiB
-
 
 def read(raw: Mapping[str, Any] | None) -> eb.EnergyBudgetStatus:
     """The stored status, read leniently (core.status.read_as): what a hand edit broke reads as unset."""
@@ -387,7 +385,7 @@ def transition_events(
         was, cond = st.find_condition(before, kind), st.find_condition(after, kind)
         if cond is None or cond.status == "Unknown" or (was is not None and was.status == cond.status):
             continue
-        message = st.short(cond.message, EVENT_MESSAGE_MAX)
+        message = st.short(cond.message, st.EVENT_MESSAGE_MAX)
         if cond.status == bad:
             events.append(("Warning", cond.reason, message))
         elif was is not None and was.status != "Unknown":  # no Normal event for a first good state

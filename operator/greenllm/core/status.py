@@ -22,6 +22,7 @@ from greenllm.core.performance import PowerSetting
 # Condition messages are for `kubectl describe` and `get -o wide`: a raw client error (a URL with its
 # encoded PromQL) belongs in the operator's log, the condition keeps its start.
 MESSAGE_MAX = 200
+EVENT_MESSAGE_MAX = 1000  # the API server refuses an Event message over 1 KiB
 
 # Status fields that only carry accounting or measurements (they change every tick): written at most every
 # --accounting-write-period. Everything else is what a reader acts on, written when it changes.

@@ -60,6 +60,7 @@ from greenllm.core.burst import (
     burst_floor,
     chunked_prefill_rate,
     fast_tier_for,
+    peak_power_w,
     power_cap_fit,
     serving_budget,
     setting_performance,
@@ -366,6 +367,17 @@ class BurstPlan:
     @property
     def burst_perf(self) -> ReplicaPerformance | None:
         return self.perf.get(self.burst_setting)
+
+    def wanted(self, planned: int) -> int:
+        """The replicas these rules run for `planned`: raised to the warm floor (within replicas.max)."""
+        return planned if self.floor is None else max(planned, self.floor.replicas)
+
+    def peak_w(self, planned: int) -> float | None:
+        """What `budget.powerW` counts for `planned` replicas run by these rules (core.burst.power_cap_fit's
+        `peak_w` when nothing is cut): `wanted` replicas at the burst setting's peak power. None when the
+        energy model has no burst setting for the variant."""
+        perf = self.burst_perf
+        return None if perf is None else self.wanted(planned) * peak_power_w(perf)
 
 
 def burst_plan(

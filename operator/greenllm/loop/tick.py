@@ -18,8 +18,6 @@ from greenllm.core.decision import Decision, Observation
 from greenllm.core.plan_rules import PerformanceSource
 from greenllm.core.step import LoopState, step
 
-EVENT_MESSAGE_MAX = 1000  # the API server refuses an Event message over 1 KiB
-
 
 def stamp(epoch: float) -> str:
     """A status time: RFC 3339 UTC, whole seconds (as `kubectl describe` shows them)."""
@@ -139,7 +137,7 @@ def loop_status(
 def _budget_notices(met: bool | None, was: api.Condition | None, decision: Decision) -> tuple[Notice, ...]:
     was_status = None if was is None else was.status
     if met is False and was_status != "False":
-        return (Notice(True, "BudgetExceeded", st.short(decision.reason, EVENT_MESSAGE_MAX)),)
+        return (Notice(True, "BudgetExceeded", st.short(decision.reason, st.EVENT_MESSAGE_MAX)),)
     if met is True and was_status == "False":  # no event for a first "met"
         return (Notice(False, "BudgetMet", "back within budget"),)
     return ()
@@ -149,7 +147,7 @@ def _metrics_notices(was: str | None, metrics: MetricsVerdict) -> tuple[Notice, 
     """One Warning when MetricsAvailable turns False, one Normal when it turns True again; none while it
     stays. A first tick without token rates (pods still starting) is not a transition worth a Warning."""
     if not metrics.ok and was != "False" and not (was is None and metrics.reason == "NoData"):
-        text = st.short(f"metrics unavailable ({metrics.reason}): {metrics.message}", EVENT_MESSAGE_MAX)
+        text = st.short(f"metrics unavailable ({metrics.reason}): {metrics.message}", st.EVENT_MESSAGE_MAX)
         return (Notice(True, "MetricsUnavailable", text),)
     if metrics.ok and was == "False":
         return (Notice(False, "MetricsAvailable", "metrics are available again"),)

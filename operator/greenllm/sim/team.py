@@ -43,7 +43,7 @@ from greenllm.core import budget as budget_rules
 from greenllm.core.allocation import Allocation, FrontierPoint, Member, allocate, team_allowance_w
 from greenllm.core.decision import Demand, Observation
 from greenllm.core.energy import EnergyModel
-from greenllm.core.frontier import power_frontier
+from greenllm.core.frontier import WarmFloor, power_frontier
 from greenllm.core.step import estimate_demand
 from greenllm.sim.engine import PolicyRun, Scenario, run_policy
 from greenllm.sim.policies import DecisionLog, GreenllmPolicy, SimulationError, Truth
@@ -468,7 +468,13 @@ class TeamMemberPolicy(GreenllmPolicy):
             # The demand now (served + queue), of which the step plans on the window's peak.
             self._recent.append(estimate_demand(member.spec, obs)[0].output_tokens_per_s)
         demand = Demand(log.demand_prompt_tokens_per_s or 0.0, log.demand_output_tokens_per_s or 0.0)
-        frontier = power_frontier(member.spec, demand, self._source, recent_output=tuple(self._recent))
+        # Priced as the member's cap counts it, with the warm floor this tick kept (core.frontier).
+        warm = None
+        if obs is not None and self._state is not None:
+            warm = WarmFloor(self._state.floor, obs, self._start_epoch + now)
+        frontier = power_frontier(
+            member.spec, demand, self._source, recent_output=tuple(self._recent), warm=warm
+        )
         report = _Report(frontier, demand.output_tokens_per_s, obs)
         coordinator.report(member.key, self._start_epoch + now, report)
         return log
