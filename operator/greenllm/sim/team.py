@@ -4,12 +4,15 @@ Three arms over the same traces, each member on its own simulated fleet (engine.
 
 - shared: the budget is divided every interval as the operator divides it (core.allocation): the
   coordinator below plays the budget controller. Each member runs the operator's loop (`GreenllmPolicy`)
-  with its effective spec: its own spec with `budget.powerW` lowered to its allocation (the tightest
-  wins; the budget's onExhausted applies when the allocation binds). After its step a member reports its
-  frontier (core.frontier, at the demand the step planned for) and its observed energy; once every member
-  has reported for an interval, the allowance (the budget's power cap and its energy and carbon paced over
-  the rest of the period, core.allocation.team_allowance_w, from the energy the members' observations
-  show) is divided for the next interval, the allocation in force kept when the gain is small.
+  with its effective spec: its own spec with `budget.powerW` lowered to its share of the budget's powerW
+  (the tightest wins; the budget's onExhausted applies when the allocation binds), and with its share of
+  the budget's energy and carbon paced over the rest of the period as an average allowance its planner
+  obeys at expected power (core.step's `extra_allowance_w`). After its step a member reports its two
+  frontiers (core.frontier, at the demand the step planned for: priced at the cap's peak and at expected
+  power) and its observed energy; once every member has reported for an interval, the two allowances
+  (core.allocation.team_allowances_w, from the energy the members' observations show) are divided for the
+  next interval, each over the frontiers priced as it is spent, the allocation in force kept when the
+  gain is small.
 - split: each member alone with 1/N of every limit of the budget (powerW, energyKwh, carbonGrams over
   the same period), the split a team makes by hand, tightened by its own spec.budget.
 - shared-same-energy: shared, with the budget moved until the team uses the energy the split used
