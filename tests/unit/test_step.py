@@ -594,6 +594,7 @@ def test_a_tight_average_allowance_binds_and_the_tightest_wins() -> None:
     spec = make_spec(budget={"onExhausted": "CapReplicas"})
     src = fp16_cheaper()
     s, d = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, src, extra_allowance_w=800.0)
+    assert s.allowed_power_w == pytest.approx(800.0)
     assert d.expected_power_w is not None and d.expected_power_w <= 800.0
     assert d.replicas < 3 and not d.budget_met
     assert "team energy allowance 800 W (average)" in d.reason
