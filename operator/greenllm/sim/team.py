@@ -464,7 +464,9 @@ class Coordinator:
                 demand={k: r.demand for k, r in self._reports.items()},
                 overcommitted=got.overcommitted or got_avg.overcommitted,
                 degraded=(*got.degraded, *got_avg.degraded),
-                kept=got.kept and got_avg.kept,
+                # Kept when every limited part kept its allocation in force (an unlimited one has none).
+                kept=all(a.kept for a, w in ((got, allowance), (got_avg, average)) if math.isfinite(w))
+                and math.isfinite(min(allowance, average)),
             )
         )
         self._reports = {}
