@@ -294,20 +294,28 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     assert allocate([], 10).power_w == {}
 
 
-def test_team_allowance_paces_the_energy_budget_over_the_rest_of_the_period() -> None:
+def test_team_allowances_keep_the_power_cap_apart_from_the_paced_energy() -> None:
     budget = Budget(power_w=6000, energy_kwh=40, period="24h")
-    # 16 kWh used by noon: 24 kWh over 12 h = 2 kW, under the 6 kW cap.
-    assert al.team_allowance_w(budget, 16.0, 0.0, 0.0, 12 * HOUR, None) == pytest.approx(2000.0)
+    # 16 kWh used by noon: 24 kWh over 12 h = 2 kW on average; the 6 kW peak cap stays its own allowance
+    # (a peak and an average are divided apart, each over frontiers priced as it is spent).
+    peak, average = al.team_allowances_w(budget, 16.0, 0.0, 0.0, 12 * HOUR, None)
+    assert peak == 6000 and average == pytest.approx(2000.0)
     # Nothing used at the start: 40 kWh / 24 h = 1667 W.
-    assert al.team_allowance_w(budget, 0.0, 0.0, 0.0, 0.0, None) == pytest.approx(40000 / 24)
-    # Power cap binds when the energy is plentiful.
-    assert al.team_allowance_w(Budget(power_w=6000, energy_kwh=400), 0.0, 0.0, 0.0, 0.0, None) == 6000
-    assert al.team_allowance_w(Budget(), 0.0, 0.0, 0.0, 0.0, None) is None
-    # Spent: nothing allowed.
-    assert al.team_allowance_w(budget, 40.0, 0.0, 0.0, HOUR, None) == 0.0
-    # Carbon converted through the intensity.
+    assert al.team_allowances_w(budget, 0.0, 0.0, 0.0, 0.0, None)[1] == pytest.approx(40000 / 24)
+    # Plentiful energy does not lower the cap, nor the cap the paced energy.
+    assert al.team_allowances_w(Budget(power_w=6000, energy_kwh=400), 0.0, 0.0, 0.0, 0.0, None) == (
+        6000,
+        pytest.approx(400000 / 24),
+    )
+    assert al.team_allowances_w(Budget(), 0.0, 0.0, 0.0, 0.0, None) == (None, None)
+    assert al.team_allowances_w(Budget(power_w=900), 0.0, 0.0, 0.0, 0.0, None) == (900, None)
+    # Spent: nothing allowed on average.
+    assert al.team_allowances_w(budget, 40.0, 0.0, 0.0, HOUR, None) == (6000, 0.0)
+    # Carbon converted through the intensity; the smaller of energy and carbon.
     carbon = Budget(carbon_grams=4000, period="1h")
-    assert al.team_allowance_w(carbon, 0.0, 0.0, 0.0, 0.0, 400.0) == pytest.approx(10000.0)
+    assert al.team_allowances_w(carbon, 0.0, 0.0, 0.0, 0.0, 400.0) == (None, pytest.approx(10000.0))
+    both = Budget(energy_kwh=5, carbon_grams=4000, period="1h")
+    assert al.team_allowances_w(both, 0.0, 0.0, 0.0, 0.0, 400.0)[1] == pytest.approx(5000.0)
 
 
 def test_a_large_team_keeps_the_greedy_within_the_work_limit_and_says_so() -> None:

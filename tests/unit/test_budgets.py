@@ -89,6 +89,24 @@ def test_the_tightest_budget_wins_and_names_itself() -> None:
     assert bb.bound_by(book.grants_for(NS, "a"), 300.0) == []
 
 
+def test_the_paced_energy_reaches_the_planner_as_an_average_allowance_not_as_powerw() -> None:
+    # Two budgets: one with powerW and energy (a cap and an average), one with energy only. The caps
+    # lower budget.powerW; the averages reach the planner (core.step's extra_allowance_w), the tightest.
+    book = bb.Book()
+    book.grants[(NS, "both")] = bb.Grant("both", {"a": 900.0}, average_w={"a": 350.0})
+    book.grants[(NS, "energy")] = bb.Grant("energy", {"a": math.inf}, average_w={"a": 500.0})
+    memo = memo_with(book)
+    assert budgets.effective_spec(memo, NS, "a", gm_spec(), T0).budget.power_w == 900.0
+    assert budgets.average_allowance_w(memo, NS, "a") == 350.0
+    assert book.average_grants_for(NS, "a") == [("both", 350.0), ("energy", 500.0)]
+    assert budgets.average_allowance_w(memo, NS, "b") is None  # not covered
+    assert budgets.average_allowance_w(OperatorMemo(), NS, "a") is None  # budgets not loaded
+    # A powerW-only budget grants no average: its members plan as before.
+    only_cap = bb.Book()
+    only_cap.grants[(NS, "cap")] = bb.Grant("cap", {"a": 900.0})
+    assert budgets.average_allowance_w(memo_with(only_cap), NS, "a") is None
+
+
 def test_equal_tightest_budgets_both_bind_and_no_limit_binds_nothing() -> None:
     assert bb.bound_by([("x", 500.0), ("y", 500.0), ("z", 900.0)], None) == ["x", "y"]
     assert bb.bound_by([("x", math.inf)], None) == []
@@ -332,6 +350,73 @@ def test_overcommitted_names_the_degraded_members_in_order() -> None:
     assert status["powerText"] == "1 kW/1 kW"
 
 
+def test_the_status_says_which_part_is_the_cap_and_which_the_average() -> None:
+    peak = Allocation({f"{NS}/a": 700.0, f"{NS}/b": 300.0}, {f"{NS}/a": 90.0, f"{NS}/b": 40.0}, False, ())
+    average = Allocation({f"{NS}/a": 250.0, f"{NS}/b": 150.0}, {f"{NS}/a": 80.0, f"{NS}/b": 50.0}, False, ())
+    grant = bb.Grant("team", {"a": 700.0, "b": 300.0}, average_w={"a": 250.0, "b": 150.0})
+    built = bs.build(
+        namespace=NS,
+        spec=budget_spec(energyKwh=10),
+        candidates=[_candidate("a"), _candidate("b")],
+        reports={"a": None, "b": None},
+        allocation=peak,
+        grant=grant,
+        allowance_w=1000.0,
+        ledger=bs.Ledger(period_start=T0),
+        overlaps=[],
+        bound={},
+        notes=[],
+        budget_name="team",
+        conditions=[],
+        stamp=rfc3339(T0),
+        generation=1,
+        average_allocation=average,
+        average_allowance_w=417.0,
+    )
+    status = core_status.patch(built)
+    assert eb.EnergyBudgetStatus.model_validate(status) == built
+    rows = {m["name"]: m for m in status["members"]}
+    assert {n: (r["allocatedPowerW"], r["allocatedAverageW"]) for n, r in rows.items()} == {
+        "a": (700.0, 250.0),
+        "b": (300.0, 150.0),
+    }
+    # A member serves what both pay for: the smaller of the two allocations' served demand.
+    assert {n: r["servedTokensPerSecond"] for n, r in rows.items()} == {"a": 80.0, "b": 40.0}
+    assert (status["allowancePowerW"], status["allocatedPowerW"]) == (1000.0, 1000.0)
+    assert (status["allowanceAverageW"], status["allocatedAverageW"]) == (417.0, 400.0)
+    assert status["powerText"] == "1 kW/1 kW, avg 400 W/417 W"
+    ready = _cond(status, "Ready")
+    assert ready["reason"] == "Allocated"
+    assert "1000 W of powerW 1000 W (peak" in ready["message"]
+    assert "400 W of 417 W of energy/carbon paced (average" in ready["message"]
+    # The average allocation overcommitted alone: Overcommitted says so, with what is allowed.
+    cut = Allocation(average.power_w, average.served, True, ((f"{NS}/b", "its minimum does not fit"),))
+    over = core_status.patch(
+        bs.build(
+            namespace=NS,
+            spec=budget_spec(energyKwh=10),
+            candidates=[_candidate("a"), _candidate("b")],
+            reports={"a": None, "b": None},
+            allocation=peak,
+            grant=grant,
+            allowance_w=1000.0,
+            ledger=bs.Ledger(period_start=T0),
+            overlaps=[],
+            bound={},
+            notes=[],
+            budget_name="team",
+            conditions=[],
+            stamp=rfc3339(T0),
+            generation=1,
+            average_allocation=cut,
+            average_allowance_w=417.0,
+        )
+    )
+    message = _cond(over, "Overcommitted")["message"]
+    assert _cond(over, "Overcommitted")["status"] == "True"
+    assert "powerW 1000 W, energy/carbon paced 417 W average" in message and "b (its minimum" in message
+
+
 def test_budget_met_follows_energy_and_power() -> None:
     spec = budget_spec(energyKwh=1.0)
     ledger = bs.Ledger(period_start=T0, energy_kwh=0.4, last_sample_time=T0 + 5)
@@ -504,6 +589,19 @@ def test_the_warm_floor_a_member_saw_prices_its_frontier() -> None:
     assert tops[1].served == pytest.approx(tops[0].served)
     assert tops[1].power_w > tops[0].power_w  # 100 requests at once: more replicas kept warm
     assert tops[0].label == tops[1].label
+
+
+def test_the_average_frontier_is_priced_at_expected_power() -> None:
+    book = bb.Book()
+    book.reports[(NS, "a")] = bb.MemberReport(
+        **{**_fields(report(0.0, at=T0)), "demand": Demand(60000.0, 1000.0)}
+    )
+    source = default_energy_model()
+    candidates = [_candidate("a", replicas={"min": 1, "max": 8})]
+    peak, _, _ = budgets.frontier_members(NS, candidates, book, source, T0 + 1)
+    expected, _, _ = budgets.frontier_members(NS, candidates, book, source, T0 + 1, expected=True)
+    assert expected[0].frontier[-1].served == pytest.approx(peak[0].frontier[-1].served)
+    assert expected[0].frontier[-1].power_w < peak[0].frontier[-1].power_w
 
 
 def test_recent_demand_is_kept_for_the_scale_down_window() -> None:

@@ -175,3 +175,46 @@ def test_recent_demands_make_the_served_demand_concave_in_power() -> None:
     ratios = [p.served / q.served for p, q in zip(moving, peak_only, strict=True) if q.served > 0]
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(ratios))
     assert ratios[-1] < ratios[0]
+
+
+def test_priced_at_expected_power_the_frontier_ends_at_the_planners_expected_power() -> None:
+    spec = make_spec()
+    demand = Demand(20000.0, 3000.0)
+    obs = _observation(20000.0, 3000.0, 20.0)
+    peak = power_frontier(spec, demand, source(), warm=WarmFloor(FloorState(), obs, NOW))
+    expected = power_frontier(spec, demand, source(), expected=True)
+    free = plan(spec, demand, None, source())
+    # What a member's planner counts against an average allowance: its fluid power, no floor, no burst.
+    assert free.expected_power_w is not None
+    assert expected[-1].power_w == pytest.approx(free.expected_power_w)
+    assert expected[-1].served == pytest.approx(3000.0)
+    assert expected[-1].power_w < peak[-1].power_w
+    for a, b in itertools.pairwise(expected):
+        assert b.power_w > a.power_w and b.served > a.served
+    # Each point is cheaper at expected power than the least peak-priced point serving as much.
+    for p in expected:
+        dearest = min(q.power_w for q in peak if q.served >= p.served * (1 - 1e-9))
+        assert p.power_w <= dearest + 1e-6
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.floats(0.0, 60000.0),
+    st.floats(10.0, 9000.0),
+    st.sampled_from(["Degrade", "CapReplicas"]),
+)
+def test_an_average_allowance_of_a_points_expected_power_plans_that_point(
+    prompt: float, out: float, on_exhausted: str
+) -> None:
+    """A member granted a point's expected power as its average allowance (core.step's
+    `extra_allowance_w`, what a team budget does with its paced energy) plans within it at expected power
+    and runs at least the point's replicas."""
+    spec = make_spec(budget={"onExhausted": on_exhausted})
+    demand = Demand(prompt, out)
+    obs = _observation(prompt, out, None)
+    for point in power_frontier(spec, demand, source(), expected=True):
+        watts = float(math.ceil(point.power_w))
+        s, d = step(spec, initial_state(spec, 0.0), obs, NOW, source(), extra_allowance_w=watts)
+        assert s.allowed_power_w == pytest.approx(watts)
+        assert d.expected_power_w is not None and d.expected_power_w <= watts * (1 + 1e-9), d.reason
+        assert d.replicas >= int(point.label.split(" x")[1].split(" ")[0]), (point, d.reason)

@@ -564,3 +564,43 @@ def test_demand_peaks_survive_a_restart() -> None:
     assert d.replicas == 6
     broken = LoopState.from_status({"demandPeaks": [[1, 2, 3], [None, 1, 1], "x", [4, -5, 6]]})
     assert broken.demand_peaks == ((1.0, 2.0, 3.0), (4.0, 0.0, 6.0))
+
+
+# ------------------------------------------------------------------------- a team's average allowance
+
+
+def test_an_average_allowance_is_planned_at_expected_power_and_is_no_peak_cap() -> None:
+    # 2000 tok/s needs 3 fp16 replicas (x1.2 headroom): expected 3 x (100 + 400 x 2/3) = 1100 W, peak
+    # 3 x 500 = 1500 W. A team's average allowance (its share of the paced energy) of 1200 W pays for
+    # them at expected power; the same 1200 W as budget.powerW (a cap on the peak) does not.
+    spec = make_spec(budget={"onExhausted": "CapReplicas"})
+    src = fp16_cheaper()
+    s, d = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, src, extra_allowance_w=1200.0)
+    assert (d.variant, d.replicas) == ("fp16", 3)
+    assert d.expected_power_w == pytest.approx(1100.0)
+    assert d.budget_met
+    assert s.allowed_power_w == pytest.approx(1200.0)
+    capped = make_spec(budget={"powerW": 1200, "onExhausted": "CapReplicas"})
+    _, c = step(capped, initial_state(capped, 0.0), obs(0.0, 2000.0), 0.0, src)
+    assert c.replicas == 2 and not c.budget_met
+    # Obeyed exactly as the member's own energy budget paced to the same power (12 kWh over 10 h).
+    own = make_spec(budget={"energyKwh": 12, "period": "10h", "onExhausted": "CapReplicas"})
+    s_own, d_own = step(own, initial_state(own, 0.0), obs(0.0, 2000.0), 0.0, src)
+    assert s_own.allowed_power_w == pytest.approx(1200.0)
+    assert (d_own.variant, d_own.replicas, d_own.budget_met) == (d.variant, d.replicas, d.budget_met)
+
+
+def test_a_tight_average_allowance_binds_and_the_tightest_wins() -> None:
+    spec = make_spec(budget={"onExhausted": "CapReplicas"})
+    src = fp16_cheaper()
+    s, d = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, src, extra_allowance_w=800.0)
+    assert s.allowed_power_w == pytest.approx(800.0)
+    assert d.expected_power_w is not None and d.expected_power_w <= 800.0
+    assert d.replicas < 3 and not d.budget_met
+    assert "team energy allowance 800 W (average)" in d.reason
+    # The member's own tighter budget wins over a looser grant; no grant (None) changes nothing.
+    own = make_spec(budget={"energyKwh": 6, "period": "10h", "onExhausted": "CapReplicas"})
+    s_own, _ = step(own, initial_state(own, 0.0), obs(0.0, 2000.0), 0.0, src, extra_allowance_w=5000.0)
+    assert s_own.allowed_power_w == pytest.approx(600.0)
+    plain = step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, src)
+    assert step(spec, initial_state(spec, 0.0), obs(0.0, 2000.0), 0.0, src, extra_allowance_w=None) == plain

@@ -205,7 +205,15 @@ class MemberStatus(_Model):
     name: str
     priority: int = 0
     allocated_power_w: float | None = Field(
-        default=None, description="Power this GreenModel may draw now, W (null: not allocated yet)."
+        default=None,
+        description="Its share of powerW: the peak power this GreenModel may draw now (its budget.powerW "
+        "cap), W (null: not allocated yet, or the budget has no powerW).",
+    )
+    allocated_average_w: float | None = Field(
+        default=None,
+        description="Its share of the energy and carbon left paced over the rest of the period: the "
+        "average power its planner may plan for now (at expected power, as its own energyKwh), W (null: "
+        "not allocated yet, or the budget has no energy or carbon limit).",
     )
     power_w: float | None = Field(default=None, description="Power it drew at its last tick, W.")
     demand_tokens_per_second: float | None = Field(
@@ -254,11 +262,24 @@ class EnergyBudgetStatus(_Model):
     member_count: int | None = Field(default=None, description="GreenModels the budget covers now.")
     allowance_power_w: float | None = Field(
         default=None,
-        description="Power the budget allows now, W: powerW, or the energy/carbon left paced over the "
-        "rest of the period, whichever is less (null: no limit).",
+        description="powerW: the peak power all members may draw at once, W, divided as their powerW caps "
+        "(null: no powerW).",
     )
-    allocated_power_w: float | None = Field(default=None, description="Sum of the members' allocations, W.")
-    power_text: str | None = Field(default=None, description='Allocated / allowed power, e.g. "4.1/6 kW".')
+    allocated_power_w: float | None = Field(
+        default=None, description="Sum of the members' powerW allocations (peak), W."
+    )
+    allowance_average_w: float | None = Field(
+        default=None,
+        description="The energy and carbon left paced over the rest of the period, the smaller, W: an "
+        "average, divided as the members' average allowances (null: no energy or carbon limit).",
+    )
+    allocated_average_w: float | None = Field(
+        default=None, description="Sum of the members' average allowances, W."
+    )
+    power_text: str | None = Field(
+        default=None,
+        description='Allocated / allowed power, peak then average, e.g. "4.1 kW/6 kW, avg 1.6 kW/1.7 kW".',
+    )
     energy_text: str | None = Field(
         default=None, description='Energy this period / budget, e.g. "12/40 kWh".'
     )

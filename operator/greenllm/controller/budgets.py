@@ -8,12 +8,16 @@ Per EnergyBudget, a daemon runs once per interval (the shortest `spec.scaling.in
    adds what each member used since it last counted (the member's reading is kept in the budget's status,
    so an operator restart resumes the count); a member deleted mid-period stays listed, not present, and
    its energy stays counted until the period ends;
-3. the allowance now (core.allocation.team_allowance_w: powerW, and energy and carbon paced over the rest
-   of the period) is divided among the members' power frontiers (core.frontier.power_frontier, from the
-   demand each member saw last) by core.allocation.allocate;
+3. the two allowances now (core.allocation.team_allowances_w) are divided by core.allocation.allocate,
+   each over the members' power frontiers (core.frontier.power_frontier, from the demand each member saw
+   last) priced as the member spends it: `powerW` (a peak) over frontiers priced at the cap's peak, each
+   share a member's `budget.powerW` cap; the energy and carbon paced over the rest of the period (an
+   average) over frontiers priced at expected power, each share an average allowance the member's
+   planner meets as it meets its own paced energy (paced energy handed out as a peak cap starves them);
 4. the allocation is kept in the operator's memory (`Book.grants`, core.budget_book), where each
-   member's tick reads it (`effective_spec`): a member obeys every budget covering it and its own
-   `spec.budget`, the tightest wins, and its `status.boundBy` names the budgets that bind it;
+   member's tick reads it (`effective_spec`, `average_allowance_w`): a member obeys every budget covering
+   it and its own `spec.budget`, the tightest wins, and its `status.boundBy` names the budgets that bind
+   it;
 5. the budget's status (an api EnergyBudgetStatus, built by core.budget_status, written with
    core.status.patch) is written when a reader would see a change, else (the accounting) at most every
    --accounting-write-period, as for GreenModels; Events mark condition transitions.
@@ -47,7 +51,7 @@ from greenllm.controller.memo import OperatorMemo
 from greenllm.core import budget as budget_rules
 from greenllm.core import budget_status as bs
 from greenllm.core import status as st
-from greenllm.core.allocation import Allocation, Member, allocate, team_allowance_w
+from greenllm.core.allocation import Allocation, Member, allocate, team_allowances_w
 from greenllm.core.budget_book import Book, Grant, MemberReport, bound_by, in_force, tightest_grant
 from greenllm.core.budget_status import Candidate, Ledger
 from greenllm.core.decision import Decision, Demand, Observation
@@ -92,6 +96,16 @@ def effective_spec(
         return spec
     # model_copy does not validate: 0 W (a member cut to nothing) is meaningful to the loop (exhausted).
     return spec.model_copy(update={"budget": spec.budget.model_copy(update={"power_w": watts})})
+
+
+def average_allowance_w(memo: OperatorMemo, namespace: str, name: str) -> float | None:
+    """The tightest average-power allowance the EnergyBudgets covering this GreenModel grant it (their
+    paced energy and carbon), for its planner (core.step.plan_step's `extra_allowance_w`); None: none."""
+    book = _book(memo)
+    if book is None:
+        return None
+    tightest = tightest_grant(book.average_grants_for(namespace, name))
+    return None if tightest is None else tightest[0]
 
 
 def record_member(
@@ -208,9 +222,11 @@ def frontier_members(
     book: Book,
     source: Any,
     now: float,
+    expected: bool = False,
 ) -> tuple[list[Member], dict[str, MemberReport | None], list[str]]:
     """Each candidate's power frontier from the demand its last tick saw (no report yet, or a stale one:
-    no demand, so its minimum configuration)."""
+    no demand, so its minimum configuration); priced at the powerW cap's peak, or with `expected` at
+    expected power (core.frontier)."""
     members: list[Member] = []
     reports: dict[str, MemberReport | None] = {}
     notes: list[str] = []
@@ -224,7 +240,12 @@ def frontier_members(
             recent = [o for _, o in report.recent] if fresh and report is not None else []
             warm = report.warm if fresh and report is not None else None
             frontier = power_frontier(
-                spec, demand or Demand(0.0, 0.0), source, recent_output=recent, warm=warm
+                spec,
+                demand or Demand(0.0, 0.0),
+                source,
+                recent_output=recent,
+                warm=None if expected else warm,
+                expected=expected,
             )
         except (ValueError, KeyError) as e:
             notes.append(f"{c.name}: no frontier ({e})")
@@ -308,7 +329,8 @@ async def keep_budget(
                 telemetry.forget_budget(namespace, name)
             if grant is not None and deleted:
                 # Deleted: its members are bound by what is left (possibly nothing).
-                await _publish_bound_by(memo, namespace, grant.power_w.keys(), index, book, logger)
+                names = {*grant.power_w, *grant.average_w}
+                await _publish_bound_by(memo, namespace, names, index, book, logger)
 
 
 async def _sleep(stopped: kopf.DaemonStopped, seconds: float) -> None:
@@ -380,14 +402,27 @@ async def budget_tick(
     ]
     intensity = max(intensities) if intensities else None  # the dirtiest member's grid: never overspend
     assert ledger.period_start is not None
-    allowance = team_allowance_w(
+    allowance, average = team_allowances_w(
         spec, ledger.energy_kwh, ledger.carbon_grams, ledger.period_start, now, intensity
     )
     members, reports, frontier_notes = frontier_members(namespace, candidates, book, memo.energy, now)
     notes = [*notes, *frontier_notes]
     previous = book.grants.get((namespace, name))
     allocation: Allocation | None = None
+    average_allocation: Allocation | None = None
     if members:
+        if average is not None:
+            expected, _, _ = frontier_members(namespace, candidates, book, memo.energy, now, expected=True)
+            prev_avg = (
+                {f"{namespace}/{n}": w for n, w in previous.average_w.items()}
+                if previous is not None
+                else None
+            )
+            if prev_avg is not None and set(prev_avg) != {m.key for m in expected}:
+                prev_avg = None
+            average_allocation = allocate(
+                expected, max(average, 0.0), previous=prev_avg, on_exhausted=spec.on_exhausted
+            )
         prev_keys = (
             {f"{namespace}/{n}": w for n, w in (previous.target or previous.power_w).items()}
             if previous is not None
@@ -404,7 +439,12 @@ async def budget_tick(
         target = {k.split("/", 1)[1]: w for k, w in allocation.power_w.items()}
         previous_in_force = dict(previous.power_w) if previous is not None else None
         applied = {n: book.applied.get((namespace, n), math.inf) for n in target}
-        grant = Grant(name, in_force(target, previous_in_force, applied), target)
+        average_w = (
+            {k.split("/", 1)[1]: w for k, w in average_allocation.power_w.items()}
+            if average_allocation is not None
+            else {}
+        )
+        grant = Grant(name, in_force(target, previous_in_force, applied), target, average_w)
         book.grants[(namespace, name)] = grant
         notes.extend(
             f"{n} gets {w:.0f} W once the members cut have lowered their power"
@@ -415,17 +455,17 @@ async def budget_tick(
         book.grants.pop((namespace, name), None)
 
     overlaps = _overlaps(book, namespace, name, names)
-    bound = {
-        c.name: bound_by(book.grants_for(namespace, c.name), _own_allowed(c, reports)) for c in candidates
-    }
+    bound = {c.name: _bound_by(book, namespace, c.name, _own_allowed(c, reports)) for c in candidates}
     status = bs.build(
         namespace=namespace,
         spec=spec,
         candidates=candidates,
         reports=reports,
         allocation=allocation,
+        average_allocation=average_allocation,
         grant=book.grants.get((namespace, name)),
         allowance_w=allowance,
+        average_allowance_w=average,
         ledger=ledger,
         overlaps=overlaps,
         bound=bound,
@@ -465,6 +505,13 @@ def _forget_departed(book: Book, namespace: str, present: set[str], now: float) 
             book.applied.pop(key, None)
     for key in [k for k in book.read_specs if k[0] == namespace and k[1] not in present]:
         del book.read_specs[key]
+
+
+def _bound_by(book: Book, namespace: str, name: str, own_allowed_w: float | None) -> list[str]:
+    """The budgets binding a GreenModel: by their powerW caps or by their average allowances."""
+    peak = bound_by(book.grants_for(namespace, name), own_allowed_w)
+    average = bound_by(book.average_grants_for(namespace, name), own_allowed_w)
+    return sorted({*peak, *average})
 
 
 def _own_allowed(candidate: Candidate, reports: Mapping[str, MemberReport | None]) -> float | None:
@@ -525,7 +572,7 @@ async def _publish_bound_by(
             continue  # deleted
         report = book.reports.get((namespace, member))
         own = report.own_allowed_w if report is not None else None
-        names_now = bound_by(book.grants_for(namespace, member), own)
+        names_now = _bound_by(book, namespace, member, own)
         if names_now == list(entry.get("boundBy") or []):
             continue
         try:

@@ -80,13 +80,13 @@ class OperatorMetrics:
         budget_labels = ("namespace", "energybudget")
         self.budget_allowance = Gauge(
             "greenllm_energybudget_allowance_watts",
-            "Power an EnergyBudget allows its members now (powerW, energy and carbon paced)",
+            "An EnergyBudget's powerW: the peak power its members may draw at once",
             budget_labels,
             registry=r,
         )
         self.budget_allocated = Gauge(
             "greenllm_energybudget_allocated_watts",
-            "Power an EnergyBudget allocates to one of its GreenModels now",
+            "An EnergyBudget's share of its powerW for one of its GreenModels now (its peak cap)",
             (*budget_labels, "greenmodel"),
             registry=r,
         )

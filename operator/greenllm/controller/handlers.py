@@ -604,10 +604,12 @@ async def tick(memo: OperatorMemo, body: Mapping[str, Any], memory: LoopMemory, 
         metrics = MetricsVerdict.unavailable(trust.metrics_failure(e))
         logger.warning("metrics unavailable, holding the last decision: %s", e)
 
-    # A team EnergyBudget covering this GreenModel lowers its power allowance (the tightest wins).
+    # A team EnergyBudget covering this GreenModel lowers its powerW cap (its share of the team's powerW)
+    # and grants it an average allowance (its share of the team's paced energy); the tightest wins.
     spec = budgets.effective_spec(memo, namespace, name, spec, now)
+    average = budgets.average_allowance_w(memo, namespace, name)
     generation = gm["metadata"].get("generation")
-    result = loop_tick(spec, state, observation, metrics, now, memo.energy, status, generation)
+    result = loop_tick(spec, state, observation, metrics, now, memo.energy, status, generation, average)
     state, decision = result.state, result.decision
     budgets.record_member(memo, namespace, name, spec, decision, observation, state)
     memory.state = state

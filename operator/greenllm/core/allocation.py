@@ -457,17 +457,19 @@ def _overcommit(
     return Allocation(power, served, True, tuple(degraded), reasons, exact=exact)
 
 
-def team_allowance_w(
+def team_allowances_w(
     budget: Budget,
     used_kwh: float,
     used_g: float,
     period_start: float,
     now: float,
     intensity_g_per_kwh: float | None,
-) -> float | None:
-    """The power the team's budget allows now: its power cap, and its energy and carbon budgets paced over
-    the rest of the period, the smallest of them, as for one GreenModel (core.budget.allowed_power).
-    None = no budget limits power."""
-    return budget_rules.allowed_power(
-        budget, used_kwh, used_g, period_start, now, intensity_g_per_kwh
+) -> tuple[float | None, float | None]:
+    """The team's two allowances now, divided separately: its `powerW` (a peak, handed to each member as
+    its `budget.powerW` cap) and its energy and carbon budgets paced over the rest of the period, the
+    smaller (an average, handed to each member as an average-power allowance its planner meets at
+    expected power). Paced energy handed out as a peak cap starves the members. None = no such limit."""
+    average = budget_rules.allowed_power(
+        budget.model_copy(update={"power_w": None}), used_kwh, used_g, period_start, now, intensity_g_per_kwh
     ).power_w
+    return budget.power_w, average

@@ -138,6 +138,17 @@ def allowed_power(
     return Allowance(watts, why, tuple(notes))
 
 
+def with_average_grant(allowance: Allowance, grant_w: float | None, why: str) -> Allowance:
+    """`allowance` with an average-power allowance granted from outside (a team EnergyBudget's share of
+    its paced energy and carbon) min'ed in: the planner obeys it as it obeys its own paced energy budget,
+    at expected power. None or math.inf: no grant."""
+    if grant_w is None or math.isinf(grant_w):
+        return allowance
+    if allowance.power_w is not None and allowance.power_w <= grant_w:
+        return allowance
+    return Allowance(max(grant_w, 0.0), why, allowance.notes)
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """Energy and carbon used in the current period, and the last sample they were measured to."""

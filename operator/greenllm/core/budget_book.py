@@ -42,12 +42,17 @@ class MemberReport:
 @dataclass(frozen=True, slots=True)
 class Grant:
     """One budget's allocation, W per member name (math.inf: no limit): `power_w` is in force (what the
-    members' ticks read), `target` what the allocator chose. They differ while a member waits to rise
-    until the members giving up power have lowered theirs (`in_force`)."""
+    members' ticks read as their `budget.powerW` cap, a peak), `target` what the allocator chose. They
+    differ while a member waits to rise until the members giving up power have lowered theirs
+    (`in_force`). `average_w`: each member's share of the energy and carbon paced over the rest of the
+    period, an average power its planner meets at expected power (core.step.plan_step's
+    `extra_allowance_w`); empty when the budget has no energy or carbon limit. It applies at once: it
+    bounds energy over the period, not what the members draw together at one moment."""
 
     budget: str
     power_w: Mapping[str, float]
     target: Mapping[str, float] = field(default_factory=dict)
+    average_w: Mapping[str, float] = field(default_factory=dict)
 
 
 def in_force(
@@ -85,6 +90,14 @@ class Book:
         for (ns, _), grant in self.grants.items():
             if ns == namespace and name in grant.power_w:
                 out.append((grant.budget, grant.power_w[name]))
+        return sorted(out)
+
+    def average_grants_for(self, namespace: str, name: str) -> list[tuple[str, float]]:
+        """(budget, W) of every budget in force that granted this GreenModel an average allowance."""
+        out = []
+        for (ns, _), grant in self.grants.items():
+            if ns == namespace and name in grant.average_w:
+                out.append((grant.budget, grant.average_w[name]))
         return sorted(out)
 
 

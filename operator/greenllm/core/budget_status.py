@@ -135,11 +135,34 @@ def _kw_text(watts: float | None) -> str:
     return f"{watts / 1000:.3g} kW" if watts >= 1000 else f"{watts:.0f} W"
 
 
-def power_text(allocated_w: float, allowance_w: float | None) -> str:
-    """The Power column: "4.1 kW/6 kW" (allocated / allowed now), or the allocation alone with no limit."""
+def power_text(
+    allocated_w: float,
+    allowance_w: float | None,
+    average_allocated_w: float | None = None,
+    average_allowance_w: float | None = None,
+) -> str:
+    """The Power column: "4.1 kW/6 kW" (powerW allocated / allowed now), or the allocation alone with no
+    limit; then ", avg 1.6 kW/1.7 kW" (the paced energy and carbon, allocated / allowed) when there is
+    one."""
     if allowance_w is None or not math.isfinite(allowance_w):
-        return f"{_kw_text(allocated_w)}/-"
-    return f"{_kw_text(allocated_w)}/{_kw_text(allowance_w)}"
+        text = f"{_kw_text(allocated_w)}/-"
+    else:
+        text = f"{_kw_text(allocated_w)}/{_kw_text(allowance_w)}"
+    if average_allowance_w is not None and math.isfinite(average_allowance_w):
+        text += f", avg {_kw_text(average_allocated_w or 0.0)}/{_kw_text(average_allowance_w)}"
+    return text
+
+
+def _joined(peak: Allocation | None, average: Allocation | None) -> Allocation | None:
+    """What the two allocations (powerW and the paced energy) give together: a member serves what both
+    pay for (the smaller), is degraded or overcommitted when either says so."""
+    if peak is None or average is None:
+        return peak or average
+    served = {k: min(s, average.served.get(k, s)) for k, s in peak.served.items()}
+    degraded = (*peak.degraded, *(d for d in average.degraded if d not in peak.degraded))
+    return Allocation(
+        peak.power_w, served, peak.overcommitted or average.overcommitted, degraded, kept=peak.kept
+    )
 
 
 def _member_rows(
@@ -148,6 +171,7 @@ def _member_rows(
     reports: Mapping[str, MemberReport | None],
     allocation: Allocation | None,
     allocated_w: Mapping[str, float],
+    average_w: Mapping[str, float],
     ledger: Ledger,
     bound: Mapping[str, Sequence[str]],
     budget_name: str,
@@ -166,6 +190,7 @@ def _member_rows(
                 name=c.name,
                 priority=c.spec.priority,
                 allocated_power_w=_w(allocated_w.get(c.name)),
+                allocated_average_w=_w(average_w.get(c.name)),
                 power_w=_w(report.power_w) if report else None,
                 demand_tokens_per_second=_w(demand.output_tokens_per_s) if demand else None,
                 served_tokens_per_second=_w(served.get(c.name)),
@@ -213,9 +238,17 @@ def build(
     conditions: Sequence[api.Condition],
     stamp: str,
     generation: int | None,
+    average_allocation: Allocation | None = None,
+    average_allowance_w: float | None = None,
 ) -> eb.EnergyBudgetStatus:
-    """The budget's status for this tick, every field set (the daemon writes it whole)."""
+    """The budget's status for this tick, every field set (the daemon writes it whole). `allocation` and
+    `allowance_w`: the powerW part (a peak: the members' caps); `average_allocation` and
+    `average_allowance_w`: the paced energy and carbon (an average: the members' planners' allowances)."""
     alloc_w = dict(grant.power_w) if grant is not None else {}  # in force: what members may draw now
+    avg_w = dict(grant.average_w) if grant is not None else {}
+    allocated_avg = sum(w for w in avg_w.values() if math.isfinite(w))
+    has_avg = average_allowance_w is not None and math.isfinite(average_allowance_w)
+    allocation = _joined(allocation, average_allocation)
     prefix = f"{namespace}/"
     degraded = [(k.removeprefix(prefix), why) for k, why in (allocation.degraded if allocation else ())]
     allocated = sum(w for w in alloc_w.values() if math.isfinite(w))
@@ -234,9 +267,13 @@ def build(
         member_count=len(candidates),
         allowance_power_w=_w(allowance_w),
         allocated_power_w=round(allocated, 1),
-        power_text=power_text(allocated, allowance_w),
+        allowance_average_w=_w(average_allowance_w),
+        allocated_average_w=round(allocated_avg, 1) if has_avg else None,
+        power_text=power_text(allocated, allowance_w, allocated_avg, average_allowance_w),
         energy_text=st.energy_text(ledger.energy_kwh, spec.energy_kwh),
-        members=_member_rows(namespace, candidates, reports, allocation, alloc_w, ledger, bound, budget_name),
+        members=_member_rows(
+            namespace, candidates, reports, allocation, alloc_w, avg_w, ledger, bound, budget_name
+        ),
         degraded=[eb.DegradedMember(name=n, reason=st.short(why, 300)) for n, why in degraded],
         overlaps=sorted(overlaps),
         period=api.PeriodAccount(
@@ -255,6 +292,8 @@ def build(
             allocation=allocation,
             allowance_w=allowance_w,
             allocated_w=allocated,
+            average_allowance_w=average_allowance_w if has_avg else None,
+            average_allocated_w=allocated_avg,
             ledger=ledger,
             overlaps=overlaps,
             notes=notes,
@@ -284,6 +323,8 @@ def _conditions(
     allocation: Allocation | None,
     allowance_w: float | None,
     allocated_w: float,
+    average_allowance_w: float | None,
+    average_allocated_w: float,
     ledger: Ledger,
     overlaps: Sequence[str],
     notes: Sequence[str],
@@ -303,7 +344,7 @@ def _conditions(
         ready = (False, "NoMembers", f"{which} matches no GreenModel in namespace {namespace}{extra}")
     elif allocation is None or not allocation.power_w:
         ready = (False, "NotAllocated", f"no member offered a configuration to allocate to{extra}")
-    elif allowance_w is None:
+    elif allowance_w is None and average_allowance_w is None:
         ready = (
             True,
             "NoLimit",
@@ -311,20 +352,31 @@ def _conditions(
         )
     else:
         n = len(allocation.power_w)
+        parts = []
+        if allowance_w is not None:
+            parts.append(f"{allocated_w:.0f} W of powerW {allowance_w:.0f} W (peak, as powerW caps)")
+        if average_allowance_w is not None:
+            parts.append(
+                f"{average_allocated_w:.0f} W of {average_allowance_w:.0f} W of energy/carbon paced "
+                "(average, planned at expected power)"
+            )
         ready = (
             True,
             "Allocated",
-            f"{allocated_w:.0f} W of {allowance_w:.0f} W allowed now allocated among {n} GreenModel"
-            f"{'s' if n != 1 else ''}{shared}{extra}",
+            f"{' and '.join(parts)} allocated among {n} GreenModel{'s' if n != 1 else ''}{shared}{extra}",
         )
     out = st.set_condition(conditions, kinds.READY, *ready, stamp, generation)
 
     if allocation is not None and allocation.overcommitted:
+        limits = [f"powerW {allowance_w:.0f} W"] if allowance_w is not None else []
+        if average_allowance_w is not None:
+            limits.append(f"energy/carbon paced {average_allowance_w:.0f} W average")
+        allowed_text = ", ".join(limits) or "0 W"
         cut = ", ".join(f"{k.split('/', 1)[-1]} ({why})" for k, why in allocation.degraded) or "none"
         over = (
             True,
             "MinimumsExceedBudget",
-            f"the members' minimum configurations alone exceed the {allowance_w or 0:.0f} W allowed now; "
+            f"the members' minimum configurations alone exceed what is allowed now ({allowed_text}); "
             f"onExhausted {spec.on_exhausted.value} degraded, in priority order: {cut}",
         )
     else:

@@ -30,6 +30,11 @@ setting, two members' minimums alone can exceed the allowance and the allocator'
 the lower priorities to nothing. Above the minimum a point includes its floor and burst setting: its
 served demand does not value them, so pricing every point without them would never pay for either.
 
+With `expected=True` a point's power is the planner's expected (fluid) power instead, with no floor or
+burst setting: what a member's planner counts against an average-power allowance (core.step.plan_step's
+`extra_allowance_w`, as against its own paced energy budget). A team budget's paced energy and carbon are
+an average and are divided over these frontiers; its `powerW` (a peak) over the peak-priced ones.
+
 Served demand is in output tokens/s: a configuration serves up to its share of the planned demand,
 capacity = demand.output_tokens_per_s x share. The planned demand is a peak (core.step plans on the peak
 of the scale-down window), and the demand moves under it; with `recent_output` (the member's recent
@@ -80,10 +85,11 @@ def power_frontier(
     min_capacity: float = 0.0,
     recent_output: Sequence[float] = (),
     warm: WarmFloor | None = None,
+    expected: bool = False,
 ) -> tuple[FrontierPoint, ...]:
     """The member's frontier at `demand` (module doc). `min_capacity` as PlanSpace's (the SLO feedback's
     capacity floor, a multiple of demand); `recent_output`: recent output demands, tokens/s; `warm`: the
-    warm floor's inputs (None: no floor)."""
+    warm floor's inputs (None: no floor); `expected`: priced at expected power, not the cap's peak."""
     space = PlanSpace(spec, demand, source, min_capacity)
     if not space.pairs:
         return (FrontierPoint(0.0, 0.0, "no variant can run"),)
@@ -98,7 +104,10 @@ def power_frontier(
 
     def peak(pair: Pair, c: Candidate) -> float:
         """The cap's count for `c` (module doc); its expected power when the energy model has no burst
-        setting for it (the cap cannot price it either)."""
+        setting for it (the cap cannot price it either), and when the frontier is priced at expected
+        power."""
+        if expected:
+            return c.power_w
         key = (pair.variant, pair.setting)
         run = runs.get(key)
         if run is None:
@@ -125,7 +134,7 @@ def power_frontier(
                 # n < need_any here (n = need_any within replicas.max meets the SLO rules).
                 share = min(n / pair.need_any, 1.0) if pair.need_any > 0 else 1.0
             options.append(FrontierPoint(peak(pair, c), served(out * share), c.label()))
-            if n == lo:
+            if n == lo and not expected:
                 # The minimum as the cap runs it when it pays for nothing more (module doc).
                 options.append(FrontierPoint(n * peak_power_w(pair.perf), served(out * share), c.label()))
     return _pareto(options)

@@ -343,11 +343,17 @@ def capacity_floor(
 
 
 def step(
-    spec: GreenModelSpec, state: LoopState, observation: Observation, now: float, source: PerformanceSource
+    spec: GreenModelSpec,
+    state: LoopState,
+    observation: Observation,
+    now: float,
+    source: PerformanceSource,
+    extra_allowance_w: float | None = None,
 ) -> tuple[LoopState, Decision]:
     """One tick of the loop: the plan for the observed demand (`plan_step`), then the burst rules
-    (`with_burst_rules`): the warm floor under the error budget and the fast tier's two settings."""
-    planned_state, decision = plan_step(spec, state, observation, now, source)
+    (`with_burst_rules`): the warm floor under the error budget and the fast tier's two settings.
+    `extra_allowance_w`: an average power granted from outside (plan_step)."""
+    planned_state, decision = plan_step(spec, state, observation, now, source, extra_allowance_w)
     return with_burst_rules(spec, state, planned_state, decision, observation, now, source)
 
 
@@ -579,13 +585,21 @@ def _expected_power(decision: Decision, perf: ReplicaPerformance | None, replica
 
 
 def plan_step(
-    spec: GreenModelSpec, state: LoopState, observation: Observation, now: float, source: PerformanceSource
+    spec: GreenModelSpec,
+    state: LoopState,
+    observation: Observation,
+    now: float,
+    source: PerformanceSource,
+    extra_allowance_w: float | None = None,
 ) -> tuple[LoopState, Decision]:
     """The plan for the observed demand. In order:
 
     1. Accounting (budget.record/roll): energy since the last sample from the energy counter (a decrease
        is a reset), else from power; carbon = energy x intensity; the period rolls over at its end.
-    2. Allowance (budget.allowed_power): the power, paced energy and paced carbon budgets.
+    2. Allowance (budget.allowed_power): the power, paced energy and paced carbon budgets, and
+       `extra_allowance_w` (an average power granted from outside: a team EnergyBudget's share of its
+       paced energy and carbon; None: none), the smallest. Like the paced energy it is met at expected
+       power, not as a cap on the peak (that is budget.powerW, with_burst_rules).
     3. Missing demand (observation.has_demand False): keep the decision in force (never scale down or
        switch); only a spec change that makes it impossible (variant removed or below the quality
        floor, replicas below replicas.min) is repaired, by moving up.
@@ -611,6 +625,9 @@ def plan_step(
     account = budget.roll(account, period_s, now)
     allowance = budget.allowed_power(
         spec.budget, account.energy_kwh, account.carbon_grams, account.period_start, now, intensity
+    )
+    allowance = budget.with_average_grant(
+        allowance, extra_allowance_w, f"team energy allowance {extra_allowance_w or 0.0:.0f} W (average)"
     )
     down_s = spec.scaling.scale_down_stabilization.seconds
     current_demand, backlog = estimate_demand(spec, observation)

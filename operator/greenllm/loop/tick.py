@@ -70,9 +70,11 @@ def tick(
     source: PerformanceSource,
     current: api.GreenModelStatus,
     generation: int | None,
+    extra_allowance_w: float | None = None,
 ) -> TickResult:
-    """Decide (`core.step`) and say it in the status, against the status as it is now (`current`)."""
-    new_state, decision = step(spec, state, observation, now, source)
+    """Decide (`core.step`) and say it in the status, against the status as it is now (`current`).
+    `extra_allowance_w`: the average power team EnergyBudgets grant it (core.step.plan_step)."""
+    new_state, decision = step(spec, state, observation, now, source, extra_allowance_w)
     changed = not st.same_decision(decision, current.last_decision)
     status, notices = loop_status(
         spec, new_state, decision, changed, observation, metrics, now, current, generation

@@ -198,6 +198,9 @@ class GreenllmPolicy(Policy):
         self._long_s = spec.slo.attainment_window.seconds
         self._state: LoopState | None = None
         self.status = GreenModelStatus()
+        # An average power granted from outside (a team EnergyBudget's share: sim.team), obeyed as the
+        # loop obeys its own paced energy (core.step.plan_step); None: none.
+        self.extra_allowance_w: float | None = None
 
     def initial(self) -> FleetTarget:
         decision = initial_decision(self.spec, self.source)
@@ -230,7 +233,10 @@ class GreenllmPolicy(Policy):
 
         max_age_s = metrics_max_age_s(self.interval_s)  # the operator loop's own rule
         obs = observe(query, queries, epoch, max_age_s, state.last_energy_j)
-        result = tick(self.spec, state, obs, MetricsVerdict.of(obs), epoch, self.source, self.status, 1)
+        verdict = MetricsVerdict.of(obs)
+        result = tick(
+            self.spec, state, obs, verdict, epoch, self.source, self.status, 1, self.extra_allowance_w
+        )
         self._state, decision = result.state, result.decision
         self.status = st.merged(self.status, result.status)
         planned = decision.planned_demand

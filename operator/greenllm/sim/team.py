@@ -4,12 +4,15 @@ Three arms over the same traces, each member on its own simulated fleet (engine.
 
 - shared: the budget is divided every interval as the operator divides it (core.allocation): the
   coordinator below plays the budget controller. Each member runs the operator's loop (`GreenllmPolicy`)
-  with its effective spec: its own spec with `budget.powerW` lowered to its allocation (the tightest
-  wins; the budget's onExhausted applies when the allocation binds). After its step a member reports its
-  frontier (core.frontier, at the demand the step planned for) and its observed energy; once every member
-  has reported for an interval, the allowance (the budget's power cap and its energy and carbon paced over
-  the rest of the period, core.allocation.team_allowance_w, from the energy the members' observations
-  show) is divided for the next interval, the allocation in force kept when the gain is small.
+  with its effective spec: its own spec with `budget.powerW` lowered to its share of the budget's powerW
+  (the tightest wins; the budget's onExhausted applies when the allocation binds), and with its share of
+  the budget's energy and carbon paced over the rest of the period as an average allowance its planner
+  obeys at expected power (core.step's `extra_allowance_w`). After its step a member reports its two
+  frontiers (core.frontier, at the demand the step planned for: priced at the cap's peak and at expected
+  power) and its observed energy; once every member has reported for an interval, the two allowances
+  (core.allocation.team_allowances_w, from the energy the members' observations show) are divided for the
+  next interval, each over the frontiers priced as it is spent, the allocation in force kept when the
+  gain is small.
 - split: each member alone with 1/N of every limit of the budget (powerW, energyKwh, carbonGrams over
   the same period), the split a team makes by hand, tightened by its own spec.budget.
 - shared-same-energy: shared, with the budget moved until the team uses the energy the split used
@@ -40,7 +43,7 @@ from greenllm.api.durations import parse_duration
 from greenllm.api.energybudget import EnergyBudget, EnergyBudgetSpec
 from greenllm.api.v1alpha1 import Budget, GreenModel, GreenModelSpec
 from greenllm.core import budget as budget_rules
-from greenllm.core.allocation import Allocation, FrontierPoint, Member, allocate, team_allowance_w
+from greenllm.core.allocation import Allocation, FrontierPoint, Member, allocate, team_allowances_w
 from greenllm.core.decision import Demand, Observation
 from greenllm.core.energy import EnergyModel
 from greenllm.core.frontier import WarmFloor, power_frontier
@@ -163,12 +166,18 @@ def covered_members(budget: EnergyBudget, models: Sequence[tuple[Path, GreenMode
     return keys
 
 
-def effective_spec(spec: GreenModelSpec, allocated_w: float, team: Budget) -> GreenModelSpec:
+def effective_spec(
+    spec: GreenModelSpec, allocated_w: float, team: Budget, average_w: float = math.inf
+) -> GreenModelSpec:
     """The member's spec with budget.powerW lowered to its allocation (the tightest wins); the team's
-    onExhausted applies when the allocation is what binds."""
+    onExhausted applies when the allocation is what binds, or when the team grants an average allowance
+    (`average_w`, obeyed by the planner beside the spec: TeamMemberPolicy)."""
     own = spec.budget.power_w
     if math.isinf(allocated_w) or (own is not None and own <= allocated_w):
-        return spec
+        if math.isinf(average_w) or spec.budget.on_exhausted is team.on_exhausted:
+            return spec
+        team_rule = spec.budget.model_copy(update={"on_exhausted": team.on_exhausted})
+        return spec.model_copy(update={"budget": team_rule})
     # Not validated: an allocation of 0 W (a member cut to nothing) is a legal input to the planner.
     lowered = spec.budget.model_copy(update={"power_w": allocated_w, "on_exhausted": team.on_exhausted})
     return spec.model_copy(update={"budget": lowered})
@@ -299,7 +308,7 @@ class IntervalRecord:
     """What the budget did at one interval (the allocation for the next one)."""
 
     t: float  # s from the start
-    allowance_w: float | None
+    allowance_w: float | None  # the team's powerW (a peak), divided over the peak-priced frontiers
     used_kwh: float
     allocation: Mapping[str, float]
     served: Mapping[str, float]
@@ -307,13 +316,18 @@ class IntervalRecord:
     overcommitted: bool
     degraded: tuple[tuple[str, str], ...]
     kept: bool
+    # The team's energy and carbon paced over the rest of the period (an average), divided over the
+    # frontiers priced at expected power: each member's average-power allowance.
+    average_allowance_w: float | None = None
+    average_allocation: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class _Report:
-    frontier: tuple[FrontierPoint, ...]
+    frontier: tuple[FrontierPoint, ...]  # priced at the powerW cap's peak
     demand: float
     observation: Observation | None
+    expected_frontier: tuple[FrontierPoint, ...] = ()  # priced at expected power
 
 
 class Coordinator:
@@ -340,25 +354,39 @@ class Coordinator:
         self._accounts = {m.key: budget_rules.Account(start_epoch) for m in members}
         self.history: list[IntervalRecord] = []
         # Before any demand is seen: every member at its minimum with the rest shared equally (the
-        # allocator at zero demand), so the budget binds from the first tick.
+        # allocator at zero demand), so the budget binds from the first tick. `allocation`: the powerW
+        # caps (peak); `average`: the average-power allowances (the paced energy and carbon).
         self.allocation: dict[str, float] = {}
+        self.average: dict[str, float] = {}
         self._first = True
 
-    def initial(self, frontiers: Mapping[str, tuple[FrontierPoint, ...]]) -> None:
+    def initial(
+        self,
+        frontiers: Mapping[str, tuple[FrontierPoint, ...]],
+        expected: Mapping[str, tuple[FrontierPoint, ...]],
+    ) -> None:
         with self._cond:
             if self._first:
                 self._first = False
-                allowance = self._allowance(self._start)
-                got = allocate(
-                    [Member(k, self._priority[k], f) for k, f in sorted(frontiers.items())],
-                    allowance,
-                    on_exhausted=self.budget.on_exhausted,
-                )
-                self.allocation = dict(got.power_w)
+                peak, average = self._allowances(self._start)
+                halves = ((frontiers, peak, self.allocation), (expected, average, self.average))
+                for parts, watts, out in halves:
+                    got = allocate(
+                        [Member(k, self._priority[k], f) for k, f in sorted(parts.items())],
+                        watts,
+                        on_exhausted=self.budget.on_exhausted,
+                    )
+                    out.update(got.power_w)
 
     def allocated(self, key: str) -> float:
+        """The member's powerW cap (math.inf: none)."""
         with self._cond:
             return self.allocation.get(key, math.inf)
+
+    def allocated_average(self, key: str) -> float:
+        """The member's average-power allowance (math.inf: none)."""
+        with self._cond:
+            return self.average.get(key, math.inf)
 
     def report(self, key: str, now_epoch: float, report: _Report) -> None:
         with self._cond:
@@ -390,12 +418,14 @@ class Coordinator:
         if self._failed is not None:
             raise SimulationError(f"team run stopped: {self._failed}")
 
-    def _allowance(self, now_epoch: float) -> float:
+    def _allowances(self, now_epoch: float) -> tuple[float, float]:
+        """The team's powerW and its paced energy and carbon (core.allocation.team_allowances_w), W;
+        math.inf: no such limit."""
         used_kwh = sum(a.energy_kwh for a in self._accounts.values())
         used_g = sum(a.carbon_grams for a in self._accounts.values())
         start = budget_rules.current_period_start(self._start, self._period_s, now_epoch)
-        watts = team_allowance_w(self.budget, used_kwh, used_g, start, now_epoch, self._carbon)
-        return math.inf if watts is None else watts
+        peak, average = team_allowances_w(self.budget, used_kwh, used_g, start, now_epoch, self._carbon)
+        return (math.inf if peak is None else peak, math.inf if average is None else average)
 
     def _advance(self, now_epoch: float) -> None:
         """All reports are in: account the energy, divide the allowance, release the members."""
@@ -407,24 +437,36 @@ class Coordinator:
                     account, self._period_s, obs.time, obs.energy_j_total, obs.power_w, self._carbon
                 )
             self._accounts[key] = budget_rules.roll(account, self._period_s, now_epoch)
-        allowance = self._allowance(now_epoch)
+        allowance, average = self._allowances(now_epoch)
         members = [Member(k, self._priority[k], r.frontier) for k, r in sorted(self._reports.items())]
         previous = {k: v for k, v in self.allocation.items() if k in self._reports}
         got: Allocation = allocate(
             members, allowance, previous=previous or None, on_exhausted=self.budget.on_exhausted
         )
         self.allocation.update(got.power_w)
+        expected = [
+            Member(k, self._priority[k], r.expected_frontier) for k, r in sorted(self._reports.items())
+        ]
+        previous_avg = {k: v for k, v in self.average.items() if k in self._reports}
+        got_avg = allocate(
+            expected, average, previous=previous_avg or None, on_exhausted=self.budget.on_exhausted
+        )
+        self.average.update(got_avg.power_w)
         self.history.append(
             IntervalRecord(
+                average_allowance_w=None if math.isinf(average) else average,
+                average_allocation=dict(got_avg.power_w),
                 t=now_epoch - self._start,
                 allowance_w=None if math.isinf(allowance) else allowance,
                 used_kwh=sum(a.energy_kwh for a in self._accounts.values()),
                 allocation=dict(got.power_w),
                 served=dict(got.served),
                 demand={k: r.demand for k, r in self._reports.items()},
-                overcommitted=got.overcommitted,
-                degraded=got.degraded,
-                kept=got.kept,
+                overcommitted=got.overcommitted or got_avg.overcommitted,
+                degraded=(*got.degraded, *got_avg.degraded),
+                # Kept when every limited part kept its allocation in force (an unlimited one has none).
+                kept=all(a.kept for a, w in ((got, allowance), (got_avg, average)) if math.isfinite(w))
+                and math.isfinite(min(allowance, average)),
             )
         )
         self._reports = {}
@@ -433,8 +475,9 @@ class Coordinator:
 
 
 class TeamMemberPolicy(GreenllmPolicy):
-    """The operator's loop for one member, run with its effective spec (its allocation as budget.powerW)
-    and reporting its frontier to the coordinator after each step. Wraps GreenllmPolicy's decide."""
+    """The operator's loop for one member, run with its effective spec (its powerW allocation as
+    budget.powerW) and its average-power allowance (core.step.plan_step's `extra_allowance_w`), reporting
+    its two frontiers to the coordinator after each step. Wraps GreenllmPolicy's decide."""
 
     def __init__(
         self,
@@ -461,7 +504,11 @@ class TeamMemberPolicy(GreenllmPolicy):
     def decide(self, now: float, view: PrometheusView, truth: Truth | None) -> DecisionLog:
         member = self._member
         coordinator = self._coordinator
-        self.spec = effective_spec(member.spec, coordinator.allocated(member.key), coordinator.budget)
+        average = coordinator.allocated_average(member.key)
+        self.spec = effective_spec(
+            member.spec, coordinator.allocated(member.key), coordinator.budget, average
+        )
+        self.extra_allowance_w = None if math.isinf(average) else average
         log = super().decide(now, view, truth)
         obs = log.observation
         if obs is not None and obs.has_demand:
@@ -472,10 +519,11 @@ class TeamMemberPolicy(GreenllmPolicy):
         warm = None
         if obs is not None and self._state is not None:
             warm = WarmFloor(self._state.floor, obs, self._start_epoch + now)
-        frontier = power_frontier(
-            member.spec, demand, self._source, recent_output=tuple(self._recent), warm=warm
-        )
-        report = _Report(frontier, demand.output_tokens_per_s, obs)
+        recent = tuple(self._recent)
+        frontier = power_frontier(member.spec, demand, self._source, recent_output=recent, warm=warm)
+        # Priced as its planner counts an average allowance: expected power (core.frontier).
+        expected = power_frontier(member.spec, demand, self._source, recent_output=recent, expected=True)
+        report = _Report(frontier, demand.output_tokens_per_s, obs, expected)
         coordinator.report(member.key, self._start_epoch + now, report)
         return log
 
@@ -525,7 +573,10 @@ def run_shared(
 ) -> ArmResult:
     start = min(m.trace.start_epoch for m in members)
     coordinator = Coordinator(budget, members, start, carbon_g_per_kwh)
-    coordinator.initial({m.key: power_frontier(m.spec, Demand(0.0, 0.0), source) for m in members})
+    coordinator.initial(
+        {m.key: power_frontier(m.spec, Demand(0.0, 0.0), source) for m in members},
+        {m.key: power_frontier(m.spec, Demand(0.0, 0.0), source, expected=True) for m in members},
+    )
     policies = {
         m.key: TeamMemberPolicy(
             m, source, coordinator, start_epoch=start, carbon_g_per_kwh=carbon_g_per_kwh, window=window
@@ -652,8 +703,30 @@ def budget_summary(history: Sequence[IntervalRecord], keys: Sequence[str]) -> di
         for key, _ in r.degraded:
             degraded[key] = degraded.get(key, 0) + 1
     finite = [w for w in allowances if w is not None]
+    avg_allowances = [r.average_allowance_w for r in history]
+    avg_finite = [w for w in avg_allowances if w is not None]
+    avg_over = [
+        a - w
+        for a, w in zip(
+            (sum(v for v in r.average_allocation.values() if math.isfinite(v)) for r in history),
+            avg_allowances,
+            strict=True,
+        )
+        if w is not None and a > w + 1e-6
+    ]
     return {
         "intervals": len(history),
+        # The paced energy and carbon (an average), divided over the expected-power frontiers.
+        "average_allowance_w_min": min(avg_finite) if avg_finite else None,
+        "average_allowance_w_max": max(avg_finite) if avg_finite else None,
+        "intervals_over_average_allowance": len(avg_over),
+        "average_allocation_w_range": {
+            k: (
+                min(r.average_allocation.get(k, 0.0) for r in history),
+                max(r.average_allocation.get(k, 0.0) for r in history),
+            )
+            for k in keys
+        },
         "allowance_w_min": min(finite) if finite else None,
         "allowance_w_max": max(finite) if finite else None,
         "moves_between_members": moves,
@@ -800,14 +873,23 @@ def report_text(result: dict[str, Any]) -> str:
         allowance = (
             "no power limit"
             if bs["allowance_w_min"] is None
-            else f"allowance {bs['allowance_w_min']:.0f}-{bs['allowance_w_max']:.0f} W"
+            else f"powerW allowance {bs['allowance_w_min']:.0f}-{bs['allowance_w_max']:.0f} W"
         )
+        if bs["average_allowance_w_min"] is not None:
+            avg = ", ".join(
+                f"{k} {lo:.0f}-{hi:.0f} W" for k, (lo, hi) in bs["average_allocation_w_range"].items()
+            )
+            allowance += (
+                f", energy/carbon paced {bs['average_allowance_w_min']:.0f}-"
+                f"{bs['average_allowance_w_max']:.0f} W average (members' average allowances {avg}; over "
+                f"it {bs['intervals_over_average_allowance']} times)"
+            )
         lines.append(
             f"budget ({arm}): {bs['intervals']} intervals, {allowance}, watts moved between members "
             f"{bs['moves_between_members']} times (the allocation in force protected "
             f"{bs['protected_by_hysteresis']} times), allocated over the allowance "
             f"{bs['intervals_over_allowance']} times, overcommitted {bs['overcommitted_intervals']}; "
-            f"allocations {ranges}"
+            f"powerW allocations {ranges}"
         )
     return "\n".join(lines)
 
