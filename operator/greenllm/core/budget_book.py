@@ -8,7 +8,7 @@ kopf's memo: controller.memo.OperatorMemo.budgets); controller/budgets.py reads 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from greenllm.api import v1alpha1 as api
@@ -85,20 +85,21 @@ class Book:
     read_specs: dict[Key, tuple[int | None, api.GreenModelSpec | None]] = field(default_factory=dict)
 
     def grants_for(self, namespace: str, name: str) -> list[tuple[str, float]]:
-        """(budget, W) of every budget in force that allocated to this GreenModel."""
-        out = []
-        for (ns, _), grant in self.grants.items():
-            if ns == namespace and name in grant.power_w:
-                out.append((grant.budget, grant.power_w[name]))
-        return sorted(out)
+        """(budget, W) of every budget in force that allocated to this GreenModel (its powerW caps)."""
+        return self._granted(namespace, name, lambda grant: grant.power_w)
 
     def average_grants_for(self, namespace: str, name: str) -> list[tuple[str, float]]:
         """(budget, W) of every budget in force that granted this GreenModel an average allowance."""
-        out = []
-        for (ns, _), grant in self.grants.items():
-            if ns == namespace and name in grant.average_w:
-                out.append((grant.budget, grant.average_w[name]))
-        return sorted(out)
+        return self._granted(namespace, name, lambda grant: grant.average_w)
+
+    def _granted(
+        self, namespace: str, name: str, part: Callable[[Grant], Mapping[str, float]]
+    ) -> list[tuple[str, float]]:
+        return sorted(
+            (grant.budget, part(grant)[name])
+            for (ns, _), grant in self.grants.items()
+            if ns == namespace and name in part(grant)
+        )
 
 
 def tightest_grant(grants: Sequence[tuple[str, float]]) -> tuple[float, tuple[str, ...]] | None:
