@@ -11,9 +11,7 @@ Assertions are about what the operator recorded (status, Deployments, Events); t
 
 from __future__ import annotations
 
-import asyncio
 import math
-import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from greenllm.api import energybudget as eb
 from greenllm.api.crd import energy_budget_definition
 from tests.e2e.conftest import ApiError, KubeClient, OperatorFactory, wait_for
 from tests.e2e.test_autoscale import HIGH, LOW, green_model
+from tests.e2e.test_kubectl import kubectl_columns
 from tests.kube_emulator import KubeEmulator
 from tests.prometheus_server import FakeFleet, PodSeries, PrometheusServer, scraped
 
@@ -403,27 +402,7 @@ async def test_kubectl_get_eb_prints_the_columns(
         lambda b: condition(b, "Ready").get("status") == "True" and condition(b, "BudgetMet").get("status"),
         "Ready",
     )
-    columns = crd.ENERGY_BUDGET_PRINTER_COLUMNS
-    spec = ",".join(f"C{i}:{c['jsonPath']}" for i, c in enumerate(columns))
-    proc = await asyncio.create_subprocess_exec(
-        "kubectl",
-        f"--kubeconfig={kubeconfig}",
-        "get",
-        "eb",  # the short name
-        "search",
-        "-n",
-        ns,
-        "-o",
-        f"custom-columns={spec}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    header, row = out.decode().splitlines()
-    starts = [m.start() for m in re.finditer(r"C\d+", header)]
-    bounds = zip(starts, [*starts[1:], None], strict=True)
-    printed = {c["name"]: row[a:b].strip() for c, (a, b) in zip(columns, bounds, strict=True)}
+    printed = await kubectl_columns(kubeconfig, ns, "search", "eb", crd.ENERGY_BUDGET_PRINTER_COLUMNS)
     assert printed["Members"] == "1"
     allocated, _, allowed = printed["Power"].partition("/")
     assert allocated and allowed  # e.g. "1 kW/1 kW"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,21 @@ setup = test_autoscale.setup
 pytestmark = pytest.mark.e2e
 
 
-async def kubectl_columns(kubeconfig: Path, namespace: str, name: str) -> dict[str, str]:
-    """`kubectl get gm NAME` with every printer column (wide ones too), as {column name: printed value}."""
-    spec = ",".join(f"C{i}:{c['jsonPath']}" for i, c in enumerate(crd.PRINTER_COLUMNS))
+async def kubectl_columns(
+    kubeconfig: Path,
+    namespace: str,
+    name: str,
+    resource: str = "gm",
+    columns: Sequence[Mapping[str, Any]] = crd.PRINTER_COLUMNS,
+) -> dict[str, str]:
+    """`kubectl get RESOURCE NAME` with every printer column of its CRD (wide ones too), as {column name:
+    printed value}; RESOURCE as a user types it (a short name is fine)."""
+    spec = ",".join(f"C{i}:{c['jsonPath']}" for i, c in enumerate(columns))
     proc = await asyncio.create_subprocess_exec(
         "kubectl",
         f"--kubeconfig={kubeconfig}",
         "get",
-        "gm",
+        resource,
         name,
         "-n",
         namespace,
@@ -49,9 +57,9 @@ async def kubectl_columns(kubeconfig: Path, namespace: str, name: str) -> dict[s
     header, row = out.decode().splitlines()
     # Columns are aligned under their headers (C0, C1, ...); values may hold blanks ("450 W/GPU").
     starts = [m.start() for m in re.finditer(r"C\d+", header)]
-    assert len(starts) == len(crd.PRINTER_COLUMNS), header
+    assert len(starts) == len(columns), header
     bounds = zip(starts, [*starts[1:], None], strict=True)
-    return {c["name"]: row[a:b].strip() for c, (a, b) in zip(crd.PRINTER_COLUMNS, bounds, strict=True)}
+    return {c["name"]: row[a:b].strip() for c, (a, b) in zip(columns, bounds, strict=True)}
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

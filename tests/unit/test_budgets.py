@@ -354,25 +354,29 @@ def test_the_status_says_which_part_is_the_cap_and_which_the_average() -> None:
     peak = Allocation({f"{NS}/a": 700.0, f"{NS}/b": 300.0}, {f"{NS}/a": 90.0, f"{NS}/b": 40.0}, False, ())
     average = Allocation({f"{NS}/a": 250.0, f"{NS}/b": 150.0}, {f"{NS}/a": 80.0, f"{NS}/b": 50.0}, False, ())
     grant = bb.Grant("team", {"a": 700.0, "b": 300.0}, average_w={"a": 250.0, "b": 150.0})
-    built = bs.build(
-        namespace=NS,
-        spec=budget_spec(energyKwh=10),
-        candidates=[_candidate("a"), _candidate("b")],
-        reports={"a": None, "b": None},
-        allocation=peak,
-        grant=grant,
-        allowance_w=1000.0,
-        ledger=bs.Ledger(period_start=T0),
-        overlaps=[],
-        bound={},
-        notes=[],
-        budget_name="team",
-        conditions=[],
-        stamp=rfc3339(T0),
-        generation=1,
-        average_allocation=average,
-        average_allowance_w=417.0,
-    )
+
+    def build(average_allocation: Allocation) -> eb.EnergyBudgetStatus:
+        return bs.build(
+            namespace=NS,
+            spec=budget_spec(energyKwh=10),
+            candidates=[_candidate("a"), _candidate("b")],
+            reports={"a": None, "b": None},
+            allocation=peak,
+            grant=grant,
+            allowance_w=1000.0,
+            ledger=bs.Ledger(period_start=T0),
+            overlaps=[],
+            bound={},
+            notes=[],
+            budget_name="team",
+            conditions=[],
+            stamp=rfc3339(T0),
+            generation=1,
+            average_allocation=average_allocation,
+            average_allowance_w=417.0,
+        )
+
+    built = build(average)
     status = core_status.patch(built)
     assert eb.EnergyBudgetStatus.model_validate(status) == built
     rows = {m["name"]: m for m in status["members"]}
@@ -391,27 +395,7 @@ def test_the_status_says_which_part_is_the_cap_and_which_the_average() -> None:
     assert "400 W of 417 W of energy/carbon paced (average" in ready["message"]
     # The average allocation overcommitted alone: Overcommitted says so, with what is allowed.
     cut = Allocation(average.power_w, average.served, True, ((f"{NS}/b", "its minimum does not fit"),))
-    over = core_status.patch(
-        bs.build(
-            namespace=NS,
-            spec=budget_spec(energyKwh=10),
-            candidates=[_candidate("a"), _candidate("b")],
-            reports={"a": None, "b": None},
-            allocation=peak,
-            grant=grant,
-            allowance_w=1000.0,
-            ledger=bs.Ledger(period_start=T0),
-            overlaps=[],
-            bound={},
-            notes=[],
-            budget_name="team",
-            conditions=[],
-            stamp=rfc3339(T0),
-            generation=1,
-            average_allocation=cut,
-            average_allowance_w=417.0,
-        )
-    )
+    over = core_status.patch(build(cut))
     message = _cond(over, "Overcommitted")["message"]
     assert _cond(over, "Overcommitted")["status"] == "True"
     assert "powerW 1000 W, energy/carbon paced 417 W average" in message and "b (its minimum" in message
