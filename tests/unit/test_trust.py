@@ -17,6 +17,7 @@ from greenllm.calibration import default_energy_model
 from greenllm.controller import handlers, prometheus
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
+from greenllm.controller.fleet_loop import FleetLoop
 from greenllm.core import render
 from greenllm.core import status as st
 from greenllm.core.step import initial_decision
@@ -102,10 +103,23 @@ def run_tick(
     monkeypatch.setattr(prometheus, "prometheus_query", fake_query)
     monkeypatch.setattr(kopf, "warn", lambda _o, *, reason, message: events.append(message))
     monkeypatch.setattr(kopf, "info", lambda _o, *, reason, message: events.append(message))
+    loop = FleetLoop(lambda _: asyncio.sleep(0, 60.0), concurrency=1)
     memo = kopf.Memo(
-        config=config, prometheus={}, fleet={}, kube=kube, energy=energy, telemetry=OperatorMetrics()
+        config=config,
+        prometheus={},
+        fleet={},
+        kube=kube,
+        energy=energy,
+        telemetry=OperatorMetrics(),
+        loop=loop,
     )
-    asyncio.run(handlers.tick(memo, gm, handlers.LoopMemory(), _Logger()))  # type: ignore[arg-type]
+
+    async def one_tick() -> None:
+        tracked = loop.track(gm)
+        tracked.memory.compile(gm, config)  # what the watch handler does with each event
+        await handlers.tick(memo, tracked, _Logger())  # type: ignore[arg-type]
+
+    asyncio.run(one_tick())
     return urls, events, kube, asked
 
 
@@ -294,6 +308,7 @@ def test_reconcile_sets_spec_valid_false_for_an_untrusted_spec(monkeypatch: pyte
     monkeypatch.setattr(kopf, "warn", lambda *_a, **_k: None)
     monkeypatch.setattr(kopf, "info", lambda *_a, **_k: None)
     memo = kopf.Memo(config=OperatorConfig(), kube=kube, energy=default_energy_model())
+    memo.loop = FleetLoop(lambda _: asyncio.sleep(0, 60.0), concurrency=1)
     asyncio.run(
         handlers.reconcile(  # type: ignore[call-arg]
             body=kopf.Body(gm),  # type: ignore[arg-type]

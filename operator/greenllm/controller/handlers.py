@@ -10,13 +10,11 @@ import asyncio
 import copy
 import json
 import logging
-import math
 import os
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, cast
 
 import kopf
@@ -28,6 +26,7 @@ from greenllm.calibration import default_energy_model
 from greenllm.controller import budgets, fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
+from greenllm.controller.fleet_loop import FleetLoop, Tracked
 from greenllm.controller.kube import Kube, RateLimit
 from greenllm.controller.memo import OperatorMemo
 from greenllm.core import render
@@ -66,7 +65,6 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
     # must exist here (a key added to one resource's copy would be that resource's alone).
     memo.prometheus = {}  # URL -> promql.Query, built on first use
     memo.fleet = {}  # URL -> fleet_observer.FleetObserver: one per Prometheus, for every GreenModel
-    memo.wakeups = {}  # (namespace, name) -> the event that wakes the GreenModel's loop early
     # Every tick holds a thread for its Prometheus queries, and Kubernetes calls share the pool: the
     # default (min(32, cores + 4)) made ticks queue behind each other at a few hundred GreenModels.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=config.io_threads))
@@ -90,6 +88,10 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
         settings.peering.standalone = True
     if config.elects_leader:
         await _lead(config, memo)
+    # One task ticks every GreenModel (controller/fleet_loop.py); the watch feeds it (`track`).
+    memo.loop = FleetLoop(
+        lambda tracked: autoscale(memo, tracked), concurrency=config.io_threads, acting=lambda: _acting(memo)
+    )
 
 
 async def _lead(config: OperatorConfig, memo: OperatorMemo) -> None:
@@ -120,6 +122,8 @@ def _acting(memo: OperatorMemo) -> bool:
 
 @kopf.on.cleanup()
 async def stop_serving(memo: OperatorMemo, **_: Any) -> None:
+    if "loop" in memo:
+        await memo.loop.stop()
     if "telemetry" in memo:
         memo.telemetry.stop()
         del memo["telemetry"]
@@ -156,9 +160,16 @@ async def reconcile(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    namespace, name = meta["namespace"], meta["name"]
     if not _acting(memo):
         raise kopf.TemporaryError("this operator lost its leader Lease and is stopping", delay=60)
+    async with memo.loop.writing((meta["namespace"], meta["name"])):
+        await _reconcile(body, status, meta, memo, logger)
+
+
+async def _reconcile(
+    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, memo: OperatorMemo, logger: kopf.Logger
+) -> None:
+    namespace, name = meta["namespace"], meta["name"]
     kube: Kube = memo.kube
     generation = meta.get("generation")
     try:
@@ -206,9 +217,8 @@ async def reconcile(
 
     # kopf's body is the object as this event delivered it: a first try without a GET (409 re-reads).
     written = await update_status(kube, namespace, name, build, read=copy.deepcopy(dict(body)))
-    wake: asyncio.Event | None = memo.get("wakeups", {}).get((namespace, name))
-    if wake is not None:
-        wake.set()  # the loop plans with the new spec now, at its new interval, not after its old sleep
+    memo.loop.saw(written)
+    memo.loop.wake((namespace, name))  # plan with the new spec now, at its new interval, not after the old
     if written is not None and not st.same_decision(decision, current.last_decision):
         kopf.info(body, reason="Decision", message=_event_message(decision))
 
@@ -369,28 +379,25 @@ async def cleanup(meta: kopf.Meta, memo: OperatorMemo, logger: kopf.Logger, **_:
             await kube.delete(kind, meta["namespace"], name)
 
 
-# What the Deployment watcher reads of a GreenModel (core.status.deployment_seen) and needs to write its
-# status with optimistic concurrency. Not the spec, the decision or the loop's state: nothing there reads
-# them, and at 5,000 GreenModels a whole copy of each was tens of MB for nothing.
-INDEXED_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion")
-INDEXED_STATUS = ("conditions", "replicas", "readyReplicas", "replicasText")
-
-
-@kopf.index(*RESOURCE)
-def green_models(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[Any, str], Any]:
-    """Each GreenModel as the watch last delivered it, cut to what the Deployment watcher uses: a read
-    without a GET (an update built on a stale one is refused with 409 and re-read)."""
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    return {
-        (namespace, name): {
-            "metadata": {k: meta[k] for k in INDEXED_METADATA if k in meta},
-            "status": copy.deepcopy({k: status[k] for k in INDEXED_STATUS if k in status}),
-        }
-    }
+@kopf.on.event(*RESOURCE)
+async def track(event: Mapping[str, Any], memo: OperatorMemo, **_: Any) -> None:
+    """Feed the watch to the fleet loop: what a tick and the Deployment watcher read of each GreenModel,
+    kept without a GET, and the spec compiled once per generation (reconcile reports a refusal)."""
+    raw = event.get("object") or {}
+    meta = raw.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    loop: FleetLoop = memo.loop
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        loop.forget(key)
+        return
+    loop.track(raw).memory.compile(raw, memo.config)
+    # Started from a watch handler, not at start-up: its tasks inherit the context kopf gives the
+    # handlers of watched objects, which kopf.info/kopf.warn need to post Events from the ticks.
+    loop.start()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={render.MODEL_LABEL: kopf.PRESENT})
-async def deployment_changed(body: kopf.Body, memo: OperatorMemo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def deployment_changed(body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
     """Mirror the Deployment's availability into the owning GreenModel's Ready condition."""
     meta = body.get("metadata", {})
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == api.KIND), None)
@@ -403,86 +410,48 @@ async def deployment_changed(body: kopf.Body, memo: OperatorMemo, logger: kopf.L
         seen = st.deployment_seen(st.read(gm.get("status")), body, _now(), gm["metadata"].get("generation"))
         return None if seen is None else st.patch(seen)
 
-    index: kopf.Index[Any, Any] = kwargs["green_models"]  # kopf passes each index by its handler's name
-    known = index.get((meta["namespace"], owner["name"]))
-    read = next(iter(known), None) if known is not None else None
-    await update_status(memo.kube, meta["namespace"], owner["name"], build, read=read)
+    loop: FleetLoop = memo.loop
+    key = (meta["namespace"], owner["name"])
+    async with loop.writing(key):  # after reconcile's or a tick's write in flight, from its response
+        known = loop.latest(key)
+        # The GreenModel as last seen, without a GET (an update built on a stale one is refused with 409
+        # and re-read); an unknown one (not delivered by the watch yet) is read.
+        read = None if known is None else known.gm
+        loop.saw(await update_status(memo.kube, key[0], key[1], build, read=read))
 
 
 # ------------------------------------------------------------------------------------------ autoscaling
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
-async def autoscale(
-    stopped: kopf.DaemonStopped,
-    body: kopf.Body,
-    memo: OperatorMemo,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """Every spec.scaling.interval: observe -> the core's decision step -> apply what changed -> status.
-
-    A daemon rather than a timer because each GreenModel has its own interval. It reads the GreenModel
-    from kopf's watch (`body` is a live view), not with a GET per tick, and keeps its loop state in a
-    `LoopMemory` for its lifetime: status is written when readers would see a change, else only the
-    accounting, at most every --accounting-write-period.
-    """
-    meta = body.get("metadata") or {}
-    namespace, name = meta.get("namespace", ""), meta.get("name", "")
-    # GreenModels created together would tick together forever; a stable per-object phase (a share of
-    # the interval, from the uid) spreads the load on Prometheus and the API server after the first tick.
-    phase = (zlib.crc32(str(meta.get("uid")).encode()) % 1000) / 1000
-    memory = LoopMemory()
-    wake = memo.wakeups[(namespace, name)] = asyncio.Event()  # reconcile sets it on a spec change
-    ticks = 0
+async def autoscale(memo: OperatorMemo, tracked: Tracked) -> float:
+    """One GreenModel's turn in the fleet loop: observe -> the core's decision step -> apply what changed
+    -> status; returns the seconds until its next turn. One bad tick must not end the loop: it is logged,
+    counted and retried at the next turn."""
+    namespace, name = tracked.key
+    started = time.monotonic()
+    interval = 15.0
     try:
-        while not stopped:
-            interval = 15.0
-            started = time.monotonic()
-            try:
-                interval = await tick(memo, body, memory, logger)
-            except Exception as e:  # one bad tick must not end the loop; the next one retries
-                logger.exception("autoscaling tick failed")
-                memo.telemetry.loop_errors.labels(namespace, name, type(e).__name__).inc()
-            memo.telemetry.loop_duration.observe(time.monotonic() - started)
-            ticks += 1
-            await _sleep(stopped, wake, interval * (1 + phase) if ticks == 1 else interval)
-    finally:
-        if memo.wakeups.get((namespace, name)) is wake:
-            del memo.wakeups[(namespace, name)]
+        interval = await tick(memo, tracked, GreenModelLog(namespace, name))
+    except Exception as e:
+        log.exception("[%s/%s] autoscaling tick failed", namespace, name)
+        memo.telemetry.loop_errors.labels(namespace, name, type(e).__name__).inc()
+    memo.telemetry.loop_duration.observe(time.monotonic() - started)
+    return interval
 
 
-@dataclass
-class LoopMemory:
-    """What one GreenModel's loop keeps between its ticks, for the life of its daemon: the spec validated
-    once per generation, the loop state (in status.controllerState only as of the last write), and what
-    readers saw in the last status write and when it was made."""
+log = logging.getLogger("greenllm.loop")
 
-    generation: int | None = None
-    spec: api.GreenModelSpec | None = None  # None: this generation's spec is invalid or untrusted
-    state: LoopState | None = None
-    written_at: float = -math.inf  # time.monotonic() of the loop's last status write
-    energy: fleet_observer.EnergyReadings = field(default_factory=fleet_observer.EnergyReadings)
 
-    def compile(self, gm: Mapping[str, Any], config: OperatorConfig) -> api.GreenModelSpec | None:
-        """The generation's spec, validated and trust-checked once (reconcile reports a refusal)."""
-        generation = (gm.get("metadata") or {}).get("generation")
-        if generation != self.generation:
-            self.generation, self.spec = generation, None
-            try:
-                spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
-                trust.check(spec, gm["metadata"]["namespace"], config)
-                self.spec = spec
-            except ValueError:  # ValidationError and UntrustedSpecError: SpecValid=False, nothing to scale
-                pass
-        return self.spec
+class GreenModelLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The loop's log lines about one GreenModel, prefixed like kopf's per-object ones. Not kopf's own
+    per-object logger: that one posts each line as an Event, and a tick posts its Events explicitly."""
 
-    def due(self, seen: Mapping[str, Any], new: Mapping[str, Any], now: float, period_s: float) -> str | None:
-        """Why to write `new` over the status readers see now (`seen`): "change" when they would see a
-        change, "accounting" when only the accounting moved and the period is over; None: no write."""
-        if st.reader_view(new) != st.reader_view({k: seen.get(k) for k in new}):
-            return "change"
-        return "accounting" if now - self.written_at >= period_s else None
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(log, {})
+        self.prefix = f"[{namespace}/{name}]"
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.prefix} {msg}", kwargs
 
 
 # What a tick reads of the stored status: the conditions, the decision in force and the ready replicas it
@@ -495,22 +464,6 @@ def tick_status(raw: Mapping[str, Any] | None, resume: bool) -> api.GreenModelSt
     """The part of the stored status a tick reads (`resume`: with status.controllerState)."""
     fields = (*TICK_STATUS_FIELDS, "controllerState") if resume else TICK_STATUS_FIELDS
     return st.read({k: raw[k] for k in fields if k in raw} if raw else None)
-
-
-# How long a stopping operator (lost Lease) waits between looks at whether its daemons are stopped.
-SPEC_CHECK_S = 1.0
-
-
-async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less: until stopped or until reconcile handles a spec change (`wake`), so a
-    shorter interval applies at once, not after the old sleep. One wait per tick: polling the spec every
-    second cost 5,000 wake-ups a second at 5,000 GreenModels (a third of the operator's CPU)."""
-    if not wake.is_set() and not stopped:
-        waits = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
-        _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-    wake.clear()
 
 
 def _prometheus(memo: OperatorMemo, url: str) -> promql.Query:
@@ -531,22 +484,22 @@ def _fleet(memo: OperatorMemo, url: str) -> fleet_observer.FleetObserver:
     return fleets[url]
 
 
-async def tick(memo: OperatorMemo, body: Mapping[str, Any], memory: LoopMemory, logger: kopf.Logger) -> float:
-    """One pass of the loop for one GreenModel, as `body` (kopf's live view of it) shows it now; returns
-    the seconds until the next one."""
-    if not _acting(memo):
-        return SPEC_CHECK_S  # stopping after a lost Lease: a second leader may act (and account) already
+async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> float:
+    """One pass of the loop for one GreenModel, as the watch last showed it (`tracked`); returns the
+    seconds until the next one."""
     kube: Kube = memo.kube
     config: OperatorConfig = memo.config
-    # This tick's snapshot: the live view moves on under an await. kopf replaces the view's raw body with
-    # each event's (it never changes one in place) and nothing here changes it, so a shallow copy holds
-    # still: a deep copy of every body on every tick was a fifth of the event loop's time (py-spy).
-    gm = dict(body)
+    memory = tracked.memory
+    # This tick's snapshot: the fleet loop replaces `tracked.gm` with each event's view and never changes
+    # one in place, so it holds still across this tick's awaits while `tracked.gm` moves on.
+    gm = tracked.gm
     if not gm.get("metadata") or gm["metadata"].get("deletionTimestamp"):
         return 15.0
     namespace, name = gm["metadata"]["namespace"], gm["metadata"]["name"]
     subject = kopf.Body(cast(kopf.RawBody, gm))  # what Events are about
-    spec = memory.compile(gm, config)
+    # Compiled when the watch delivered this generation (`track`); a newer generation seen first in a
+    # write's response is planned for once its event has compiled it (reconcile wakes the loop then).
+    spec = memory.spec if memory.generation == gm["metadata"].get("generation") else None
     if spec is None:
         return 15.0  # reconcile has set SpecValid=False; nothing to scale
     interval = spec.scaling.interval.seconds
@@ -616,8 +569,8 @@ async def tick(memo: OperatorMemo, body: Mapping[str, Any], memory: LoopMemory, 
     if result.changed:
         # Planned against `generation`: if the spec moved on meanwhile, applying would roll back what
         # reconcile just applied. Skip this tick; the next one plans with the new spec.
-        # kopf's live view has any newer generation the watch delivered while this tick asked Prometheus.
-        if (body.get("metadata") or {}).get("generation") != generation:
+        # The tracked view has any newer generation the watch delivered while this tick asked Prometheus.
+        if tracked.gm["metadata"].get("generation") != generation:
             return interval
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
         # The Service follows the spec alone (reconcile keeps it); a decision changes the Deployment.
@@ -645,7 +598,11 @@ async def tick(memo: OperatorMemo, body: Mapping[str, Any], memory: LoopMemory, 
 
     write_period = config.accounting_write_period_s
     # This tick's read of the object to build the status write on (a 409 re-reads).
-    if await update_status(kube, namespace, name, build, read=gm) is not None:
+    # The latest view: another writer's response may have refreshed it while this tick waited its turn.
+    async with memo.loop.writing((namespace, name)):
+        written = await update_status(kube, namespace, name, build, read=tracked.gm)
+        memo.loop.saw(written)
+    if written is not None:
         memory.written_at = time.monotonic()
         memo.telemetry.status_writes.labels(why[0]).inc()
     if not notices:

@@ -7,13 +7,13 @@ its alone.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import kopf
 
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.exporter import OperatorMetrics
+from greenllm.controller.fleet_loop import FleetLoop
 from greenllm.controller.fleet_observer import FleetObserver
 from greenllm.controller.kube import Kube
 from greenllm.controller.leader import LeaderLease
@@ -32,6 +32,6 @@ class OperatorMemo(kopf.Memo):
     energy: EnergyModel
     prometheus: dict[str, Query]  # URL -> a client, built on first use
     fleet: dict[str, FleetObserver]  # URL -> the fleet queries' answers, shared by every GreenModel
-    wakeups: dict[tuple[str, str], asyncio.Event]  # (namespace, name) -> wakes that GreenModel's loop
+    loop: FleetLoop  # ticks every GreenModel; the watch feeds it what each tick reads
     leader: LeaderLease  # only when leader election is on
     budgets: Book  # EnergyBudgets' allocations and their members' reports (controller/budgets.py)

@@ -1,0 +1,346 @@
+"""One loop ticks every GreenModel this process owns, each at its own interval.
+
+Until this module, each GreenModel had a kopf daemon: a task, a live copy of its whole body kept by kopf
+(spec, status and kopf's own annotation, 23 KB at the benchmark's size), and a wait per tick. At thousands
+of GreenModels that was most of the operator's memory. Here the watch feeds a registry of what a tick
+reads (`track`, from an `on.event` handler), a `Schedule` says which GreenModels are due, and one task
+starts their ticks, at most `concurrency` at a time. The schedule is fixed-rate: a tick starts an interval
+after the previous one started, so the achieved period is the interval whenever the process keeps up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from greenllm.api import v1alpha1 as api
+from greenllm.controller import fleet_observer, trust
+from greenllm.controller.config import OperatorConfig
+from greenllm.core import status as st
+from greenllm.core.step import LoopState
+
+Key = tuple[str, str]  # (namespace, name)
+
+log = logging.getLogger(__name__)
+
+# What a tick and the Deployment watcher read of a GreenModel's metadata. The spec is compiled when its
+# generation is seen (LoopMemory.compile) and not kept raw; the status is kept as the watch delivered it.
+TRACKED_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+
+
+def tracked_view(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a GreenModel kept between events: identity, generation, resourceVersion and status.
+    The status is the event's own object, not a copy: kopf replaces a body on each event and never
+    changes one in place, and nothing here changes it."""
+    meta = raw.get("metadata") or {}
+    view: dict[str, Any] = {
+        "apiVersion": raw.get("apiVersion"),
+        "kind": raw.get("kind"),
+        "metadata": {k: meta[k] for k in TRACKED_METADATA if k in meta},
+    }
+    if raw.get("status") is not None:
+        view["status"] = raw["status"]
+    return view
+
+
+@dataclass
+class LoopMemory:
+    """What one GreenModel's loop keeps between its ticks: the spec validated once per generation, the loop
+    state (in status.controllerState only as of the last write), and when the last status write was made."""
+
+    generation: int | None = None
+    spec: api.GreenModelSpec | None = None  # None: this generation's spec is invalid or untrusted
+    state: LoopState | None = None
+    written_at: float = -math.inf  # time.monotonic() of the loop's last status write
+    energy: fleet_observer.EnergyReadings = field(default_factory=fleet_observer.EnergyReadings)
+
+    def compile(self, gm: Mapping[str, Any], config: OperatorConfig) -> api.GreenModelSpec | None:
+        """The generation's spec, validated and trust-checked once (reconcile reports a refusal)."""
+        generation = (gm.get("metadata") or {}).get("generation")
+        if generation != self.generation:
+            self.generation, self.spec = generation, None
+            try:
+                spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
+                trust.check(spec, gm["metadata"]["namespace"], config)
+                self.spec = spec
+            except ValueError:  # ValidationError and UntrustedSpecError: SpecValid=False, nothing to scale
+                pass
+        return self.spec
+
+    def due(self, seen: Mapping[str, Any], new: Mapping[str, Any], now: float, period_s: float) -> str | None:
+        """Why to write `new` over the status readers see now (`seen`): "change" when they would see a
+        change, "accounting" when only the accounting moved and the period is over; None: no write."""
+        if st.reader_view(new) != st.reader_view({k: seen.get(k) for k in new}):
+            return "change"
+        return "accounting" if now - self.written_at >= period_s else None
+
+
+@dataclass(eq=False)
+class Tracked:
+    """One GreenModel as the loop knows it: `gm` is its latest view (tracked_view), replaced on each event
+    and by the response of each status write this process makes."""
+
+    gm: dict[str, Any]
+    memory: LoopMemory = field(default_factory=LoopMemory)
+
+    @property
+    def key(self) -> Key:
+        meta = self.gm["metadata"]
+        return meta.get("namespace", ""), meta.get("name", "")
+
+    @property
+    def uid(self) -> str | None:
+        uid: str | None = self.gm["metadata"].get("uid")
+        return uid
+
+
+def phase_of(uid: str | None) -> float:
+    """A stable share of the interval, from the uid: GreenModels created together would otherwise tick
+    together forever, and their queries and writes would come in bursts."""
+    return (zlib.crc32(str(uid).encode()) % 1000) / 1000
+
+
+@dataclass
+class _Slot:
+    due: float
+    seq: int
+    phase: float
+    ticks: int = 0
+    running: bool = False
+    woken: bool = False
+
+
+class Schedule:
+    """When each GreenModel's next tick is due. Pure: times are passed in, nothing waits.
+
+    - A new GreenModel is due at once (its first tick finds what reconcile deployed, or nothing yet).
+    - After a tick that started at `started` and asked for `interval`, the next is due at
+      `started + interval`; after the first tick, at `started + interval * (1 + phase)`, which spreads
+      GreenModels created together over the interval.
+    - A woken GreenModel (its spec changed) is due at once, or as soon as its running tick ends.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[Key, _Slot] = {}
+        self._heap: list[tuple[float, int, Key]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._slots
+
+    def add(self, key: Key, now: float, phase: float) -> None:
+        """Track `key` (due at once); a key already tracked is left as it is."""
+        if key not in self._slots:
+            self._slots[key] = _Slot(due=now, seq=0, phase=phase)
+            self._push(key, now)
+
+    def remove(self, key: Key) -> None:
+        self._slots.pop(key, None)  # its heap entries are skipped when they come up
+
+    def wake(self, key: Key, now: float) -> None:
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        if slot.running:
+            slot.woken = True
+        elif slot.due > now:
+            self._push(key, now)
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a GreenModel not ticking now (None: none)."""
+        while self._heap:
+            due, seq, key = self._heap[0]
+            slot = self._slots.get(key)
+            if slot is not None and slot.seq == seq and not slot.running:
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    def pop_due(self, now: float) -> Key | None:
+        """A GreenModel due by `now`, marked running; None when none is due."""
+        due = self.next_due()
+        if due is None or due > now:
+            return None
+        _, _, key = heapq.heappop(self._heap)
+        self._slots[key].running = True
+        return key
+
+    def finished(self, key: Key, started: float, interval: float, now: float) -> float | None:
+        """Record the end of `key`'s tick; returns when the next one is due (None: no longer tracked)."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return None
+        slot.running = False
+        slot.ticks += 1
+        due = started + interval * (1 + slot.phase if slot.ticks == 1 else 1)
+        if slot.woken:
+            slot.woken, due = False, now
+        self._push(key, max(due, now))
+        return slot.due
+
+    def _push(self, key: Key, due: float) -> None:
+        slot = self._slots[key]
+        self._seq += 1
+        slot.due, slot.seq = due, self._seq
+        heapq.heappush(self._heap, (due, self._seq, key))
+
+
+TickFunction = Callable[[Tracked], Awaitable[float]]
+
+
+@dataclass
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    holders: int = 0  # holding or waiting
+
+
+class FleetLoop:
+    """The registry of tracked GreenModels and the one task that ticks them on their `Schedule`.
+
+    `tick(tracked)` returns the seconds until that GreenModel's next tick and must not raise (a raise is
+    logged and retried after `retry_s`). `acting()` False pauses ticking (a lost leader Lease).
+    """
+
+    def __init__(
+        self,
+        tick: TickFunction,
+        *,
+        concurrency: int,
+        acting: Callable[[], bool] = lambda: True,
+        retry_s: float = 15.0,
+    ) -> None:
+        self._tick = tick
+        self._acting = acting
+        self._retry_s = retry_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._schedule = Schedule()
+        self._entries: dict[Key, Tracked] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ticking: set[asyncio.Task[None]] = set()
+        self._turns: dict[Key, _Turn] = {}  # only while someone writes: most GreenModels have none
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def track(self, raw: Mapping[str, Any]) -> Tracked:
+        """Take a GreenModel as an event delivered it: a new one is due at once; a known one keeps its
+        loop memory unless its uid changed (deleted and created again under the same name)."""
+        view = tracked_view(raw)
+        entry = Tracked(view)
+        key = entry.key
+        known = self._entries.get(key)
+        if known is not None and known.uid == entry.uid:
+            known.gm = view
+            return known
+        if known is not None:
+            self.forget(key)
+        self._entries[key] = entry
+        self._schedule.add(key, self._now(), phase_of(entry.uid))
+        self._changed.set()
+        return entry
+
+    def saw(self, written: Mapping[str, Any] | None) -> None:
+        """This process wrote the GreenModel and got `written` back: a fresher view than the last event's,
+        so the next write on it does not start from a stale resourceVersion (a 409 and a GET)."""
+        if not written:
+            return
+        entry = Tracked(tracked_view(written))
+        known = self._entries.get(entry.key)
+        if known is not None and known.uid == entry.uid:
+            known.gm = entry.gm
+
+    def latest(self, key: Key) -> Tracked | None:
+        return self._entries.get(key)
+
+    @contextlib.asynccontextmanager
+    async def writing(self, key: Key) -> AsyncIterator[None]:
+        """Writers of one GreenModel's status (reconcile, its tick, the Deployment watcher) take turns.
+
+        Each writes with the resourceVersion of the view it read. Reconcile creates the Deployment and
+        then writes status; the Deployment's event reached the watcher in between, and the watcher wrote
+        from the view before reconcile's write: one of the two was refused (409) and read the object
+        again, two requests more per new GreenModel. Taking turns, the watcher reads the view after
+        reconcile's write (`saw`) and most often has nothing to write.
+        """
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = _Turn()
+        turn.holders += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.holders -= 1
+            if turn.holders == 0:
+                del self._turns[key]
+
+    def forget(self, key: Key) -> None:
+        self._entries.pop(key, None)
+        self._schedule.remove(key)
+
+    def wake(self, key: Key) -> None:
+        """Tick `key` now (its spec changed): a shorter interval applies at once, not after the old one."""
+        self._schedule.wake(key, self._now())
+        self._changed.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="greenllm fleet loop")
+
+    async def stop(self) -> None:
+        """Stop ticking; ticks in flight are cancelled."""
+        tasks = [t for t in (self._task, *self._ticking) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._acting():
+                await asyncio.sleep(1.0)  # stopping after a lost Lease: a second leader may act already
+                continue
+            while (key := self._schedule.pop_due(self._now())) is not None:
+                await self._slots.acquire()
+                entry = self._entries.get(key)
+                if entry is None:  # forgotten while waiting for a slot
+                    self._slots.release()
+                    continue
+                task = asyncio.create_task(self._run_one(key, entry))
+                self._ticking.add(task)
+                task.add_done_callback(self._ticking.discard)
+            # No await between the last look at the schedule and this clear: a change made meanwhile
+            # would be lost until the next due time otherwise.
+            self._changed.clear()
+            due = self._schedule.next_due()
+            timeout = None if due is None else max(due - self._now(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def _run_one(self, key: Key, entry: Tracked) -> None:
+        started = self._now()
+        interval = self._retry_s
+        try:
+            interval = await self._tick(entry)
+        except Exception:  # the tick reports its own errors; this keeps the loop alive if it cannot
+            log.exception("tick of %s/%s failed", *key)
+        finally:
+            self._slots.release()
+            if self._entries.get(key) is entry:
+                self._schedule.finished(key, started, interval, self._now())
+                self._changed.set()
