@@ -3,10 +3,10 @@
     PYTHONPATH=operator python hack/bench_operator.py --n 100 500 1000 [--interval 15s] [--ticks 3]
 
 For each N, in this process: the Kubernetes API emulator (tests/kube_emulator/, with the GreenModel CRD
-registered), a FakeFleet exporter publishing one serving pod's DCGM / Kepler / vLLM series per GreenModel,
-and Debian's `prometheus` scraping it (tests/prometheus_server.py). The operator runs as a separate process
-(`python -m greenllm.cli run`, KUBECONFIG pointing at the emulator) so that its peak RSS (VmHWM from
-/proc/PID/status) and CPU time are its own.
+registered); in a process of its own, a FakeFleet exporter publishing one serving pod's DCGM / Kepler / vLLM
+series per GreenModel; and Debian's `prometheus` scraping it (tests/prometheus_server.py). The operator
+runs as a separate process (`python -m greenllm.cli run`, KUBECONFIG pointing at the emulator) so that its
+peak RSS (VmHWM from /proc/PID/status) and CPU time are its own.
 
 Measured per N:
 - convergence: the time from the first create until every GreenModel has its Deployment and a
@@ -63,8 +63,6 @@ import yaml  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tests.kube_emulator import INITIAL_NAMESPACES, ApiCall, KubeEmulator  # noqa: E402
 from tests.prometheus_server import (  # noqa: E402
-    Exporter,
-    FakeFleet,
     PodSeries,
     PrometheusServer,
     free_port,
@@ -245,9 +243,9 @@ class Result:
     cpu_ms_per_tick: float = float("nan")  # operator CPU time in the steady window / ticks observed
     cpu_utilisation_steady: float = float("nan")  # operator CPU seconds per second in the steady window
     cpu_converge_s: float = float("nan")  # operator CPU seconds from the first create to convergence
-    bench_cpu_utilisation_converge: float = float("nan")  # emulator + exporter (this process), cores
+    bench_cpu_utilisation_converge: float = float("nan")  # the emulator (this process), cores
     # Contention: the other processes' CPU in the steady window (cores), and the machine's load average.
-    bench_cpu_utilisation_steady: float = float("nan")  # emulator + exporter (this process)
+    bench_cpu_utilisation_steady: float = float("nan")  # the emulator (this process)
     prometheus_cpu_utilisation_steady: float = float("nan")
     load_average_1m: float = float("nan")
     operator_threads: int = 0
@@ -392,17 +390,33 @@ class OperatorProcess:
 
 @contextlib.contextmanager
 def fleet_and_prometheus(pods: Sequence[PodSeries], scrape_interval_s: float) -> Iterator[PrometheusServer]:
-    fleet = FakeFleet()
-    for pod in pods:
-        fleet.set_pod(pod)
-    exporter = Exporter(fleet)
-    prometheus = PrometheusServer(exporter.port, scrape_interval_s=scrape_interval_s)
+    """The exporter runs in a process of its own (tests/prometheus_server.py's serve_fleet_forever):
+    rendering thousands of pods' series on every scrape holds the GIL for a good part of a second, and in
+    this process it stalled the API emulator (the N = 5,000 creates took 349 s with it here). A real
+    cluster's exporters are not in its API server either."""
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "tests.prometheus_server"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        prometheus.start()
-        yield prometheus
+        assert exporter.stdin is not None and exporter.stdout is not None
+        exporter.stdin.write(json.dumps([asdict(p) for p in pods]))
+        exporter.stdin.close()
+        port = int(exporter.stdout.readline() or 0)
+        if not port:
+            raise RuntimeError(f"the exporter process did not start (exit code {exporter.poll()})")
+        prometheus = PrometheusServer(port, scrape_interval_s=scrape_interval_s)
+        try:
+            prometheus.start()
+            yield prometheus
+        finally:
+            prometheus.close()
     finally:
-        prometheus.close()
-        exporter.close()
+        exporter.kill()
+        exporter.wait()
 
 
 async def _poll(predicate: Callable[[], bool], timeout: float, interval: float, what: str) -> float:

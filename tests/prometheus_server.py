@@ -252,3 +252,22 @@ def instant_queries_answered(url: str) -> float:
         for s in family.samples
         if s.name.endswith("_total") and s.labels.get("handler") == "/api/v1/query"
     )
+
+
+def serve_fleet_forever() -> None:
+    """`python -m tests.prometheus_server`: serve a FakeFleet of the pods read from stdin (a JSON list of
+    PodSeries fields) in this process until killed; print the port once serving. For benchmarks, where
+    rendering thousands of pods on every scrape must not share a GIL with the API emulator."""
+    import json
+    import sys
+
+    fleet = FakeFleet()
+    for pod in json.load(sys.stdin):
+        fleet.set_pod(PodSeries(**pod))
+    exporter = Exporter(fleet)
+    print(exporter.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    serve_fleet_forever()
