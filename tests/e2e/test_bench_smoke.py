@@ -108,8 +108,10 @@ async def test_emulator_forgets_served_requests_but_records_every_call() -> None
 
 
 async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
+    # Warm-up past the transient: a new GreenModel's first tick finds nothing deployed yet, and its first
+    # decisions on measured demand (each a status write and an Event) come in the ticks after it.
     result = await bench.run_one(
-        3, interval="1s", ticks=2, warmup_ticks=1, scrape_interval_s=1.0, workdir=tmp_path, progress=False
+        3, interval="1s", ticks=2, warmup_ticks=3, scrape_interval_s=1.0, workdir=tmp_path, progress=False
     )
     log = (tmp_path / "operator.log").read_text(errors="replace")[-3000:]
     assert result.notes == [], log

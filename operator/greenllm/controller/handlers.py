@@ -42,7 +42,6 @@ from greenllm.loop.tick import tick as loop_tick
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 ANNOTATION_PREFIX = "greenllm.io"
 REPORTING_COMPONENT = "greenllm"
-TICKS_IN_FLIGHT_PER_THREAD = 8
 
 
 def _now() -> str:
@@ -90,13 +89,12 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
     if config.elects_leader:
         await _lead(config, memo)
     # One task ticks every GreenModel (controller/fleet_loop.py); the watch feeds it (`track`).
-    # Ticks in flight: mostly waiting (Prometheus, the API server), so many more than the I/O threads.
-    # By Little's law 5,000 GreenModels at 15 s with ticks of about a second under load need ~330; at 64
-    # the N = 5,000 benchmark ticked every 124 s. The bound keeps a start-up burst (all due at once) from
-    # holding thousands of ticks' frames and answers at the same time.
+    # Ticks in flight: one per I/O thread. More did not help where the process is short of CPU and cost
+    # memory: at 8 per thread the N = 5,000 benchmark ticked every 115 s instead of 124 s, at 663 MB
+    # instead of 445 MB, and N = 1,000 peaked at 210 MB instead of 187 MB (hack/bench_operator.py).
     memo.loop = FleetLoop(
         lambda tracked: autoscale(memo, tracked),
-        concurrency=TICKS_IN_FLIGHT_PER_THREAD * config.io_threads,
+        concurrency=config.io_threads,
         acting=lambda: _acting(memo),
     )
 
@@ -165,16 +163,21 @@ async def reconcile(
     meta: kopf.Meta,
     memo: OperatorMemo,
     logger: kopf.Logger,
+    reason: str = "",
     **_: Any,
 ) -> None:
     if not _acting(memo):
         raise kopf.TemporaryError("this operator lost its leader Lease and is stopping", delay=60)
+    # A changed spec is planned for at once (a shorter interval applies now, not after the old one). A new
+    # GreenModel is not: its pods have no metrics yet, and at a mass creation a tick right behind each
+    # reconcile doubled the work on the way to convergence. Its first tick comes within its interval.
+    wake = reason == kopf.Reason.UPDATE
     async with memo.loop.writing((meta["namespace"], meta["name"])):
-        await _reconcile(body, status, meta, memo, logger)
+        await _reconcile(body, status, meta, memo, logger, wake)
 
 
 async def _reconcile(
-    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, memo: OperatorMemo, logger: kopf.Logger
+    body: kopf.Body, status: kopf.Status, meta: kopf.Meta, memo: OperatorMemo, logger: kopf.Logger, wake: bool
 ) -> None:
     namespace, name = meta["namespace"], meta["name"]
     kube: Kube = memo.kube
@@ -225,7 +228,8 @@ async def _reconcile(
     # kopf's body is the object as this event delivered it: a first try without a GET (409 re-reads).
     written = await update_status(kube, namespace, name, build, read=copy.deepcopy(dict(body)))
     memo.loop.saw(written)
-    memo.loop.wake((namespace, name))  # plan with the new spec now, at its new interval, not after the old
+    if wake:
+        memo.loop.wake((namespace, name))
     if written is not None and not st.same_decision(decision, current.last_decision):
         kopf.info(body, reason="Decision", message=_event_message(decision))
 
