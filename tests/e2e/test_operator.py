@@ -488,21 +488,22 @@ async def test_foreign_deployment_is_not_taken_over(
 # ---------------------------------------------------------------------------------------------- races
 
 
-async def test_status_writers_do_not_lose_each_others_conditions(
+async def test_status_writers_take_turns_and_do_not_lose_each_others_conditions(
     kube: KubeEmulator, client: KubeClient, operator: Operator
 ) -> None:
-    """Force the interleaving a busy cluster can produce on create: the Deployment watcher reads the
-    GreenModel before reconcile has written its status (decision, SpecValid), and writes its Ready
-    condition after. Whatever the mechanism, neither write may erase the other's conditions.
+    """The interleaving a busy cluster produces on create: reconcile creates the Deployment, whose event
+    reaches the Deployment watcher before reconcile has written its status (decision, SpecValid). The
+    watcher waits for reconcile's write and builds on it (controller.fleet_loop.FleetLoop.writing): its
+    write, if any, comes second, and neither erases the other's conditions.
 
-    (Written against handlers that merged whole condition lists without a resourceVersion precondition,
-    which lost SpecValid here; they now write status with optimistic concurrency.)"""
-    watcher_write_arrived = asyncio.Event()  # conditions and replica counts, no decision: the watcher's
-    decision_applied = asyncio.Event()  # the status write that carries the decision: reconcile's
-    watcher_write_released = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    (Written first against handlers that merged whole condition lists without a resourceVersion
+    precondition, which lost SpecValid here; then against writers that raced with optimistic concurrency,
+    each race a refused write and a GET.)"""
+    writes: list[str] = []
+    held = False
 
-    async def interleave(request: kmock.Request) -> None:
+    async def hold_reconciles_write(request: kmock.Request) -> None:
+        nonlocal held
         if not (
             request.method == kmock.method.PATCH
             and request.resource == kube.spec(GM).key
@@ -511,23 +512,26 @@ async def test_status_writers_do_not_lose_each_others_conditions(
         ):
             return
         status = request.data.get("status") or {}
-        if "variant" in status and not decision_applied.is_set():
-            await asyncio.wait_for(watcher_write_arrived.wait(), 30)
-            loop.call_soon(decision_applied.set)  # the write is applied as soon as this hook returns
-        elif "conditions" in status and "variant" not in status and not watcher_write_arrived.is_set():
-            watcher_write_arrived.set()  # its GET was served before this write, so before reconcile's
-            await asyncio.wait_for(decision_applied.wait(), 30)
-            loop.call_soon(watcher_write_released.set)
+        if "variant" in status and not held:
+            held = True
+            # The Deployment exists, so its event is on its way to the watcher: give the watcher the
+            # time to write first, as it would without taking turns.
+            await wait_for(lambda: client.get(DEPLOYMENTS, "qwen3-8b", NS), message="the Deployment")
+            await asyncio.sleep(1.0)
+        writes.append("decision" if "variant" in status else "conditions")  # in the order applied
 
-    kube.hooks.append(interleave)
+    kube.hooks.append(hold_reconciles_write)
     await client.create(GM, green_model())
-    await wait_for(watcher_write_released.is_set, message="both status writes, in the forced order")
-    kube.hooks.remove(interleave)
-    gm = await client.get(GM, "qwen3-8b", NS)
-    assert gm is not None
-    types = {c["type"] for c in gm["status"]["conditions"]}
-    assert {"SpecValid", "Ready"} <= types
+
+    async def both_conditions() -> dict[str, Any] | None:
+        gm = await client.get(GM, "qwen3-8b", NS)
+        types = {c["type"] for c in ((gm or {}).get("status") or {}).get("conditions") or []}
+        return gm if {"SpecValid", "Ready"} <= types else None
+
+    gm = await wait_for(both_conditions, message="SpecValid and Ready in status")
+    kube.hooks.remove(hold_reconciles_write)
     assert gm["status"]["lastDecision"]
+    assert writes[0] == "decision", writes  # nobody wrote status while reconcile held its turn
 
 
 @pytest.mark.parametrize("name", ["7b-chat", "m" * 64], ids=["leading-digit", "64-characters"])
