@@ -466,8 +466,9 @@ class GreenModelLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 # What a tick reads of the stored status: the conditions, the decision in force and the ready replicas it
-# writes over, and on a daemon's first tick the loop state it resumes. Validating the whole status every
-# tick was 7 % of the event loop at 1,000 GreenModels (py-spy); keeping it typed between ticks, 20 KB each.
+# writes over, and on a GreenModel's first tick (new, or after a restart) the loop state it resumes.
+# Validating the whole status every tick was 7 % of the event loop at 1,000 GreenModels (py-spy); keeping
+# it typed between ticks, 20 KB each.
 TICK_STATUS_FIELDS = ("conditions", "lastDecision", "readyReplicas")
 
 
@@ -523,7 +524,7 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
     now = time.time()
     saved = status.controller_state
     state = memory.state
-    if state is None:  # this daemon's first tick: resume what the status kept, if it kept a period
+    if state is None:  # the loop's first tick for it: resume what the status kept, if it kept a period
         if saved is not None and saved.period_start is not None:
             state = LoopState.from_status(saved)
         else:

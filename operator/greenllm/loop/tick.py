@@ -1,7 +1,7 @@
 """One tick of a GreenModel's decision loop, pure: the spec (validated once per generation), the loop state
 and what Prometheus answered (an Observation) in; the new state, the decision and the typed status out.
 
-The operator's daemon (`controller.handlers.autoscale`) and the simulator (`sim.policies.GreenllmPolicy`)
+The operator's fleet loop (`controller.handlers.autoscale`) and the simulator (`sim.policies.GreenllmPolicy`)
 both call `tick`; what is around it is theirs: asking Prometheus, applying a changed decision to the
 Deployment, writing the status, posting the Events the tick names.
 """
