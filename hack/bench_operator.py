@@ -13,7 +13,7 @@ Measured per N:
   status.variant, and each GreenModel's own latency from its create (p50 / p99 / max);
 - steady state: after convergence and `--warmup-ticks` ticks per GreenModel (the first decisions on
   measured demand, each a Deployment read, an Event and a status write, are a transient, not the steady
-  state), wait until the ticks have run `--ticks` ticks per GreenModel, then
+  state), wait for `--ticks` more ticks per GreenModel, then
   read the operator's `greenllm_loop_duration_seconds` histogram (the difference over the window: mean and
   p50 / p99 per tick per GreenModel, interpolated within buckets like PromQL's histogram_quantile; a
   quantile beyond the top finite bucket, 10 s, reads as 10 s), the operator's CPU time per tick, the
@@ -647,7 +647,7 @@ class _Bench:
         self.say(f"warmed up ({result.warmup_ticks} ticks per GreenModel)")
 
     async def steady(self) -> None:
-        """From convergence until the ticks have come `ticks` times per GreenModel (in total), after
+        """From convergence until `ticks` ticks per GreenModel have run (in total), after
         `warmup_ticks` ticks per GreenModel that are not measured."""
         result, operator, loop = self.result, self.operator, asyncio.get_running_loop()
         await self.warm_up()

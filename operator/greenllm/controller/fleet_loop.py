@@ -236,29 +236,30 @@ class FleetLoop:
     def track(self, raw: Mapping[str, Any]) -> Tracked:
         """Take a GreenModel as an event delivered it: a new one is due at once; a known one keeps its
         loop memory unless its uid changed (deleted and created again under the same name)."""
-        view = tracked_view(raw)
-        entry = Tracked(view)
-        key = entry.key
-        known = self._entries.get(key)
-        if known is not None and known.uid == entry.uid:
-            known.gm = view
-            return known
+        entry = Tracked(tracked_view(raw))
+        known = self._refresh(entry)
         if known is not None:
-            self.forget(key)
-        self._entries[key] = entry
-        self._schedule.add(key, self._now(), phase_of(entry.uid))
+            return known
+        self.forget(entry.key)  # another uid under this name, if any
+        self._entries[entry.key] = entry
+        self._schedule.add(entry.key, self._now(), phase_of(entry.uid))
         self._changed.set()
         return entry
 
     def saw(self, written: Mapping[str, Any] | None) -> None:
         """This process wrote the GreenModel and got `written` back: a fresher view than the last event's,
         so the next write on it does not start from a stale resourceVersion (a 409 and a GET)."""
-        if not written:
-            return
-        entry = Tracked(tracked_view(written))
-        known = self._entries.get(entry.key)
-        if known is not None and known.uid == entry.uid:
-            known.gm = entry.gm
+        if written:
+            self._refresh(Tracked(tracked_view(written)))
+
+    def _refresh(self, seen: Tracked) -> Tracked | None:
+        """The tracked entry of the same GreenModel (same key and uid), now with `seen`'s view; None if
+        there is none."""
+        known = self._entries.get(seen.key)
+        if known is None or known.uid != seen.uid:
+            return None
+        known.gm = seen.gm
+        return known
 
     def latest(self, key: Key) -> Tracked | None:
         return self._entries.get(key)

@@ -217,7 +217,7 @@ async def _reconcile(
         # Not raised: a retry cannot fix a spec; the next edit of the spec triggers this handler again.
         message = _readable(e) if isinstance(e, ValidationError) else str(e)
         logger.warning("invalid spec, workloads left as they are: %s", message)
-        await update_status(kube, namespace, name, _spec_invalid(message, generation))
+        await _write_status(memo, namespace, name, _spec_invalid(message, generation))
         kopf.warn(body, reason="InvalidSpec", message=st.short(message, st.EVENT_MESSAGE_MAX))
         return
 
@@ -226,8 +226,7 @@ async def _reconcile(
         return st.patch(st.reconciled(model, decision, fast_tier, deployment, latest, _now(), generation))
 
     # kopf's body is the object as this event delivered it: a first try without a GET (409 re-reads).
-    written = await update_status(kube, namespace, name, build, read=copy.deepcopy(dict(body)))
-    memo.loop.saw(written)
+    written = await _write_status(memo, namespace, name, build, read=copy.deepcopy(dict(body)))
     if wake:
         memo.loop.wake((namespace, name))
     if written is not None and not st.same_decision(decision, current.last_decision):
@@ -282,6 +281,16 @@ async def update_status(
             if e.status != 409:
                 raise
     raise kopf.TemporaryError(f"status of {namespace}/{name} kept changing while being written", delay=1)
+
+
+async def _write_status(
+    memo: OperatorMemo, namespace: str, name: str, build: StatusBuilder, read: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """`update_status`, and the fleet loop's view of the GreenModel refreshed from the write's response:
+    every writer's next write starts from it, not from the event before (a 409 and a GET)."""
+    written = await update_status(memo.kube, namespace, name, build, read=read)
+    memo.loop.saw(written)
+    return written
 
 
 class WorkloadRejectedError(Exception):
@@ -428,7 +437,7 @@ async def deployment_changed(body: kopf.Body, memo: OperatorMemo, **_: Any) -> N
         # The GreenModel as last seen, without a GET (an update built on a stale one is refused with 409
         # and re-read); an unknown one (not delivered by the watch yet) is read.
         read = None if known is None else known.gm
-        loop.saw(await update_status(memo.kube, key[0], key[1], build, read=read))
+        await _write_status(memo, key[0], key[1], build, read=read)
 
 
 # ------------------------------------------------------------------------------------------ autoscaling
@@ -612,8 +621,7 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
     # This tick's read of the object to build the status write on (a 409 re-reads).
     # The latest view: another writer's response may have refreshed it while this tick waited its turn.
     async with memo.loop.writing((namespace, name)):
-        written = await update_status(kube, namespace, name, build, read=tracked.gm)
-        memo.loop.saw(written)
+        written = await _write_status(memo, namespace, name, build, read=tracked.gm)
     if written is not None:
         memory.written_at = time.monotonic()
         memo.telemetry.status_writes.labels(why[0]).inc()
