@@ -33,23 +33,31 @@ def test_one_run_serves_every_green_model_until_the_answer_is_stale() -> None:
 
     def query(promql: str) -> Any:
         calls.append(promql)
-        return [_row("a", 1.0), _row("b", 2.0)]
+        return [_row("a", float(len(calls))), _row("b", 2.0)]
 
     clock = Clock()
     observer = fleet_observer.FleetObserver(query, clock)
     q = fleet_queries.FleetQuery("requests_waiting", "sum by (namespace, deployment) (x)")
 
-    async def ask_all() -> list[Any]:
-        return list(await asyncio.gather(*(observer.answer(q, fresh_s=7.5) for _ in range(50))))
+    async def scenario() -> None:
+        answers = await asyncio.gather(*(observer.answer(q, fresh_s=7.5) for _ in range(50)))
+        assert len(calls) == 1 and all(a == {(NS, "a"): 1.0, (NS, "b"): 2.0} for a in answers)
+        clock.now = 7.0
+        await observer.answer(q, fresh_s=7.5)
+        assert len(calls) == 1
+        # Stale but younger than an interval: served at once, one run in the background for everyone.
+        clock.now = 7.6
+        stale = await asyncio.gather(*(observer.answer(q, fresh_s=7.5) for _ in range(20)))
+        assert all(a[(NS, "a")] == 1.0 for a in stale)
+        while observer.runs < 2 or observer._running:
+            await asyncio.sleep(0.01)
+        assert len(calls) == 2
+        assert (await observer.answer(q, fresh_s=7.5))[(NS, "a")] == 2.0
+        # Older than an interval: the asker waits for the new answer.
+        clock.now = 7.6 + 15.0
+        assert (await observer.answer(q, fresh_s=7.5))[(NS, "a")] == 3.0
 
-    answers = asyncio.run(ask_all())
-    assert len(calls) == 1 and all(a == {(NS, "a"): 1.0, (NS, "b"): 2.0} for a in answers)
-    clock.now = 7.0
-    asyncio.run(observer.answer(q, fresh_s=7.5))
-    assert len(calls) == 1
-    clock.now = 7.6
-    asyncio.run(observer.answer(q, fresh_s=7.5))
-    assert len(calls) == 2
+    asyncio.run(scenario())
 
 
 def test_a_failure_is_remembered_for_everyone_as_an_answer_would_be() -> None:

@@ -277,11 +277,12 @@ async def open_book(memo: OperatorMemo, **_: Any) -> None:
 
 
 @kopf.index(*GREEN_MODELS)
-def budget_members(
+async def budget_members(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[str | None, dict[str, Any]]:
     """GreenModels by namespace with what a budget needs to select them (labels) and to know whether their
-    boundBy needs writing; not the spec (`member_specs`)."""
+    boundBy needs writing; not the spec (`member_specs`). Async although it awaits nothing: kopf runs a
+    sync handler in a thread, a hop on every GreenModel event (each status write comes back as one)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     return {

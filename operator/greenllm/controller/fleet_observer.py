@@ -5,6 +5,7 @@ from their rows and its own queries."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,43 +18,50 @@ from greenllm.loop.fleet_queries import CounterReading, FleetQuery, Row
 
 
 class FleetObserver:
-    """Answers of the fleet queries, shared by every GreenModel read from one Prometheus: a query runs
-    when its last answer is older than the asking GreenModel's freshness (half its interval, so at most
-    twice an interval), and one run serves everyone waiting for it. A failure is remembered as long as an
-    answer would be, so a Prometheus that is down is not asked again by every GreenModel."""
+    """Answers of the fleet queries, shared by every GreenModel read from one Prometheus.
+
+    A query runs again once its answer is older than the asking GreenModel's freshness (half its
+    interval, so at most twice an interval), and one run serves everyone. Until an answer is twice that
+    old (an interval), the asker gets it while the run goes on in the background: at thousands of
+    GreenModels a run takes a good part of a second, and every tick waiting for it would stall the loop
+    (the ticks in flight all wait on the same query, and the next ones on the next query). Older than
+    that, or a failure, the asker waits for the run. A failure is remembered as long as an answer would
+    be, so a Prometheus that is down is not asked again by every GreenModel."""
 
     def __init__(self, query: promql.Query, clock: Callable[[], float] = time.monotonic) -> None:
         self._query = query
         self._clock = clock
         self._answers: dict[str, tuple[float, Any]] = {}  # promql -> (when, parsed rows or the error)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, asyncio.Task[tuple[float, Any]]] = {}
         self.runs = 0
 
     async def answer(self, q: FleetQuery, fresh_s: float) -> Any:
-        lock = self._locks.setdefault(q.promql, asyncio.Lock())
-        async with lock:
-            cached = self._answers.get(q.promql)
-            if cached is None or self._clock() - cached[0] >= fresh_s:
-                self.runs += 1
-                try:
-                    raw = await asyncio.to_thread(self._query, q.promql)
-                    parse = (
-                        fleet_queries.counter_rows
-                        if q.template in fleet_queries.COUNTERS
-                        else fleet_queries.rows
-                    )
-                    parsed: Any = parse(raw)
-                except Exception as e:
-                    parsed = (
-                        e
-                        if isinstance(e, promql.MetricsError)
-                        else promql.MetricsError(f"{type(e).__name__}: {e}")
-                    )
-                cached = (self._clock(), parsed)
-                self._answers[q.promql] = cached
+        cached = self._answers.get(q.promql)
+        age = math.inf if cached is None else self._clock() - cached[0]
+        if cached is None or age >= fresh_s:
+            run = self._running.get(q.promql)
+            if run is None:
+                run = self._running[q.promql] = asyncio.create_task(self._run(q))
+            if cached is None or age >= 2 * fresh_s or isinstance(cached[1], Exception):
+                cached = await asyncio.shield(run)  # one asker cancelled does not cancel everyone's run
         if isinstance(cached[1], Exception):
             raise promql.MetricsError(f"{q.template}: {cached[1]}")
         return cached[1]
+
+    async def _run(self, q: FleetQuery) -> tuple[float, Any]:
+        self.runs += 1
+        try:
+            raw = await asyncio.to_thread(self._query, q.promql)
+            parse = fleet_queries.counter_rows if q.template in fleet_queries.COUNTERS else fleet_queries.rows
+            parsed: Any = parse(raw)
+        except Exception as e:
+            parsed = (
+                e if isinstance(e, promql.MetricsError) else promql.MetricsError(f"{type(e).__name__}: {e}")
+            )
+        finally:
+            self._running.pop(q.promql, None)
+        answer = self._answers[q.promql] = (self._clock(), parsed)
+        return answer
 
 
 @dataclass
