@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +32,7 @@ SERVICES = "v1/services"
 NS = "serving"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "qwen3-8b-minimal.yaml"
 KUBERNETES_CLIENT = "OpenAPI-Generator"  # the operator's own calls (controller/kube.py) use this client
-FINALIZER = "greenllm.io/finalizer"
-DIFFBASE = "greenllm.io/last-handled-configuration"
+LEGACY_FINALIZER = "greenllm.io/finalizer"  # put by operators before the fleet loop reconciled
 
 
 def _closed_port() -> int:
@@ -71,22 +69,16 @@ def green_model(name: str = "qwen3-8b") -> dict[str, Any]:
 async def settled(
     client: KubeClient, name: str = "qwen3-8b", generation: int | None = None
 ) -> dict[str, Any]:
-    """The GreenModel once the operator has handled `generation` (default: the current one) with no
-    handler pending: SpecValid is set for it, kopf has recorded this spec as handled, and no progress."""
+    """The GreenModel once the operator has reconciled `generation` (default: the current one): SpecValid
+    is set for it (the operator's reconcile writes it, valid or not, once per generation)."""
 
     async def check() -> dict[str, Any] | None:
         gm = await client.get(GM, name, NS)
         if gm is None:
             return None
-        meta = gm["metadata"]
-        want = generation if generation is not None else meta["generation"]
+        want = generation if generation is not None else gm["metadata"]["generation"]
         valid = condition(gm, "SpecValid")
         if valid is None or valid.get("observedGeneration") != want:
-            return None
-        if progress(gm):
-            return None
-        handled = (meta.get("annotations") or {}).get(DIFFBASE)  # kopf's record of the last handled spec
-        if handled is None or json.loads(handled).get("spec") != gm.get("spec"):
             return None
         return gm
 
@@ -100,20 +92,6 @@ def condition(gm: dict[str, Any], type_: str) -> dict[str, Any] | None:
             found: dict[str, Any] = cond
             return found
     return None
-
-
-def progress(gm: dict[str, Any]) -> dict[str, Any]:
-    """kopf's per-handler progress records (AnnotationsProgressStorage), kept while a handler is pending."""
-    out = {}
-    for key, value in (gm["metadata"].get("annotations") or {}).items():
-        if key.startswith("greenllm.io/") and key != DIFFBASE:
-            try:
-                record = json.loads(value)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "started" in record:
-                out[key] = record
-    return out
 
 
 def owner_ref(gm: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +148,7 @@ async def test_create_makes_owned_deployment_service_and_status(
     last = status["lastDecision"]
     assert last["variant"] == status["variant"] and last["replicas"] == status["replicas"]
     assert isinstance(last["reason"], str) and last["reason"]
-    assert FINALIZER in gm["metadata"]["finalizers"]
+    assert not gm["metadata"].get("finalizers")  # the operator never holds up a GreenModel's deletion
 
     # The Deployment: labels, owner, replicas, the chosen variant's container with its GPU request.
     variant = next(v for v in spec["variants"] if v["name"] == status["variant"])
@@ -304,11 +282,6 @@ async def test_invalid_spec_is_reported_once_and_leaves_workloads_alone(
     valid = condition(gm2, "SpecValid")
     assert valid is not None and valid["status"] == "False" and valid["reason"] == "InvalidSpec"
     assert complaint in valid["message"]
-    # Handled and done: the diff-base holds the invalid spec, and no retry is pending.
-    handled = json.loads(gm2["metadata"]["annotations"][DIFFBASE])
-    assert handled["spec"]["replicas"] == gm2["spec"]["replicas"]
-    assert handled["spec"]["slo"] == gm2["spec"]["slo"]
-    assert progress(gm2) == {}
     warnings = await wait_for(
         lambda: client.events_for(NS, "qwen3-8b", reason="InvalidSpec"), message="the InvalidSpec Warning"
     )
@@ -447,13 +420,44 @@ async def test_delete_removes_owned_workloads(
     async def gone() -> bool:
         return await client.get(GM, "qwen3-8b", NS) is None
 
-    await wait_for(gone, message="the GreenModel's finalizer to be released")
-    deployments, services = await workloads(client)
-    assert deployments == []
-    assert [s["metadata"]["uid"] for s in services] == [bystander["metadata"]["uid"]]
+    await wait_for(gone, message="the GreenModel to go (nothing holds up its deletion)")
+
+    async def released() -> bool:
+        deployments, services = await workloads(client)
+        uids = [s["metadata"]["uid"] for s in services]
+        return deployments == [] and uids == [bystander["metadata"]["uid"]]
+
+    await wait_for(released, message="its Deployment and Service to go, and the bystander to stay")
     writes = operator_calls(kube, mark)
     assert ("delete", "deployments", "qwen3-8b") in writes
     assert ("delete", "services", "qwen3-8b") in writes
+
+
+async def test_the_finalizer_an_older_operator_put_is_released_on_deletion(
+    kube: KubeEmulator, client: KubeClient, operator: Operator
+) -> None:
+    """Operators before the fleet loop put a finalizer on every GreenModel; this one puts none, and
+    releases that one when such a GreenModel is deleted (after deleting its workloads), so an upgrade
+    leaves no GreenModel stuck in deletion."""
+    await created(client)
+    await client.patch(GM, "qwen3-8b", {"metadata": {"finalizers": [LEGACY_FINALIZER, "other.io/keep"]}}, NS)
+    await client.delete(GM, "qwen3-8b", NS)
+
+    async def released() -> dict[str, Any] | None:
+        gm = await client.get(GM, "qwen3-8b", NS)
+        if gm is None or gm["metadata"].get("finalizers") != ["other.io/keep"]:
+            return None
+        return gm
+
+    await wait_for(released, message="the old finalizer to be released and the other kept")
+    deployments, services = await workloads(client)
+    assert deployments == [] and services == []
+    await client.patch(GM, "qwen3-8b", {"metadata": {"finalizers": None}}, NS)
+
+    async def gone() -> bool:
+        return await client.get(GM, "qwen3-8b", NS) is None
+
+    await wait_for(gone, message="the GreenModel to go once the other finalizer is released")
 
 
 async def test_foreign_deployment_is_not_taken_over(
@@ -475,12 +479,14 @@ async def test_foreign_deployment_is_not_taken_over(
     )
     await client.create(GM, green_model())
 
-    async def retry_scheduled() -> dict[str, Any] | None:
-        gm = await client.get(GM, "qwen3-8b", NS)
-        records = progress(gm) if gm else {}
-        return records if any(r.get("delayed") for r in records.values()) else None
+    def refused() -> bool:  # its create found the name taken; it then read what is there
+        calls = operator_calls(kube)
+        return any(c[:2] == ("create", "deployments") for c in calls) and any(
+            (c.verb, c.resource, c.name) == ("get", "deployments", "qwen3-8b") for c in kube.api_calls
+        )
 
-    await wait_for(retry_scheduled, message="the reconcile handler to back off")
+    await wait_for(refused, message="the operator to find the Deployment taken")
+    await asyncio.sleep(0.5)  # and then not to touch it
     assert await client.get(DEPLOYMENTS, "qwen3-8b", NS) == foreign
     assert not [w for w in operator_calls(kube) if w[1] == "deployments" and w[0] != "create"]
 
@@ -542,16 +548,7 @@ async def test_a_name_kubernetes_cannot_use_is_reported_not_retried(
     characters) or label its pods (at most 63 characters): reported once, not retried every 60 s."""
     await client.create(GM, green_model(name))
 
-    async def outcome() -> dict[str, Any] | None:
-        gm = await client.get(GM, name, NS)
-        if gm is None:
-            return None
-        retrying = any(r.get("delayed") for r in progress(gm).values())
-        handled = DIFFBASE in (gm["metadata"].get("annotations") or {})  # kopf's mark: creation handled
-        return gm if retrying or handled else None
-
-    gm = await wait_for(outcome, message="the operator to handle the creation or schedule a retry")
-    assert not progress(gm), "a retry is scheduled: the same create will fail again"
+    gm = await settled(client, name)
     valid = condition(gm, "SpecValid")
     assert valid is not None and valid["status"] == "False" and name in valid["message"]
     warnings = await wait_for(lambda: client.events_for(NS, name, reason="InvalidSpec"), message="a Warning")

@@ -47,6 +47,7 @@ from greenllm.agent.state import StateStore
 from greenllm.api import energybudget as eb
 from greenllm.api import v1alpha1 as api
 from greenllm.api.crd import custom_resource_definition, energy_budget_definition
+from greenllm.controller import handlers
 from greenllm.core.power import Backoff, HoldPolicy
 from tests.agent.conftest import FakeKubelet, gpu_uuid
 from tests.e2e.conftest import CLIENT_USER_AGENT, OPERATOR_NAMESPACE, KubeClient, OperatorFactory, wait_for
@@ -335,14 +336,17 @@ async def drive(
     assert gpu0.greenmodel is not None and gpu0.greenmodel.name == NAME, gpu0
     assert gpu0.action is Action.APPLIED and gpu0.target_limit_mw == FIXED_LIMIT_W * 1000, gpu0
 
-    # Delete: the operator removes what it owns and releases its finalizer; the pod goes, the agent restores.
+    # Delete: the operator removes what it owns and releases the finalizer an older operator put on the
+    # GreenModel (the only patch of a GreenModel itself this one makes); the pod goes, the agent restores.
+    await client.patch(GM, NAME, {"metadata": {"finalizers": [handlers.LEGACY_FINALIZER]}}, NS)
     await client.delete(GM, NAME, NS)
 
-    async def gone() -> bool:
-        return await client.get(GM, NAME, NS) is None
+    async def released() -> bool:
+        if await client.get(GM, NAME, NS) is not None:
+            return False
+        return await client.list(DEPLOYMENTS, NS) == [] and await client.list(SERVICES, NS) == []
 
-    await wait_for(gone, message="the GreenModel's finalizer to be released")
-    assert await client.list(DEPLOYMENTS, NS) == [] and await client.list(SERVICES, NS) == []
+    await wait_for(released, message="the GreenModel, its Deployment and its Service to go")
     await operator.stop()
 
     await client.delete(PODS, pod["metadata"]["name"], NS)

@@ -309,16 +309,15 @@ def test_reconcile_sets_spec_valid_false_for_an_untrusted_spec(monkeypatch: pyte
     monkeypatch.setattr(kopf, "info", lambda *_a, **_k: None)
     memo = kopf.Memo(config=OperatorConfig(), kube=kube, energy=default_energy_model())
     memo.loop = FleetLoop(lambda _: asyncio.sleep(0, 60.0), concurrency=1)
-    asyncio.run(
-        handlers.reconcile(  # type: ignore[call-arg]
-            body=kopf.Body(gm),  # type: ignore[arg-type]
-            spec=body,  # type: ignore[arg-type]
-            status={},  # type: ignore[arg-type]
-            meta=gm["metadata"],  # type: ignore[arg-type]
-            memo=memo,
-            logger=_Logger(),  # type: ignore[arg-type]
-        )
-    )
+
+    async def reconcile() -> None:
+        tracked = memo.loop.track(gm)
+        tracked.memory.compile(gm, memo.config)  # what the watch handler does with each event
+        assert tracked.memory.needs_reconcile
+        await handlers.reconcile(memo, tracked, _Logger())  # type: ignore[arg-type]
+        assert not tracked.memory.needs_reconcile  # reported, not retried
+
+    asyncio.run(reconcile())
     (condition,) = kube.gm["status"]["conditions"]
     assert condition["type"] == api.ConditionType.SPEC_VALID.value
     assert condition["status"] == "False"

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from greenllm.api import v1alpha1 as api
 from greenllm.controller import fleet_observer, trust
 from greenllm.controller.config import OperatorConfig
@@ -50,29 +52,54 @@ def tracked_view(raw: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
+# LoopMemory.reconciled before this process reconciled the GreenModel (generations start at 1).
+NOT_RECONCILED = -1
+
+
+def spec_problem(error: ValueError) -> str:
+    """What is wrong with a refused spec, as SpecValid and the InvalidSpec Event say it."""
+    if not isinstance(error, ValidationError):
+        return str(error)  # trust.UntrustedSpecError names the field itself
+    parts = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{where}: {err['msg']}" if where else f"spec: {err['msg']}")
+    return "; ".join(parts)
+
+
 @dataclass
 class LoopMemory:
-    """What one GreenModel's loop keeps between its ticks: the spec validated once per generation, the loop
-    state (in status.controllerState only as of the last write), and when the last status write was made."""
+    """What one GreenModel's loop keeps between its turns: the spec validated once per generation, the
+    generation this process last reconciled, the loop state (in status.controllerState only as of the last
+    write), and when the last status write was made."""
 
     generation: int | None = None
     spec: api.GreenModelSpec | None = None  # None: this generation's spec is invalid or untrusted
+    spec_error: str = ""  # why it is, for SpecValid
+    reconciled: int | None = NOT_RECONCILED  # the generation whose workloads this process last applied
     state: LoopState | None = None
     written_at: float = -math.inf  # time.monotonic() of the loop's last status write
     energy: fleet_observer.EnergyReadings = field(default_factory=fleet_observer.EnergyReadings)
 
-    def compile(self, gm: Mapping[str, Any], config: OperatorConfig) -> api.GreenModelSpec | None:
-        """The generation's spec, validated and trust-checked once (reconcile reports a refusal)."""
+    def compile(self, gm: Mapping[str, Any], config: OperatorConfig) -> bool:
+        """Validate and trust-check the spec of a generation not seen before; True when it was one."""
         generation = (gm.get("metadata") or {}).get("generation")
-        if generation != self.generation:
-            self.generation, self.spec = generation, None
-            try:
-                spec = api.GreenModelSpec.model_validate(gm.get("spec") or {})
-                trust.check(spec, gm["metadata"]["namespace"], config)
-                self.spec = spec
-            except ValueError:  # ValidationError and UntrustedSpecError: SpecValid=False, nothing to scale
-                pass
-        return self.spec
+        if generation == self.generation:
+            return False
+        self.generation, self.spec, self.spec_error = generation, None, ""
+        raw = gm.get("spec")
+        try:  # a spec where the schema is not enforced can be any shape: null, a list, a string
+            spec = api.GreenModelSpec.model_validate(dict(raw) if isinstance(raw, Mapping) else raw)
+            trust.check(spec, gm["metadata"]["namespace"], config)
+            self.spec = spec
+        except ValueError as e:  # ValidationError and UntrustedSpecError: SpecValid=False, nothing to scale
+            self.spec_error = spec_problem(e)
+        return True
+
+    @property
+    def needs_reconcile(self) -> bool:
+        """This process has not applied the generation it last saw (new to it, or the spec changed)."""
+        return self.reconciled != self.generation
 
     def due(self, seen: Mapping[str, Any], new: Mapping[str, Any], now: float, period_s: float) -> str | None:
         """Why to write `new` over the status readers see now (`seen`): "change" when they would see a
@@ -286,9 +313,10 @@ class FleetLoop:
             if turn.holders == 0:
                 del self._turns[key]
 
-    def forget(self, key: Key) -> None:
-        self._entries.pop(key, None)
+    def forget(self, key: Key) -> Tracked | None:
+        """Stop tracking `key`; returns what was tracked (None: nothing)."""
         self._schedule.remove(key)
+        return self._entries.pop(key, None)
 
     def wake(self, key: Key) -> None:
         """Tick `key` now (its spec changed): a shorter interval applies at once, not after the old one."""

@@ -129,6 +129,24 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
+    async def set_green_model_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Replace a GreenModel's finalizers; with `resource_version`, only on that version (else 409)."""
+        metadata: dict[str, Any] = {"finalizers": finalizers}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        return await self._call(
+            self._custom.patch_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            name,
+            {"metadata": metadata},
+            _content_type=MERGE_PATCH,
+        )
+
     async def patch_energy_budget_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
