@@ -411,10 +411,10 @@ async def track(event: Mapping[str, Any], memo: OperatorMemo, **_: Any) -> None:
     key = (meta.get("namespace", ""), meta.get("name", ""))
     loop: FleetLoop = memo.loop
     if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
-        known = loop.forget(key)
+        forgotten = loop.forget(key)
         memo.telemetry.forget(*key)
         # Once per GreenModel: the DELETED event after a deletionTimestamp one finds nothing tracked.
-        if (known is not None and known.uid == meta.get("uid")) or LEGACY_FINALIZER in (
+        if (forgotten is not None and forgotten.uid == meta.get("uid")) or LEGACY_FINALIZER in (
             meta.get("finalizers") or []
         ):
             try:
