@@ -443,15 +443,14 @@ async def test_the_finalizer_an_older_operator_put_is_released_on_deletion(
     await client.patch(GM, "qwen3-8b", {"metadata": {"finalizers": [LEGACY_FINALIZER, "other.io/keep"]}}, NS)
     await client.delete(GM, "qwen3-8b", NS)
 
-    async def released() -> dict[str, Any] | None:
+    async def released() -> bool:
         gm = await client.get(GM, "qwen3-8b", NS)
         if gm is None or gm["metadata"].get("finalizers") != ["other.io/keep"]:
-            return None
-        return gm
+            return False
+        deployments, services = await workloads(client)
+        return deployments == [] and services == []
 
-    await wait_for(released, message="the old finalizer to be released and the other kept")
-    deployments, services = await workloads(client)
-    assert deployments == [] and services == []
+    await wait_for(released, message="the old finalizer released, the other kept, the workloads gone")
     await client.patch(GM, "qwen3-8b", {"metadata": {"finalizers": None}}, NS)
 
     async def gone() -> bool:

@@ -160,6 +160,8 @@ async def reconcile(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -
     first = memory.reconciled == NOT_RECONCILED
     spec, problem = memory.spec, memory.spec_error
     async with memo.loop.writing(tracked.key):
+        if memo.loop.latest(tracked.key) is not tracked:
+            return 15.0  # deleted meanwhile (`release` waits for this turn, then finds nothing to make)
         await _reconcile(memo, gm, spec, problem, generation, logger)
     memory.reconciled = generation
     if spec is None:
@@ -414,11 +416,11 @@ async def track(event: Mapping[str, Any], memo: OperatorMemo, **_: Any) -> None:
         forgotten = loop.forget(key)
         memo.telemetry.forget(*key)
         # Once per GreenModel: the DELETED event after a deletionTimestamp one finds nothing tracked.
-        if (forgotten is not None and forgotten.uid == meta.get("uid")) or LEGACY_FINALIZER in (
-            meta.get("finalizers") or []
-        ):
+        ours = forgotten is not None and forgotten.uid == meta.get("uid")
+        if _acting(memo) and (ours or LEGACY_FINALIZER in (meta.get("finalizers") or [])):
             try:
-                await release(memo, meta, GreenModelLog(*key))
+                async with loop.writing(key):  # after a turn in flight that may be applying a decision
+                    await release(memo, meta, GreenModelLog(*key))
             except (ApiException, OSError) as e:  # a real cluster's GC still removes them; a restart retries
                 log.warning("[%s/%s] releasing the deleted GreenModel failed: %s", *key, e)
         return
@@ -618,8 +620,11 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
         if tracked.gm["metadata"].get("generation") != generation:
             return interval
         owner = {"metadata": {"name": name, "namespace": namespace, "uid": gm["metadata"]["uid"]}}
-        # The Service follows the spec alone (reconcile keeps it); a decision changes the Deployment.
-        await apply_workloads(kube, owner, spec, decision, logger, service=False)
+        async with memo.loop.writing((namespace, name)):
+            if memo.loop.latest((namespace, name)) is not tracked:
+                return interval  # deleted meanwhile: applying would make its Deployment again
+            # The Service follows the spec alone (reconcile keeps it); a decision changes the Deployment.
+            await apply_workloads(kube, owner, spec, decision, logger, service=False)
         kopf.info(subject, reason="Decision", message=_event_message(decision))
         memo.telemetry.count_decision(namespace, name, decision.kind)
 
