@@ -204,6 +204,34 @@ def test_a_write_response_refreshes_the_view_but_not_across_a_new_uid() -> None:
     assert _run(scenario()) == ("78", "u-1")
 
 
+def test_a_lagging_watch_does_not_put_back_a_view_older_than_the_last_write() -> None:
+    def at(version: str, generation: int = 4) -> dict[str, Any]:
+        gm = _green_model(generation=generation)
+        gm["metadata"]["resourceVersion"] = version
+        return gm
+
+    async def scenario() -> list[str]:
+        loop = FleetLoop(lambda tracked: asyncio.sleep(0, 60.0), concurrency=1)
+        seen: list[str] = []
+
+        def view() -> str:
+            tracked = loop.latest(("team", "llama"))
+            assert tracked is not None
+            return str(tracked.gm["metadata"]["resourceVersion"])
+
+        loop.track(at("10"))
+        loop.saw(at("20"))  # this process's write
+        for event in (at("15"), at("20"), at("25")):  # an older event still in the stream, the echo, later
+            loop.track(event)
+            seen.append(view())
+        loop.saw(at("30"))
+        loop.track(at("28", generation=5))  # a spec change is never held back, whatever the order
+        seen.append(view())
+        return seen
+
+    assert _run(scenario()) == ["20", "20", "25", "28"]
+
+
 def test_no_more_than_the_concurrency_ticks_run_at_once_and_a_failing_tick_does_not_stop_the_loop() -> None:
     async def scenario() -> tuple[int, int]:
         running = peak = ticks = 0
