@@ -280,11 +280,6 @@ class FleetLoop:
         """Take a GreenModel as an event delivered it: a new one is due at once; a known one keeps its
         loop memory unless its uid changed (deleted and created again under the same name)."""
         entry = Tracked(tracked_view(raw))
-        known = self._entries.get(entry.key)
-        if known is not None and known.uid == entry.uid and known.written_version is not None:
-            if not _newer_or_written(entry.gm, known):
-                return known  # the watch lags behind this process's own write: keep the write's view
-            known.written_version = None
         known = self._refresh(entry)
         if known is not None:
             return known
@@ -298,16 +293,20 @@ class FleetLoop:
         """This process wrote the GreenModel and got `written` back: a fresher view than the last event's,
         so the next write on it does not start from a stale resourceVersion (a 409 and a GET)."""
         if written:
-            known = self._refresh(Tracked(tracked_view(written)))
-            if known is not None:
-                known.written_version = known.gm["metadata"].get("resourceVersion")
+            self._refresh(Tracked(tracked_view(written)), written=True)
 
-    def _refresh(self, seen: Tracked) -> Tracked | None:
+    def _refresh(self, seen: Tracked, written: bool = False) -> Tracked | None:
         """The tracked entry of the same GreenModel (same key and uid), now with `seen`'s view; None if
-        there is none."""
+        there is none. `written`: the view is this process's write's response, not an event's."""
         known = self._entries.get(seen.key)
         if known is None or known.uid != seen.uid:
             return None
+        if written:
+            known.written_version = seen.gm["metadata"].get("resourceVersion")
+        elif known.written_version is not None:
+            if not _newer_or_written(seen.gm, known):
+                return known  # the watch lags behind this process's own write: keep the write's view
+            known.written_version = None
         known.gm = seen.gm
         return known
 
