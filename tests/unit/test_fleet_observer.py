@@ -118,7 +118,9 @@ class EnergyFleet:
     def tick(self, previous: float | None, since_s: float | None = None) -> float | None:
         """One observation 15 s after the last (no answer, or failure, is reused): its energy total."""
         self.clock.now += 15
-        queries = promql.build_queries(self.spec, NS, "gm", since_s=since_s)
+        batched = fleet_observer.batched_names(self.spec, frozenset(), own_url=False)
+        names = fleet_observer.own_names(batched, self.memory)  # as the operator's tick builds them
+        queries = promql.build_queries(self.spec, NS, "gm", since_s=since_s, names=names)
         obs = asyncio.run(
             fleet_observer.observe(
                 self.observer,
@@ -126,7 +128,7 @@ class EnergyFleet:
                 queries,
                 self.spec,
                 (NS, "gm"),
-                batched=fleet_observer.batched_names(self.spec, frozenset(), own_url=False),
+                batched=batched,
                 window="1m",
                 interval_s=15,
                 now=self.clock.now,
@@ -158,6 +160,21 @@ def test_overridden_queries_and_an_own_prometheus_are_not_batched() -> None:
     )
     assert every - fewer == {"prompt_tokens_per_s", "power_w"}
     assert fleet_observer.batched_names(spec, frozenset(), own_url=True) == frozenset()
+
+
+def test_a_tick_fills_only_the_queries_it_runs_as_its_own() -> None:
+    spec = _spec()
+    every = fleet_observer.batched_names(spec, frozenset(), own_url=False)
+    first = fleet_observer.own_names(every, fleet_observer.EnergyReadings())
+    assert first == {"energy_j"}  # no reading of the fleet's counters yet: its own increase() this once
+    read = fleet_observer.EnergyReadings(fleet_queries.CounterReading({}))
+    assert fleet_observer.own_names(every, read) == frozenset()
+    assert promql.build_queries(spec, NS, "gm", since_s=15.0, names=frozenset()).queries == {}
+    assert list(promql.build_queries(spec, NS, "gm", since_s=15.0, names=first).queries) == ["energy_j"]
+    alone = fleet_observer.own_names(frozenset(), read)  # its own Prometheus: everything
+    assert promql.build_queries(spec, NS, "gm", since_s=15.0, names=alone).queries.keys() == set(
+        promql.QUERY_NAMES
+    )
 
 
 def test_a_failed_tick_does_not_move_the_energy_baseline() -> None:

@@ -80,6 +80,13 @@ def batched_names(spec: api.GreenModelSpec, overrides: frozenset[str], own_url: 
     return frozenset(n for n in promql.QUERY_NAMES if promql.template_key(n, source) not in overrides)
 
 
+def own_names(batched: frozenset[str], energy: EnergyReadings) -> frozenset[str]:
+    """The query names `observe` may run as the GreenModel's own: those not in `batched`, and energy
+    while there is no last reading of the fleet's counters (the time since the persisted sample)."""
+    own = frozenset(promql.QUERY_NAMES) - batched
+    return own | {"energy_j"} if energy.last is None else own
+
+
 async def observe(
     observer: FleetObserver,
     per_model: promql.Query,

@@ -565,6 +565,10 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
         else:
             state = initial_state(spec, now, applied)
 
+    url = trust.prometheus_url(spec, config)
+    query = _prometheus(memo, url)
+    overrides = frozenset(spec.metrics.queries) | frozenset(config.queries)
+    batched = fleet_observer.batched_names(spec, overrides, own_url=url != config.prometheus_url)
     since = None if state.last_sample_time is None else now - state.last_sample_time
     queries = promql.build_queries(
         spec,
@@ -574,11 +578,8 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
         since_s=since,
         overrides=config.queries,
         default_carbon_g_per_kwh=config.default_carbon_intensity_g_per_kwh,
+        names=fleet_observer.own_names(batched, memory.energy),
     )
-    url = trust.prometheus_url(spec, config)
-    query = _prometheus(memo, url)
-    overrides = frozenset(spec.metrics.queries) | frozenset(config.queries)
-    batched = fleet_observer.batched_names(spec, overrides, own_url=url != config.prometheus_url)
     try:
         if batched:
             observation = await fleet_observer.observe(

@@ -20,6 +20,7 @@ GreenModel's own Prometheus URL, a carbon-intensity query.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,7 @@ class FleetQuery:
     promql: str
 
 
+@functools.lru_cache(maxsize=1024)  # pure; every tick asks for each of its ~14, a handful distinct in all
 def fleet_query(
     template: str, *, window: str, attainment_window_s: float, ttft_slo_ms: float, tpot_slo_ms: float
 ) -> FleetQuery | None:
