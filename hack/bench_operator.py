@@ -242,6 +242,7 @@ class Result:
     loop_errors: float = 0.0
     cpu_ms_per_tick: float = float("nan")  # operator CPU time in the steady window / ticks observed
     cpu_utilisation_steady: float = float("nan")  # operator CPU seconds per second in the steady window
+    gc_ms_per_tick: float = float("nan")  # operator wall time in garbage collections / ticks (steady)
     cpu_converge_s: float = float("nan")  # operator CPU seconds from the first create to convergence
     bench_cpu_utilisation_converge: float = float("nan")  # the emulator (this process), cores
     # Contention: the other processes' CPU in the steady window (cores), and the machine's load average.
@@ -705,6 +706,9 @@ class _Bench:
         result.prometheus_cpu_utilisation_steady = (others1[1] - others0[1]) / max(t1 - t0, 1e-9)
         errors = "greenllm_loop_errors_total"
         result.loop_errors = totals1.get(errors, 0.0) - totals0.get(errors, 0.0)
+        collections = "greenllm_operator_gc_seconds_total"
+        if window.count > 0 and collections in totals1:
+            result.gc_ms_per_tick = (totals1[collections] - totals0[collections]) * 1000 / window.count
         result.api_rps_steady = len(calls) / max(t1 - t0, 1e-9)
         result.api_top_steady = _top(calls)
         times = self.emulator.call_times[calls0:calls1]
@@ -733,6 +737,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("loop_p50_ms", "loop p50 ms", "{:.1f}"),
     ("loop_p99_ms", "loop p99 ms", "{:.1f}"),
     ("cpu_ms_per_tick", "CPU ms/tick", "{:.2f}"),
+    ("gc_ms_per_tick", "GC ms/tick", "{:.2f}"),
     ("api_rps_converge", "API rps conv", "{:.1f}"),
     ("api_rps_steady", "API rps steady", "{:.1f}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),

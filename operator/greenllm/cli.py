@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from greenllm.controller import handlers  # noqa: F401  (importing registers the handlers)
+    from greenllm.controller import handlers, heap  # noqa: F401  (importing registers the handlers)
     from greenllm.controller.memo import OperatorMemo
     from greenllm.controller.prometheus import set_default_connection
 
@@ -75,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     # A lost leader Lease stops the process as SIGTERM does (gracefully); then it exits 1 below. (Not kopf's
     # stop_flag: kopf waits on a thread-style flag in an executor thread that then blocks the exit.)
     memo = OperatorMemo(config=config, on_lease_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    heap.settle()  # after the imports: they are never garbage
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,

@@ -121,6 +121,7 @@ async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     assert result.ticks_observed >= 3 * 2
     assert result.loop_mean_ms > 0 and result.loop_p50_ms <= result.loop_p99_ms
     assert result.loop_errors == 0, log
+    assert result.gc_ms_per_tick >= 0  # the operator exports its time in the garbage collector (NaN: not)
     assert result.prometheus_queries_per_tick > 0  # every converged GreenModel's tick asks Prometheus
     # Ticks read their GreenModel from kopf's watch (no GET; a 409 would re-read one) and write status
     # only when readers would see a change or the accounting is due (60 s): fewer writes than ticks.

@@ -9,6 +9,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from greenllm.controller import heap
 from greenllm.core.decision import ReasonKind
 
 LABELS = ("namespace", "greenmodel")
@@ -20,6 +21,7 @@ class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(heap.CollectionTimeCollector())
         # `reason` is always a ReasonKind (a closed set), never the free-text reason: bounded cardinality.
         self.decisions = Counter(
             "greenllm_decisions",
