@@ -5,8 +5,9 @@ what churns is freed by reference counting (Prometheus answers, API responses), 
 does not need to see. With CPython's default thresholds (700, 10, 10) it saw them anyway: decoding one
 fleet answer at 5,000 GreenModels allocates some 15,000 containers, dozens of young collections ran during
 each decode, promoted the half-built answer to the oldest generation, and every few answers that
-generation was due in full. Measured at N = 5,000 (hack/bench_operator.py while converging): 78 full
-collections in 264 s, up to 1.6 s each, 40 % of the operator's time in the collector.
+generation was due in full. Measured with a gc callback in `hack/bench_operator.py --n 5000`: 98 full
+collections in the first 380 s, up to 2.1 s each (the event loop stalled meanwhile), and 119 s of the
+380 s spent in the collector.
 
 `settle` freezes what start-up built (modules, kopf, the Kubernetes client's models: never garbage) so
 that no collection scans it again, and raises the young generation's threshold above the containers of one
