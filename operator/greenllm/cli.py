@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,19 @@ def kube_credentials_problem() -> str | None:
 
 
 def _set_log_level(level: str) -> None:
-    import logging
-
     logging.getLogger().setLevel(level.upper())
+
+
+class SuccessOfPerEventHandlers:
+    """A filter for kopf's object log: drops "Handler 'x' succeeded." of handlers kopf calls on every watch
+    event (`names`). At 5,000 GreenModels that was 45,000 of the operator's 55,000 log lines in 12 minutes,
+    saying nothing; their failures, and every other line, are kept. Not installed at --log-level debug."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.lines = frozenset(f"Handler {name!r} succeeded." for name in names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage() in self.lines)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -65,12 +77,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from greenllm.controller import handlers, heap  # noqa: F401  (importing registers the handlers)
+    from greenllm.controller import handlers, heap  # importing handlers registers them with kopf
     from greenllm.controller.memo import OperatorMemo
     from greenllm.controller.prometheus import set_default_connection
 
     kopf.configure(verbose=config.log_level == "debug")
     _set_log_level(config.log_level)
+    if config.log_level != "debug":
+        logging.getLogger("kopf.objects").addFilter(SuccessOfPerEventHandlers(handlers.PER_EVENT_HANDLERS))
     set_default_connection(config.prometheus_connection())
     # A lost leader Lease stops the process as SIGTERM does (gracefully); then it exits 1 below. (Not kopf's
     # stop_flag: kopf waits on a thread-style flag in an executor thread that then blocks the exit.)

@@ -403,6 +403,11 @@ async def release(memo: OperatorMemo, meta: Mapping[str, Any], logger: kopf.Logg
         )
 
 
+# The kopf handlers called on every watch event: thousands a minute at scale (greenllm run keeps their
+# success lines out of the log).
+PER_EVENT_HANDLERS = ("track", "deployment_changed")
+
+
 @kopf.on.event(*RESOURCE)
 async def track(event: Mapping[str, Any], memo: OperatorMemo, **_: Any) -> None:
     """Feed the watch to the fleet loop: what a turn and the Deployment watcher read of each GreenModel,
