@@ -23,6 +23,7 @@ from greenllm.api import v1alpha1 as api
 from greenllm.calibration import default_energy_model
 from greenllm.controller import budgets, fleet_observer, leader, prometheus, trust
 from greenllm.controller.config import OperatorConfig
+from greenllm.controller.diffbase import StatusFreeDiffBaseStorage
 from greenllm.controller.exporter import OperatorMetrics
 from greenllm.controller.fleet_loop import NOT_RECONCILED, FleetLoop, Tracked
 from greenllm.controller.kube import Kube, RateLimit
@@ -72,7 +73,7 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
     settings.posting.reporting_instance = os.environ.get("HOSTNAME") or REPORTING_COMPONENT
     # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural and would prune it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = StatusFreeDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
