@@ -649,7 +649,11 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
             )
         change = st.patch(new)
         stored = latest.get("status") or {}
-        reason = "change" if result.changed else memory.due(stored, change, time.monotonic(), write_period)
+        reason = (
+            "change"
+            if result.changed
+            else memory.due(stored, change, time.monotonic(), write_period, interval)
+        )
         why[:] = [reason] if reason else []
         return change if reason else None
 
@@ -658,8 +662,8 @@ async def tick(memo: OperatorMemo, tracked: Tracked, logger: kopf.Logger) -> flo
     # The latest view: another writer's response may have refreshed it while this tick waited its turn.
     async with memo.loop.writing((namespace, name)):
         written = await _write_status(memo, namespace, name, build, read=tracked.gm)
+    memory.ticked(written is not None, time.monotonic())
     if written is not None:
-        memory.written_at = time.monotonic()
         memo.telemetry.status_writes.labels(why[0]).inc()
     if not notices:
         return interval  # the object is gone or reconcile owns this generation's status now
