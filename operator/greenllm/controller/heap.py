@@ -12,7 +12,9 @@ collections in the first 380 s, up to 2.1 s each (the event loop stalled meanwhi
 `settle` freezes what start-up built (modules, kopf, the Kubernetes client's models: never garbage) so
 that no collection scans it again, and raises the young generation's threshold above the containers of one
 answer, so that a transient structure is freed before it is ever promoted. Reference cycles are still
-collected, only less often; `greenllm_operator_gc_seconds_total` says what the collector costs.
+collected, only less often; most of what the young collections find is kopf's (each event's `kopf.Body`
+refers to itself through its meta/spec/status views, so the event's parsed object waits for a collection).
+`greenllm_operator_gc_seconds_total` says what the collector costs.
 """
 
 from __future__ import annotations
