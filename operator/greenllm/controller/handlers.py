@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from greenllm.api import v1alpha1 as api
 from greenllm.calibration import default_energy_model
-from greenllm.controller import budgets, fleet_observer, leader, prometheus, trust
+from greenllm.controller import budgets, fleet_observer, leader, peering, prometheus, trust
 from greenllm.controller.config import OperatorConfig
 from greenllm.controller.diffbase import StatusFreeDiffBaseStorage
 from greenllm.controller.exporter import OperatorMetrics
@@ -83,6 +83,9 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
         settings.peering.priority = config.priority
         settings.peering.lifetime = config.peering_lifetime_s
         settings.peering.standalone = False
+        # kopf's pause stops its handlers, not the fleet loop: it follows the peering objects itself.
+        memo.peering = peering.PeeringWatch(config.peering_name, config.priority, config.namespaces)
+        memo.peering.start()
     else:
         settings.peering.standalone = True
     if config.elects_leader:
@@ -119,9 +122,11 @@ async def _lead(config: OperatorConfig, memo: OperatorMemo) -> None:
 
 
 def _acting(memo: OperatorMemo) -> bool:
-    """False once this operator has lost its leader Lease (it is stopping): it must not write anything."""
+    """False once this operator has lost its leader Lease (it is stopping), and while kopf's peering pauses
+    it: it must not write anything."""
     lease: leader.LeaderLease | None = memo.get("leader")
-    return lease is None or lease.leading
+    peers: peering.PeeringWatch | None = memo.get("peering")
+    return (lease is None or lease.leading) and (peers is None or peers.acting())
 
 
 @kopf.on.cleanup()
@@ -131,6 +136,9 @@ async def stop_serving(memo: OperatorMemo, **_: Any) -> None:
     if "telemetry" in memo:
         memo.telemetry.stop()
         del memo["telemetry"]
+    peers: peering.PeeringWatch | None = memo.get("peering")
+    if peers is not None:
+        peers.stop()
     lease: leader.LeaderLease | None = memo.get("leader")
     if lease is not None:
         await asyncio.to_thread(lease.stop)  # releases the Lease: a successor need not wait for it

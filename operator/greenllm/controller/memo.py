@@ -17,6 +17,7 @@ from greenllm.controller.fleet_loop import FleetLoop
 from greenllm.controller.fleet_observer import FleetObserver
 from greenllm.controller.kube import Kube
 from greenllm.controller.leader import LeaderLease
+from greenllm.controller.peering import PeeringWatch
 from greenllm.core.budget_book import Book
 from greenllm.core.energy import EnergyModel
 from greenllm.loop.promql import Query
@@ -34,4 +35,5 @@ class OperatorMemo(kopf.Memo):
     fleet: dict[str, FleetObserver]  # URL -> the fleet queries' answers, shared by every GreenModel
     loop: FleetLoop  # ticks every GreenModel; the watch feeds it what each tick reads
     leader: LeaderLease  # only when leader election is on
+    peering: PeeringWatch  # only with kopf peering: whether kopf pauses this operator
     budgets: Book  # EnergyBudgets' allocations and their members' reports (controller/budgets.py)

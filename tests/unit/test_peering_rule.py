@@ -1,0 +1,75 @@
+"""controller/peering.py's rule against kopf's own (`process_peering_event`), case by case: the fleet loop
+must pause exactly when kopf pauses the operator's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import kopf
+import pytest
+from kopf._cogs.aiokits import aiotoggles  # kopf's pause switch: what its peering turns on
+from kopf._cogs.structs import references
+from kopf._core.engines import peering as kopf_peering
+
+from greenllm.controller.peering import conflicting
+
+NOW = datetime.datetime.now(datetime.UTC)
+OURS = 50
+
+
+def record(priority: int, seconds_ago: float = 0.0, lifetime: int = 60) -> dict[str, Any]:
+    lastseen = NOW - datetime.timedelta(seconds=seconds_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": lastseen.isoformat()}
+
+
+async def kopf_pauses(status: dict[str, Any], identity: str) -> bool:
+    settings = kopf.OperatorSettings()
+    settings.peering.name, settings.peering.priority = "greenllm", OURS
+    toggle = aiotoggles.Toggle(False)
+    woken = asyncio.Event()
+    woken.set()  # kopf would sleep until a blocking peer expires: not here
+    resource = references.Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
+    await kopf_peering.process_peering_event(
+        raw_event={"type": "MODIFIED", "object": {"metadata": {"name": "greenllm"}, "status": status}},
+        namespace=None,
+        resource=resource,
+        identity=kopf_peering.Identity(identity),
+        settings=settings,
+        autoclean=False,
+        stream_pressure=woken,
+        conflicts_found=toggle,
+    )
+    return toggle.is_on()
+
+
+CASES = {
+    "alone": {"us": record(OURS)},
+    "a higher peer": {"us": record(OURS), "them": record(100)},
+    "a higher peer, expired": {"us": record(OURS), "them": record(100, seconds_ago=61)},
+    "a lower peer": {"us": record(OURS), "them": record(10)},
+    "an equal peer": {"us": record(OURS), "them": record(OURS)},
+    "an equal peer, expired": {"us": record(OURS), "them": record(OURS, seconds_ago=5, lifetime=3)},
+    "a lower and a higher peer": {"us": record(OURS), "low": record(10), "high": record(60)},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_the_rule_is_kopfs(case: str) -> None:
+    status = CASES[case]
+    assert conflicting(status, OURS, NOW) == await kopf_pauses(status, "us")
+
+
+def test_without_our_own_record_the_loop_waits() -> None:
+    """kopf knows its identity; this rule does not, so no live record of our priority means ours is not
+    written yet (or expired): wait, where kopf alone with a lower peer would act."""
+    assert conflicting({}, OURS, NOW)
+    assert conflicting({"low": record(10)}, OURS, NOW)
+    assert conflicting({"us": record(OURS, seconds_ago=120)}, OURS, NOW)
+
+
+def test_an_unreadable_record_counts_as_no_record() -> None:
+    assert not conflicting({"us": record(OURS), "odd": {"priority": 100, "lastseen": "yesterday"}}, OURS, NOW)
+    assert not conflicting({"us": record(OURS), "odd": "not a record"}, OURS, NOW)
+    assert not conflicting({"us": record(OURS), "odd": {**record(100), "priority": "high"}}, OURS, NOW)
