@@ -121,6 +121,27 @@ def test_a_wake_makes_a_waiting_green_model_due_now_and_a_running_one_due_when_i
     assert schedule.finished(A, started=3.0, interval=60.0, now=3.5) == 63.0  # the wake was used once
 
 
+def test_new_and_woken_green_models_go_before_overdue_ticks() -> None:
+    """A process that is behind has many overdue ticks; a new GreenModel (its turn makes its Deployment)
+    and a changed spec must not wait behind them all."""
+    schedule = Schedule()
+    late = [("team", f"late-{i}") for i in range(5)]
+    for key in late:
+        schedule.add(key, now=0.0, phase=0.0)
+    for key in late:
+        assert schedule.pop_due(0.0) == key
+        schedule.finished(key, started=0.0, interval=10.0, now=0.1)  # all due at 10.0
+    woken = late[3]
+    schedule.wake(woken, now=50.0)  # overdue already: now first too
+    schedule.add(A, now=50.0, phase=0.0)
+    assert schedule.pop_due(50.0) == woken
+    assert schedule.pop_due(50.0) == A
+    assert [schedule.pop_due(50.0) for _ in range(4)] == [k for k in late if k != woken]
+    # After its first turn, a new GreenModel ticks in turn with the others.
+    schedule.finished(A, started=50.0, interval=10.0, now=50.1)
+    assert schedule.next_due() == 60.0
+
+
 def test_a_removed_green_model_is_never_due_and_its_running_tick_ends_quietly() -> None:
     schedule = Schedule()
     schedule.add(A, now=0.0, phase=0.0)
