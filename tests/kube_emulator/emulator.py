@@ -69,7 +69,7 @@ from tests.kube_emulator.patches import (
 )
 from tests.kube_emulator.rbac import ApiCall
 from tests.kube_emulator.resources import DEFAULT_RESOURCES, INITIAL_NAMESPACES, ResourceSpec
-from tests.kube_emulator.schema import prune_and_default, schema_problems
+from tests.kube_emulator.schema import CrdSchema, prune_and_default
 from tests.kube_emulator.selectors import field_selector_matches, label_selector_matches, parse_field_selector
 
 JSON = dict[str, Any]
@@ -129,7 +129,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     namespaces: Sequence[str] = INITIAL_NAMESPACES
 
     _specs: dict[kmock.resource, ResourceSpec] = attrs.field(factory=dict, init=False)
-    _schemas: dict[kmock.resource, JSON] = attrs.field(factory=dict, init=False)
+    _schemas: dict[kmock.resource, CrdSchema] = attrs.field(factory=dict, init=False)
     _revision: int = attrs.field(default=0, init=False)
     _history: dict[kmock.resource, list[_Event]] = attrs.field(factory=dict, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
@@ -186,7 +186,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             self.declare(spec)
             schema = (version.get("schema") or {}).get("openAPIV3Schema")
             if schema:
-                self._schemas[spec.key] = copy.deepcopy(schema)
+                self._schemas[spec.key] = CrdSchema.of(copy.deepcopy(schema))
 
     @property
     def api_calls(self) -> list[ApiCall]:
@@ -337,11 +337,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         name = obj["metadata"]["name"]
         schema = self._schemas.get(spec.key)
         if schema is not None:
-            obj = prune_and_default(obj, schema, root=True)
+            obj = prune_and_default(obj, schema.openapi, root=True)
         problems = [] if old is not None else name_problems(name, spec.name_rule)
         problems += label_problems(obj["metadata"].get("labels"), "metadata.labels")
         if schema is not None:
-            problems += schema_problems(_without(obj, "metadata"), schema)
+            problems += schema.problems(_without(obj, "metadata"))
         if spec.key == kmock.resource("apps", "v1", "deployments") or spec.key == kmock.resource(
             "apps", "v1", "replicasets"
         ):
