@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -15,12 +16,16 @@ from kopf._core.engines import peering as kopf_peering
 
 from greenllm.controller.peering import conflicting
 
-NOW = datetime.datetime.now(datetime.UTC)
 OURS = 50
 
 
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 def record(priority: int, seconds_ago: float = 0.0, lifetime: int = 60) -> dict[str, Any]:
-    lastseen = NOW - datetime.timedelta(seconds=seconds_ago)
+    """A peer's record as kopf writes it, seen `seconds_ago` (kopf compares with its clock, so: now)."""
+    lastseen = now() - datetime.timedelta(seconds=seconds_ago)
     return {"priority": priority, "lifetime": lifetime, "lastseen": lastseen.isoformat()}
 
 
@@ -44,32 +49,34 @@ async def kopf_pauses(status: dict[str, Any], identity: str) -> bool:
     return toggle.is_on()
 
 
-CASES = {
-    "alone": {"us": record(OURS)},
-    "a higher peer": {"us": record(OURS), "them": record(100)},
-    "a higher peer, expired": {"us": record(OURS), "them": record(100, seconds_ago=61)},
-    "a lower peer": {"us": record(OURS), "them": record(10)},
-    "an equal peer": {"us": record(OURS), "them": record(OURS)},
-    "an equal peer, expired": {"us": record(OURS), "them": record(OURS, seconds_ago=5, lifetime=3)},
-    "a lower and a higher peer": {"us": record(OURS), "low": record(10), "high": record(60)},
+CASES: dict[str, Callable[[], dict[str, Any]]] = {  # built when the test runs: records expire
+    "alone": lambda: {"us": record(OURS)},
+    "a higher peer": lambda: {"us": record(OURS), "them": record(100)},
+    "a higher peer, expired": lambda: {"us": record(OURS), "them": record(100, seconds_ago=61)},
+    "a lower peer": lambda: {"us": record(OURS), "them": record(10)},
+    "an equal peer": lambda: {"us": record(OURS), "them": record(OURS)},
+    "an equal peer, expired": lambda: {"us": record(OURS), "them": record(OURS, seconds_ago=5, lifetime=3)},
+    "a lower and a higher peer": lambda: {"us": record(OURS), "low": record(10), "high": record(60)},
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_the_rule_is_kopfs(case: str) -> None:
-    status = CASES[case]
-    assert conflicting(status, OURS, NOW) == await kopf_pauses(status, "us")
+    status = CASES[case]()
+    assert conflicting(status, OURS, now()) == await kopf_pauses(status, "us")
 
 
 def test_without_our_own_record_the_loop_waits() -> None:
     """kopf knows its identity; this rule does not, so no live record of our priority means ours is not
     written yet (or expired): wait, where kopf alone with a lower peer would act."""
-    assert conflicting({}, OURS, NOW)
-    assert conflicting({"low": record(10)}, OURS, NOW)
-    assert conflicting({"us": record(OURS, seconds_ago=120)}, OURS, NOW)
+    assert conflicting({}, OURS, now())
+    assert conflicting({"low": record(10)}, OURS, now())
+    assert conflicting({"us": record(OURS, seconds_ago=120)}, OURS, now())
 
 
 def test_an_unreadable_record_counts_as_no_record() -> None:
-    assert not conflicting({"us": record(OURS), "odd": {"priority": 100, "lastseen": "yesterday"}}, OURS, NOW)
-    assert not conflicting({"us": record(OURS), "odd": "not a record"}, OURS, NOW)
-    assert not conflicting({"us": record(OURS), "odd": {**record(100), "priority": "high"}}, OURS, NOW)
+    assert not conflicting(
+        {"us": record(OURS), "odd": {"priority": 100, "lastseen": "yesterday"}}, OURS, now()
+    )
+    assert not conflicting({"us": record(OURS), "odd": "not a record"}, OURS, now())
+    assert not conflicting({"us": record(OURS), "odd": {**record(100), "priority": "high"}}, OURS, now())
