@@ -25,9 +25,12 @@ def test_keeping_up_the_accounting_is_written_once_a_period() -> None:
     assert _writes(15.0, 15.0) == [0, 4, 8, 12]
 
 
-def test_behind_it_is_written_every_other_tick_not_on_each() -> None:
-    assert _writes(70.0, 15.0) == [0, 2, 4, 6, 8, 10, 12]  # was every tick: 70 s > 60 s each time
-    assert _writes(40.0, 15.0) == [0, 2, 4, 6, 8, 10, 12]  # 80 s apart: the period alone says so
+def test_behind_it_waits_for_a_period_of_ticks_not_only_of_seconds() -> None:
+    # Was every tick (70 s > 60 s each time), then every other tick: writes per tick rose as ticks slowed.
+    assert _writes(70.0, 15.0) == [0, 4, 8, 12]
+    assert _writes(40.0, 15.0) == [0, 4, 8, 12]
+    assert _writes(20.0, 15.0) == [0, 4, 8, 12]  # 80 s apart: later than the period, never earlier
+    assert _writes(15.0, 7.0, ticks=19) == [0, 9, 18]  # 63 s: the period, rounded up to a whole tick
 
 
 def test_an_interval_as_long_as_the_period_writes_every_tick() -> None:

@@ -264,8 +264,8 @@ SETTINGS: tuple[Setting, ...] = (
             "requests the operator's own Kubernetes client may send at once above its QPS", "N"),
     Setting("accounting_write_period_s", "--accounting-write-period", "GREENLLM_ACCOUNTING_WRITE_PERIOD",
             _nonneg_float, "seconds between status writes that only carry accounting (energy, observed "
-            "power), and at least every other tick when the interval is shorter; changes readers see are "
-            "written at once (0: every tick)", "SECONDS"),
+            "power), and at least as many ticks as make that period at the interval (a process that is "
+            "behind writes less often); changes readers see are written at once (0: every tick)", "SECONDS"),
     Setting("io_threads", "--io-threads", "GREENLLM_IO_THREADS", _positive_int,
             "threads for blocking Prometheus and Kubernetes calls", "N"),
     Setting("rate_window", "--rate-window", "GREENLLM_RATE_WINDOW", _window,
