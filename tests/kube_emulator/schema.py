@@ -62,8 +62,8 @@ def prune_and_default(value: Any, schema: Mapping[str, Any], *, root: bool = Fal
 @dataclass(frozen=True)
 class CrdSchema:
     """A CRD version's openAPIV3Schema and its validator, compiled once when the CRD is registered (as the
-    API server does). Compiled on every write, it was about a third of the emulator's CPU in the N = 5,000
-    benchmark (py-spy), CPU the operator under test shares."""
+    API server does). Compiled on every write, it was about a tenth of the emulator's CPU in the N = 5,000
+    benchmark (py-spy; validating is another sixth), CPU the operator under test shares here."""
 
     openapi: Mapping[str, Any]
     validator: jsonschema.Draft4Validator
