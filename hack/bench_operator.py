@@ -81,6 +81,7 @@ GM = "greenllm.io/v1alpha1/greenmodels"
 DEPLOY = "apps/v1/deployments"
 BENCH_USER_AGENT = "greenllm-bench"
 LOOP_HISTOGRAM = "greenllm_loop_duration_seconds"
+STATUS_WRITES = "greenllm_status_writes_total"
 # Low, steady demand (one replica's worth): the steady state measures the loop, not scaling churn.
 DEMAND = {"prompt_tokens_per_s": 2000.0, "output_tokens_per_s": 50.0, "tpot_s": 0.02}
 
@@ -207,6 +208,9 @@ def parse_metrics(text: str) -> tuple[dict[str, Histogram], dict[str, float]]:
         else:
             for s in family.samples:
                 totals[s.name] = totals.get(s.name, 0.0) + s.value
+                if s.name == STATUS_WRITES:  # also by why: "change" or "accounting"
+                    key = f"{s.name}:{s.labels.get('why', '')}"
+                    totals[key] = totals.get(key, 0.0) + s.value
     return histograms, totals
 
 
@@ -243,6 +247,7 @@ class Result:
     cpu_ms_per_tick: float = float("nan")  # operator CPU time in the steady window / ticks observed
     cpu_utilisation_steady: float = float("nan")  # operator CPU seconds per second in the steady window
     gc_ms_per_tick: float = float("nan")  # operator wall time in garbage collections / ticks (steady)
+    status_writes_per_tick: dict[str, float] = field(default_factory=dict)  # by why: change, accounting
     cpu_converge_s: float = float("nan")  # operator CPU seconds from the first create to convergence
     bench_cpu_utilisation_converge: float = float("nan")  # the emulator (this process), cores
     # Contention: the other processes' CPU in the steady window (cores), and the machine's load average.
@@ -709,6 +714,12 @@ class _Bench:
         collections = "greenllm_operator_gc_seconds_total"
         if window.count > 0 and collections in totals1:
             result.gc_ms_per_tick = (totals1[collections] - totals0[collections]) * 1000 / window.count
+        if window.count > 0:
+            result.status_writes_per_tick = {
+                key.partition(":")[2]: (totals1[key] - totals0.get(key, 0.0)) / window.count
+                for key in totals1
+                if key.startswith(f"{STATUS_WRITES}:")
+            }
         result.api_rps_steady = len(calls) / max(t1 - t0, 1e-9)
         result.api_top_steady = _top(calls)
         times = self.emulator.call_times[calls0:calls1]

@@ -127,6 +127,10 @@ async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     # only when readers would see a change or the accounting is due (60 s): fewer writes than ticks.
     assert result.api_top_steady.get("get greenmodels", 0) <= 1
     assert result.api_top_steady.get("patch greenmodels/status", 0) < result.ticks_observed
+    # The operator's own count of its status writes, by why, is what the API saw (scraped around it).
+    assert set(result.status_writes_per_tick) <= {"change", "accounting"}
+    written = sum(result.status_writes_per_tick.values()) * result.ticks_observed
+    assert written == pytest.approx(result.api_top_steady.get("patch greenmodels/status", 0), abs=2)
     assert result.api_top_converge.get("create deployments") == 3
     # A new GreenModel's Deployment and Service are created without a GET first (a tick may read its
     # Deployment to apply a decision, never its Service).
