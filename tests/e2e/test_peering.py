@@ -1,6 +1,7 @@
 """Two operator replicas with kopf peering and distinct priorities: exactly one acts, the other takes over
-when the first stops (kopf peering is not leader election: equal priorities would both act). kopf's pause
-stops its handlers; the fleet loop (the operator's own task) follows it through controller/peering.py."""
+when the first stops (kopf peering is not leader election: kopf pauses every replica of an equal priority,
+so they need distinct ones). kopf's pause stops its handlers; the fleet loop (the operator's own task)
+follows it through controller/peering.py."""
 
 from __future__ import annotations
 
@@ -122,10 +123,7 @@ async def test_a_paused_operator_stops_ticking_what_it_already_tracks(
     await client.create(GM, body)
     await wait_for(lambda: _ticks_at_least(port, 3), timeout=30, message="the loop to tick")
 
-    lastseen = datetime.datetime.now(datetime.UTC).isoformat()
-    await client.patch(
-        PEERING, "greenllm", {"status": {"higher": {"priority": 100, "lifetime": 60, "lastseen": lastseen}}}
-    )
+    await client.patch(PEERING, "greenllm", {"status": {"higher": keepalive(100)}})
     await asyncio.sleep(2)  # a tick in flight when the pause came may still end
     paused_at = scrape(port)["ticks"]
     await asyncio.sleep(4)  # four intervals

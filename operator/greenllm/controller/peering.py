@@ -69,18 +69,13 @@ class PeeringWatch:
         self._status: dict[str | None, Mapping[str, Any] | None] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._watches: list[watch.Watch] = []
         self._was_acting: bool | None = None
 
     def start(self) -> None:
         for place in self._places:
-            where = place or "cluster"
-            thread = threading.Thread(
-                target=self._follow, args=(place,), name=f"peering {where}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            name = f"peering {place or 'cluster'}"
+            threading.Thread(target=self._follow, args=(place,), name=name, daemon=True).start()
 
     def stop(self) -> None:
         """Stop watching; the threads end with their current watch (at most WATCH_TIMEOUT_S), not joined."""
