@@ -81,6 +81,8 @@ GM = "greenllm.io/v1alpha1/greenmodels"
 DEPLOY = "apps/v1/deployments"
 BENCH_USER_AGENT = "greenllm-bench"
 LOOP_HISTOGRAM = "greenllm_loop_duration_seconds"
+LAG_HISTOGRAM = "greenllm_loop_lag_seconds"
+IN_FLIGHT = "greenllm_loop_ticks_in_flight"
 STATUS_WRITES = "greenllm_status_writes_total"
 # Low, steady demand (one replica's worth): the steady state measures the loop, not scaling churn.
 DEMAND = {"prompt_tokens_per_s": 2000.0, "output_tokens_per_s": 50.0, "tpot_s": 0.02}
@@ -244,6 +246,13 @@ class Result:
     loop_p50_ms: float = float("nan")
     loop_p99_ms: float = float("nan")
     loop_errors: float = 0.0
+    # How late ticks started after they were due (the period's excess over the interval), and the ticks
+    # running at each of the benchmark's reads of /metrics (mean, most) against the slots (--io-threads).
+    lag_mean_ms: float = float("nan")
+    lag_p50_ms: float = float("nan")
+    lag_p99_ms: float = float("nan")
+    in_flight_mean: float = float("nan")
+    in_flight_max: float = float("nan")
     cpu_ms_per_tick: float = float("nan")  # operator CPU time in the steady window / ticks observed
     cpu_utilisation_steady: float = float("nan")  # operator CPU seconds per second in the steady window
     gc_ms_per_tick: float = float("nan")  # operator wall time in garbage collections / ticks (steady)
@@ -659,7 +668,9 @@ class _Bench:
         await self.warm_up()
         histograms, totals0 = await asyncio.to_thread(operator.metrics)
         h0 = h1 = histograms[LOOP_HISTOGRAM]
+        lag0 = lag1 = histograms.get(LAG_HISTOGRAM)
         totals1 = totals0
+        in_flight: list[float] = []
         q0 = await asyncio.to_thread(instant_queries_answered, self.prometheus_url)
         cpu0, calls0, t0 = cpu_seconds(operator.pid), len(self.emulator.api_calls), loop.time()
         others0 = cpu_seconds(os.getpid()), cpu_seconds(self.prometheus_pid)
@@ -688,7 +699,9 @@ class _Bench:
             await asyncio.gather(asyncio.sleep(every), asyncio.to_thread(probe_once))
             operator.check_alive()
             histograms, totals1 = await asyncio.to_thread(operator.metrics)
-            h1 = histograms[LOOP_HISTOGRAM]
+            h1, lag1 = histograms[LOOP_HISTOGRAM], histograms.get(LAG_HISTOGRAM)
+            if IN_FLIGHT in totals1:
+                in_flight.append(totals1[IN_FLIGHT])
         t1, cpu1, calls1 = loop.time(), cpu_seconds(operator.pid), len(self.emulator.api_calls)
         others1 = cpu_seconds(os.getpid()), cpu_seconds(self.prometheus_pid)
         result.load_average_1m = os.getloadavg()[0]
@@ -706,6 +719,13 @@ class _Bench:
             result.cpu_ms_per_tick = (cpu1 - cpu0) * 1000 / window.count
             result.prometheus_queries_per_tick = (q1 - q0 - sum(probe_queries)) / window.count
             result.api_calls_per_tick = len(calls) / window.count
+        if lag0 is not None and lag1 is not None and lag1.count > lag0.count:
+            lag = lag1.minus(lag0)
+            result.lag_mean_ms = lag.mean * 1000
+            result.lag_p50_ms = lag.quantile(0.5) * 1000
+            result.lag_p99_ms = lag.quantile(0.99) * 1000
+        if in_flight:
+            result.in_flight_mean, result.in_flight_max = statistics.mean(in_flight), max(in_flight)
         result.cpu_utilisation_steady = (cpu1 - cpu0) / max(t1 - t0, 1e-9)
         result.bench_cpu_utilisation_steady = (others1[0] - others0[0]) / max(t1 - t0, 1e-9)
         result.prometheus_cpu_utilisation_steady = (others1[1] - others0[1]) / max(t1 - t0, 1e-9)
@@ -747,6 +767,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("loop_mean_ms", "loop mean ms", "{:.1f}"),
     ("loop_p50_ms", "loop p50 ms", "{:.1f}"),
     ("loop_p99_ms", "loop p99 ms", "{:.1f}"),
+    ("lag_p99_ms", "lag p99 ms", "{:.0f}"),
     ("cpu_ms_per_tick", "CPU ms/tick", "{:.2f}"),
     ("gc_ms_per_tick", "GC ms/tick", "{:.2f}"),
     ("api_rps_converge", "API rps conv", "{:.1f}"),

@@ -66,6 +66,19 @@ class OperatorMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
+        # How late ticks start after they are due, and how many run: a period above the interval shows here
+        # first (as controller-runtime's workqueue queue duration and depth).
+        self.loop_lag = Histogram(
+            "greenllm_loop_lag_seconds",
+            "How late an autoscaling tick started after it was due",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.ticks_in_flight = Gauge(
+            "greenllm_loop_ticks_in_flight",
+            "Autoscaling ticks running now (at most --io-threads)",
+            registry=r,
+        )
         self.loop_errors = Counter("greenllm_loop_errors", "Ticks that failed", (*LABELS, "kind"), registry=r)
         self.kube_throttled = Counter(
             "greenllm_kube_requests_throttled",

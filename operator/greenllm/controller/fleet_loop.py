@@ -251,6 +251,11 @@ class Schedule:
         self._slots[key].running = True
         return key
 
+    def due(self, key: Key) -> float | None:
+        """When `key`'s next (or running) tick was due; None: not tracked."""
+        slot = self._slots.get(key)
+        return None if slot is None else slot.due
+
     def finished(self, key: Key, started: float, interval: float, now: float) -> float | None:
         """Record the end of `key`'s tick; returns when the next one is due (None: no longer tracked)."""
         slot = self._slots.get(key)
@@ -287,6 +292,8 @@ class FleetLoop:
 
     `tick(tracked)` returns the seconds until that GreenModel's next tick and must not raise (a raise is
     logged and retried after `retry_s`). `acting()` False pauses ticking (a lost leader Lease).
+    `started(lag)` is told how late each tick started after it was due (waiting for the event loop or for
+    one of the `concurrency` slots): the achieved period is the interval plus that lag.
     """
 
     def __init__(
@@ -296,9 +303,11 @@ class FleetLoop:
         concurrency: int,
         acting: Callable[[], bool] = lambda: True,
         retry_s: float = 15.0,
+        started: Callable[[float], None] = lambda lag: None,
     ) -> None:
         self._tick = tick
         self._acting = acting
+        self._started = started
         self._retry_s = retry_s
         self._slots = asyncio.Semaphore(concurrency)
         self._schedule = Schedule()
@@ -310,6 +319,11 @@ class FleetLoop:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def in_flight(self) -> int:
+        """Ticks running now (at most `concurrency`)."""
+        return len(self._ticking)
 
     def track(self, raw: Mapping[str, Any]) -> Tracked:
         """Take a GreenModel as an event delivered it: a new one is due at once; a known one keeps its
@@ -402,11 +416,14 @@ class FleetLoop:
                 await asyncio.sleep(1.0)  # stopping after a lost Lease: a second leader may act already
                 continue
             while (key := self._schedule.pop_due(self._now())) is not None:
+                due = self._schedule.due(key)
                 await self._slots.acquire()
                 entry = self._entries.get(key)
                 if entry is None:  # forgotten while waiting for a slot
                     self._slots.release()
                     continue
+                if due is not None:
+                    self._started(max(self._now() - due, 0.0))
                 task = asyncio.create_task(self._run_one(key, entry))
                 self._ticking.add(task)
                 task.add_done_callback(self._ticking.discard)

@@ -98,7 +98,9 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: An
         lambda tracked: autoscale(memo, tracked),
         concurrency=config.io_threads,
         acting=lambda: _acting(memo),
+        started=telemetry.loop_lag.observe,
     )
+    telemetry.ticks_in_flight.set_function(lambda: memo.loop.in_flight)
 
 
 async def _lead(config: OperatorConfig, memo: OperatorMemo) -> None:
