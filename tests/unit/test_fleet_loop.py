@@ -409,3 +409,60 @@ def test_writers_of_one_green_model_take_turns_and_others_do_not_wait() -> None:
     order, turns_left = _run(scenario())
     assert order == ["reconcile in", "other", "reconcile out", "watcher"]
     assert turns_left == 0  # nothing kept per GreenModel once no one writes
+
+
+def test_the_loop_reports_how_late_each_tick_started_and_how_many_run() -> None:
+    """With one slot, a second GreenModel due at the same time waits for the first's tick: its lag is at
+    least that tick's length. `in_flight` counts the tick holding the slot."""
+
+    async def scenario() -> tuple[list[float], list[int]]:
+        lags: list[float] = []
+        in_flight: list[int] = []
+        both = asyncio.Event()
+
+        async def tick(tracked: Tracked) -> float:
+            in_flight.append(loop.in_flight)
+            await asyncio.sleep(0.05)
+            if len(lags) >= 2:
+                both.set()
+            return 3600.0
+
+        loop = FleetLoop(tick, concurrency=1, started=lags.append)
+        loop.track(_green_model("a", uid="u-a"))
+        loop.track(_green_model("b", uid="u-b"))
+        loop.start()
+        await both.wait()
+        await loop.stop()
+        return lags, in_flight
+
+    lags, in_flight = _run(scenario())
+    assert len(lags) == 2
+    assert min(lags) < 0.05 <= max(lags)
+    assert in_flight == [1, 1]
+
+
+def test_stop_returns_when_a_tick_ends_just_as_it_is_called() -> None:
+    """The last tick's end wakes the loop's task (waiting, with a timeout, for the next due one) in the same
+    turn of the event loop as `stop` cancels it: on Python 3.11 `asyncio.wait_for` then returned instead
+    of raising, the task kept running, and `stop` (an operator's shutdown) waited for ever."""
+
+    async def scenario() -> list[str]:
+        ended = asyncio.Event()
+        ticked: list[str] = []
+
+        async def tick(tracked: Tracked) -> float:
+            ticked.append(tracked.key[1])
+            await asyncio.sleep(0.01)
+            if tracked.key[1] == "b":
+                ended.set()
+            return 3600.0  # "a" is due again in an hour: the loop waits with that timeout
+
+        loop = FleetLoop(tick, concurrency=1)
+        loop.track(_green_model("a", uid="u-a"))
+        loop.track(_green_model("b", uid="u-b"))
+        loop.start()
+        await ended.wait()
+        await asyncio.wait_for(loop.stop(), 5.0)
+        return ticked
+
+    assert _run(scenario()) == ["a", "b"]

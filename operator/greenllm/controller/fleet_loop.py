@@ -432,8 +432,11 @@ class FleetLoop:
             self._changed.clear()
             due = self._schedule.next_due()
             timeout = None if due is None else max(due - self._now(), 0.0)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result instead of raising
+            # when the wait ends just as the task is cancelled, and `stop` then waited for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
 
     async def _run_one(self, key: Key, entry: Tracked) -> None:
         started = self._now()
