@@ -84,8 +84,23 @@ def test_a_new_green_model_is_due_at_once_and_then_at_its_interval_with_its_phas
     assert schedule.finished(A, started=100.0, interval=10.0, now=100.5) == 112.5
     assert schedule.pop_due(112.4) is None
     assert schedule.pop_due(112.5) == A
-    # Fixed rate after that: an interval after the tick started, however long the tick took.
+    # Fixed rate after that: an interval after the tick was due, however long the tick took.
     assert schedule.finished(A, started=112.5, interval=10.0, now=114.0) == 122.5
+
+
+def test_a_late_tick_keeps_its_phase_and_one_over_an_interval_late_skips_what_it_missed() -> None:
+    """Ticks that start late together must not stay together: the next is due on the GreenModel's own
+    grid (due + interval), whenever the late one started; one that missed a whole tick skips it."""
+    schedule = Schedule()
+    schedule.add(A, now=0.0, phase=0.25)
+    schedule.pop_due(0.0)
+    assert schedule.finished(A, started=0.0, interval=10.0, now=0.1) == 12.5
+    assert schedule.pop_due(16.0) == A  # started 3.5 s late
+    assert schedule.finished(A, started=16.0, interval=10.0, now=16.2) == 22.5  # not 26.0
+    assert schedule.pop_due(34.0) == A  # 11.5 s late: the tick due at 32.5 was missed
+    assert schedule.finished(A, started=34.0, interval=10.0, now=34.1) == 42.5  # not 32.5, nor 44.0
+    assert schedule.pop_due(42.5) == A
+    assert schedule.finished(A, started=42.5, interval=0.0, now=42.6) == 42.6  # "at once" stays at once
 
 
 def test_a_tick_longer_than_its_interval_is_followed_at_once_not_in_the_past() -> None:

@@ -192,9 +192,14 @@ class Schedule:
     """When each GreenModel's next tick is due. Pure: times are passed in, nothing waits.
 
     - A new GreenModel is due at once (its first tick finds what reconcile deployed, or nothing yet).
-    - After a tick that started at `started` and asked for `interval`, the next is due at
-      `started + interval`; after the first tick, at `started + interval * (1 + phase)`, which spreads
-      GreenModels created together over the interval.
+    - After its first tick (which started at `started` and asked for `interval`), a GreenModel is due at
+      `started + interval * (1 + phase)`, which spreads GreenModels created together over the interval;
+      after each later one, an interval after that tick was due, not after it started. At N = 5,000 the
+      next tick counted from the start: ticks that started late together stayed together, every interval
+      brought a burst of thousands of them (and of their status writes) and then idle seconds, and each
+      burst left them later. A tick that ran more than an interval late skips the ticks it missed
+      instead of running them back to back (the next tick accounts from the last sample: nothing is
+      lost but re-planning).
     - A woken GreenModel (its spec changed) is due at once, or as soon as its running tick ends.
     - New and woken GreenModels go before ticks that are merely due: their turn reconciles (a new model has
       no Deployment until then), and a process that is behind had thousands of overdue ticks ahead of them.
@@ -263,7 +268,12 @@ class Schedule:
             return None
         slot.running = False
         slot.ticks += 1
-        due = started + interval * (1 + slot.phase if slot.ticks == 1 else 1)
+        if slot.ticks == 1:
+            due = started + interval * (1 + slot.phase)
+        else:
+            due = slot.due + interval  # its own phase: a late start does not move the next tick
+            if interval > 0 and due < now:  # more than an interval late: skip the missed ticks
+                due += math.ceil((now - due) / interval) * interval
         if slot.woken:
             slot.woken = False
             self._push(key, now, first=True)
