@@ -335,12 +335,17 @@ async def apply_workloads(
     """Create or patch the Deployment (and the Service unless `service` is False); return the Deployment as
     the API server has it. `running`: the Deployment as the caller just read it (None: there is none), to
     save a second GET; UNSEEN: a new GreenModel's, created without a GET (and the Service too)."""
-    deployment = await _ensure(
+    ensure_deployment = _ensure(
         kube, render.deployment(owner, spec, decision), render.deployment_patch, owner, logger, running
     )
-    if service:
-        seen = UNSEEN if isinstance(running, Unseen) else UNREAD  # a new GreenModel has neither object
-        await _ensure(kube, render.service(owner, spec), render.service_patch, owner, logger, seen)
+    if not service:
+        return await ensure_deployment
+    seen = UNSEEN if isinstance(running, Unseen) else UNREAD  # a new GreenModel has neither object
+    ensure_service = _ensure(kube, render.service(owner, spec), render.service_patch, owner, logger, seen)
+    # Neither needs the other: one round trip to the API server instead of two before the status write
+    # (most of what a new GreenModel waits for). gather, not a TaskGroup: callers catch the error types
+    # themselves, not an ExceptionGroup; the other call still finishes and is applied on the next turn.
+    deployment: dict[str, Any] = (await asyncio.gather(ensure_deployment, ensure_service))[0]
     return deployment
 
 
