@@ -84,6 +84,7 @@ LOOP_HISTOGRAM = "greenllm_loop_duration_seconds"
 LAG_HISTOGRAM = "greenllm_loop_lag_seconds"
 IN_FLIGHT = "greenllm_loop_ticks_in_flight"
 STATUS_WRITES = "greenllm_status_writes_total"
+THROTTLED = "greenllm_kube_requests_throttled_total"
 # Low, steady demand (one replica's worth): the steady state measures the loop, not scaling churn.
 DEMAND = {"prompt_tokens_per_s": 2000.0, "output_tokens_per_s": 50.0, "tpot_s": 0.02}
 
@@ -258,6 +259,9 @@ class Result:
     gc_ms_per_tick: float = float("nan")  # operator wall time in garbage collections / ticks (steady)
     status_writes_per_tick: dict[str, float] = field(default_factory=dict)  # by why: change, accounting
     cpu_converge_s: float = float("nan")  # operator CPU seconds from the first create to convergence
+    # Operator requests that waited for its own client-side rate limit (--kube-api-qps / -burst) from its
+    # start to convergence: at N = 5,000 the three requests of each new GreenModel at 200/s bound it.
+    throttled_converge: float = float("nan")
     bench_cpu_utilisation_converge: float = float("nan")  # the emulator (this process), cores
     # Contention: the other processes' CPU in the steady window (cores), and the machine's load average.
     bench_cpu_utilisation_steady: float = float("nan")  # the emulator (this process)
@@ -638,6 +642,8 @@ class _Bench:
             bench_cpu = cpu_seconds(os.getpid()) - self.bench_cpu_before_create
             result.bench_cpu_utilisation_converge = bench_cpu / max(end - self.first_create, 1e-9)
             result.rss_converged_mb = proc_status(self.operator.pid)["VmRSS"] / 1024
+            _, totals = await asyncio.to_thread(self.operator.metrics)
+            result.throttled_converge = totals.get(THROTTLED, float("nan"))
         result.converge_s = done - self.first_create
         self.say(f"converged in {result.converge_s:.1f}s; waiting for {result.ticks} ticks per GreenModel")
 

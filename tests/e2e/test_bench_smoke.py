@@ -122,6 +122,10 @@ async def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     assert result.loop_mean_ms > 0 and result.loop_p50_ms <= result.loop_p99_ms
     assert result.loop_errors == 0, log
     assert result.gc_ms_per_tick >= 0  # the operator exports its time in the garbage collector (NaN: not)
+    # How late ticks started and how many ran, and the requests its rate limit held (NaN: not exported).
+    assert 0 <= result.lag_p50_ms <= result.lag_p99_ms
+    assert 0 <= result.in_flight_mean <= result.in_flight_max  # read at moments: often 0 at N = 3
+    assert result.throttled_converge >= 0
     assert result.prometheus_queries_per_tick > 0  # every converged GreenModel's tick asks Prometheus
     # Ticks read their GreenModel from kopf's watch (no GET; a 409 would re-read one) and write status
     # only when readers would see a change or the accounting is due (60 s): fewer writes than ticks.
