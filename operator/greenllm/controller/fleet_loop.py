@@ -4,8 +4,9 @@ Until this module, each GreenModel had a kopf daemon: a task, a live copy of its
 (spec, status and kopf's own annotation, 23 KB at the benchmark's size), and a wait per tick. At thousands
 of GreenModels that was most of the operator's memory. Here the watch feeds a registry of what a tick
 reads (`track`, from an `on.event` handler), a `Schedule` says which GreenModels are due, and one task
-starts their ticks, at most `concurrency` at a time. The schedule is fixed-rate: a tick starts an interval
-after the previous one started, so the achieved period is the interval whenever the process keeps up.
+starts their ticks, at most `concurrency` at a time. The schedule is fixed-rate on each GreenModel's own
+phase: a tick is due an interval after the previous one was due, so the achieved period is the interval
+whenever the process keeps up, and a late start does not move the ticks after it.
 """
 
 from __future__ import annotations
