@@ -33,7 +33,7 @@ SHIFTED = [
 ]  # fmt: skip
 # (energy kWh, SLO attainment, target changes, peak replicas) per policy.
 SHIFTED_NUMBERS = {
-    "greenllm": (0.4536151052271664, 0.9488388503977419, 5, 7),
+    "greenllm": (0.4528475188445908, 0.9488388503977419, 5, 7),
     "static": (0.7565401655176712, 0.9924300744162176, 0, 7),
     "best-static": (0.39286418690672564, 0.9903451372850911, 0, 4),
 }
@@ -52,10 +52,10 @@ CORNERS_NUMBERS = {
 # corner -> (greenllm energy over best-static, greenllm attainment, best-static attainment)
 CORNERS_SENSITIVITY = {
     "centre": (1.1148064429971825, 1.0, 0.994413407821229),
-    "idle 70 W": (1.1291916866123861, 1.0, 0.9952114924181963),
+    "idle 70 W": (1.1291916866123868, 1.0, 0.9952114924181963),
     "prefill U 0.35": (1.3875385330336407, 0.9561053471667997, 1.0),
-    "caps save half": (1.0761749380556986, 1.0, 1.0),
-    "all three": (1.1349573002760065, 1.0, 1.0),
+    "caps save half": (1.080216140007936, 1.0, 1.0),
+    "all three": (1.133958076256862, 1.0, 1.0),
 }
 
 

@@ -20,6 +20,7 @@ from greenllm.core.burst import (
     energy_per_request_j,
     explicit_token_budget,
     fast_tier_for,
+    held_threshold,
     max_running,
     serving_budget,
     token_budget,
@@ -176,6 +177,36 @@ def test_the_burst_threshold_is_the_queue_the_efficient_setting_drains_within_th
     roomy = spec(scaling={"headroom": 1.0})
     wide = fast_tier_for(roomy, roomy.variants[0], SETTINGS, energy_perfs(), REQUEST)
     assert wide is not None and wide.rule.burst_at_waiting > tier.rule.burst_at_waiting
+
+
+@pytest.mark.parametrize(
+    ("exact", "previous", "published"),
+    [
+        (5.01, None, 5.0),  # nothing in force: the whole number of requests
+        (4.99, 5.0, 5.0),  # jitter across the edge below: kept
+        (6.10, 5.0, 5.0),  # and above, within a quarter of a request
+        (4.70, 5.0, 4.0),  # past the band: moves
+        (6.30, 5.0, 6.0),
+        (0.30, 2.0, 1.0),  # never below one
+        (1.10, 1.0, 1.0),
+    ],
+)
+def test_the_threshold_in_force_is_kept_against_jitter(
+    exact: float, previous: float | None, published: float
+) -> None:
+    """The threshold is a whole number of requests from 1-minute rates; one sitting near a whole number
+    flipped with their jitter (a status write each time). It moves once the exact value is a quarter of a
+    request past the span of the one in force."""
+    assert held_threshold(exact, previous) == published
+
+
+def test_the_fast_tier_keeps_the_threshold_in_force_within_the_band() -> None:
+    s = spec()
+    # REQUEST: exactly 2.11 requests (test above) -> 2; with 1 in force, 2.11 is within [0.75, 2.25): kept.
+    kept = fast_tier_for(s, s.variants[0], SETTINGS, energy_perfs(), REQUEST, previous_burst_at_waiting=1.0)
+    moved = fast_tier_for(s, s.variants[0], SETTINGS, energy_perfs(), REQUEST, previous_burst_at_waiting=3.0)
+    assert kept is not None and kept.rule.burst_at_waiting == 1.0
+    assert moved is not None and moved.rule.burst_at_waiting == 2.0
 
 
 def test_settings_without_a_profile_are_skipped() -> None:

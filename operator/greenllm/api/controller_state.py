@@ -116,3 +116,4 @@ class ControllerState(BaseModel):
     floor_last_attainment: Number = None
     floor_prompt_per_request: Number = None
     floor_seen_at: Time = None
+    floor_burst_at_waiting: Number = None  # the fast tier's threshold in force (kept against jitter)

@@ -174,11 +174,13 @@ def fast_tier_for(
     perf: dict[PowerSetting, ReplicaPerformance],
     request: tuple[float, float],
     budget_tokens: int | None = None,
+    previous_burst_at_waiting: float | None = None,
 ) -> FastTier | None:
     """`efficient`: among `efficient_candidates`, the setting with the least energy per request of the
     observed size; `burst`: the GPU's default (the most capacity). None when power is not greenllm's to
     set (mode Off or Fixed) or the two are the same. `budget_tokens`: the variant's `serving_budget`, when
-    the caller has it already."""
+    the caller has it already. `previous_burst_at_waiting`: the threshold in force, kept against jitter
+    (held_threshold)."""
     if spec.power.mode is not PowerMode.AUTO:
         return None
     burst = PowerSetting()
@@ -198,14 +200,35 @@ def fast_tier_for(
         return None
     if budget_tokens is None:
         budget_tokens = serving_budget(spec, variant, perf)
-    rule = SwitchRule(burst_at_waiting=burst_threshold(spec, budget_tokens, allowed[best], request[0]))
+    exact = burst_threshold_exact(spec, budget_tokens, allowed[best], request[0])
+    rule = SwitchRule(burst_at_waiting=held_threshold(exact, previous_burst_at_waiting))
     return FastTier(efficient=best, burst=burst, rule=rule)
 
 
-def burst_threshold(
+# How far (in requests) the exact threshold must pass the edges of the one in force before it moves: the
+# threshold is a whole number of requests computed from 1-minute rates, and one sitting near a whole number
+# flipped with their jitter (a status write and an agent update each time: 0.23 writes per tick at N = 5,000
+# in hack/bench_operator.py, where the rates are constant). A quarter of a request is far above that
+# jitter and far below a real change of prompt sizes.
+THRESHOLD_BAND = 0.25
+
+
+def held_threshold(exact: float, previous: float | None, band: float = THRESHOLD_BAND) -> float:
+    """The burst threshold to publish for `exact` (burst_threshold_exact): its whole number of requests
+    (at least one), except that the one in force (`previous`) is kept while `exact` stays within `band` of
+    its own span [previous, previous + 1)."""
+    new = float(max(1, math.floor(exact)))
+    if previous is None or new == previous:
+        return new
+    if previous - band <= exact < previous + 1.0 + band:
+        return previous
+    return new
+
+
+def burst_threshold_exact(
     spec: GreenModelSpec, budget_tokens: int, efficient: ReplicaPerformance, prompt_tokens_per_request: float
 ) -> float:
-    """Requests waiting on one pod from which it runs at the burst setting.
+    """Requests waiting on one pod from which it runs at the burst setting (before rounding).
 
     The efficient setting keeps at least 1 / (1 + h) of the burst setting's prefill rate
     (`efficient_candidates`, h = scaling.headroom), so prefilling a queue at it costs at most h / (1 + h)
@@ -222,7 +245,7 @@ def burst_threshold(
     ttft_s = spec.slo.ttft_p90_ms / 1000.0
     h = spec.scaling.headroom
     size = max(prompt_tokens_per_request, 1.0)
-    return float(max(1, math.floor(rate * ttft_s * h / (1.0 + h) / size)))
+    return rate * ttft_s * h / (1.0 + h) / size
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +258,7 @@ class FloorState:
     seen_at: float | None = None
     floor: int = 0  # the floor of the previous tick
     floor_grew_at: float | None = None  # when the floor last grew (its pods may still be starting)
+    burst_at_waiting: float | None = None  # the fast tier's threshold in force (None: no fast tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +337,7 @@ def burst_floor(
     replicas = min(replicas, spec.replicas.max)
     last = attainment if attainment is not None else state.last_attainment
     grew = now if replicas > state.floor else state.floor_grew_at
-    new_state = FloorState(margin, raised, lowered, last, size, now, replicas, grew)
+    new_state = FloorState(margin, raised, lowered, last, size, now, replicas, grew, state.burst_at_waiting)
     return Floor(replicas, new_state, "; ".join(why), tokens, ttft_s)
 
 

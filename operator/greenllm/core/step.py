@@ -145,6 +145,7 @@ class LoopState:
             floor_last_attainment=self.floor.last_attainment,
             floor_prompt_per_request=self.floor.prompt_per_request,
             floor_seen_at=self.floor.seen_at,
+            floor_burst_at_waiting=self.floor.burst_at_waiting,
         )
 
     @classmethod
@@ -153,6 +154,7 @@ class LoopState:
         values are brought back into range (no negative energy, the floor margin within its bounds)."""
         data = saved if isinstance(saved, ControllerState) else ControllerState.model_validate(saved)
         per_request = data.floor_prompt_per_request
+        threshold = data.floor_burst_at_waiting
         return cls(
             period_start=data.period_start if data.period_start is not None else 0.0,
             energy_kwh=max(data.energy_kwh or 0.0, 0.0),
@@ -180,6 +182,7 @@ class LoopState:
                 last_attainment=data.floor_last_attainment,
                 prompt_per_request=per_request if per_request is not None and per_request > 0 else None,
                 seen_at=data.floor_seen_at,
+                burst_at_waiting=threshold if threshold is not None and threshold >= 1 else None,
             ),
         )
 
@@ -406,7 +409,8 @@ def burst_plan(
     if rate is not None and rate > 0 and observation.has_demand:
         per_prompt = max(observation.prompt_tokens_per_s or 0.0, 0.0) / rate or per_prompt
         per_output = max(observation.output_tokens_per_s or 0.0, 0.0) / rate or per_output
-    tier = fast_tier_for(spec, variant, settings, perf, (per_prompt, per_output), budget_tokens)
+    request = (per_prompt, per_output)
+    tier = fast_tier_for(spec, variant, settings, perf, request, budget_tokens, floor_state.burst_at_waiting)
     burst_setting = tier.burst if tier is not None else setting
     burst_perf = perf.get(burst_setting)
     floor = None
@@ -551,6 +555,8 @@ def with_burst_rules(
             f"fast tier: {tier.efficient.label()} while fewer than {tier.rule.burst_at_waiting:.0f} requests "
             f"wait on a pod, {tier.burst.label()} from then on"
         )
+    # The threshold in force, which the next tick keeps against its rates' jitter (burst.held_threshold).
+    floor_state = replace(floor_state, burst_at_waiting=None if tier is None else tier.rule.burst_at_waiting)
     new = replace(
         decision,
         replicas=replicas,
