@@ -76,7 +76,7 @@ class OperatorMetrics:
         )
         self.ticks_in_flight = Gauge(
             "greenllm_loop_ticks_in_flight",
-            "Autoscaling ticks running now (at most --io-threads)",
+            "Autoscaling ticks running now (--io-threads of them at most hold a slot)",
             registry=r,
         )
         self.loop_errors = Counter("greenllm_loop_errors", "Ticks that failed", (*LABELS, "kind"), registry=r)

@@ -333,7 +333,7 @@ class FleetLoop:
 
     @property
     def in_flight(self) -> int:
-        """Ticks running now (at most `concurrency`)."""
+        """Tick tasks not done yet: at most `concurrency` hold a slot, and a few more may be just ending."""
         return len(self._ticking)
 
     def track(self, raw: Mapping[str, Any]) -> Tracked:
