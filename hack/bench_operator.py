@@ -190,6 +190,10 @@ class Histogram:
     def mean(self) -> float:
         return self.sum / self.count if self.count > 0 else float("nan")
 
+    def summary_ms(self) -> tuple[float, float, float]:
+        """Mean, p50 and p99, in milliseconds."""
+        return self.mean * 1000, self.quantile(0.5) * 1000, self.quantile(0.99) * 1000
+
 
 def parse_metrics(text: str) -> tuple[dict[str, Histogram], dict[str, float]]:
     """Unlabelled histograms by family name, and counter/gauge sample values summed by sample name."""
@@ -719,17 +723,12 @@ class _Bench:
         result.steady_s = t1 - t0
         if window.count > 0:
             result.tick_period_s = (t1 - t0) * result.n / window.count
-            result.loop_mean_ms = window.mean * 1000
-            result.loop_p50_ms = window.quantile(0.5) * 1000
-            result.loop_p99_ms = window.quantile(0.99) * 1000
+            result.loop_mean_ms, result.loop_p50_ms, result.loop_p99_ms = window.summary_ms()
             result.cpu_ms_per_tick = (cpu1 - cpu0) * 1000 / window.count
             result.prometheus_queries_per_tick = (q1 - q0 - sum(probe_queries)) / window.count
             result.api_calls_per_tick = len(calls) / window.count
         if lag0 is not None and lag1 is not None and lag1.count > lag0.count:
-            lag = lag1.minus(lag0)
-            result.lag_mean_ms = lag.mean * 1000
-            result.lag_p50_ms = lag.quantile(0.5) * 1000
-            result.lag_p99_ms = lag.quantile(0.99) * 1000
+            result.lag_mean_ms, result.lag_p50_ms, result.lag_p99_ms = lag1.minus(lag0).summary_ms()
         if in_flight:
             result.in_flight_mean, result.in_flight_max = statistics.mean(in_flight), max(in_flight)
         result.cpu_utilisation_steady = (cpu1 - cpu0) / max(t1 - t0, 1e-9)

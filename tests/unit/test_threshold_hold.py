@@ -72,6 +72,7 @@ def test_jitter_across_an_edge_keeps_the_threshold_and_a_real_change_moves_it() 
 
 def test_no_fast_tier_clears_the_threshold_in_force() -> None:
     off = SPEC.model_copy(update={"power": SPEC.power.model_copy(update={"mode": PowerMode.OFF})})
-    state = replace(start(), floor=replace(start().floor, burst_at_waiting=3.0))
+    state = start()
+    state = replace(state, floor=replace(state.floor, burst_at_waiting=3.0))
     new, decision = step(off, state, observe(15.0, 1000.0), 15.0, SOURCE)
     assert decision.fast_tier is None and new.floor.burst_at_waiting is None
